@@ -1,0 +1,1 @@
+//! uniffi bindings over `nnzip-core` (in progress).

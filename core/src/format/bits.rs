@@ -1,0 +1,1 @@
+//! STUB: the format helper writes this.

@@ -1,0 +1,91 @@
+//! The `.nnz` container: one file with the metadata, the ONNX graph without its large
+//! initializers, and every weight tensor in one of four encodings. Byte layout: `docs/FORMAT.md`.
+//!
+//! The encoder ([`encode`]) is used by the tools; phones only run the decoder ([`decode`]), which
+//! treats every byte as hostile: every length is checked against the bytes that are actually there
+//! and against [`DecodeLimits`] before anything is allocated.
+
+pub mod bits;
+pub mod decode;
+pub mod encode;
+pub mod huffman;
+
+pub use decode::{NnzReader, TensorView};
+pub use encode::{NnzWriter, TensorData, TensorRecord};
+pub use huffman::HuffmanTable;
+
+/// The eight bytes every `.nnz` file starts with (PNG-style: non-ASCII first byte, CR LF, ^Z, LF
+/// catch text-mode transfers).
+pub const MAGIC: [u8; 8] = *b"\x89NNZ\r\n\x1a\n";
+
+/// The format version this build writes, and the highest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// How a tensor's values are stored (the `encoding` byte of a tensor record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Encoding {
+    /// Little-endian IEEE-754 binary32, one per element.
+    RawF32 = 0,
+    /// Little-endian IEEE-754 binary16, one per element (decoded to f32).
+    RawF16 = 1,
+    /// Codebook + one Huffman-coded codebook index per element.
+    SharedDense = 2,
+    /// Codebook (entry 0 is 0.0) + Huffman-coded indices of the stored entries + Huffman-coded
+    /// relative positions (gaps) of fixed width, with filler zeros for long gaps.
+    SharedSparse = 3,
+}
+
+impl Encoding {
+    /// Name used in reports and metadata (`raw-f32`, `raw-f16`, `shared-dense`, `shared-sparse`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::RawF32 => "raw-f32",
+            Encoding::RawF16 => "raw-f16",
+            Encoding::SharedDense => "shared-dense",
+            Encoding::SharedSparse => "shared-sparse",
+        }
+    }
+
+    /// Parses the encoding byte.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            0 => Encoding::RawF32,
+            1 => Encoding::RawF16,
+            2 => Encoding::SharedDense,
+            3 => Encoding::SharedSparse,
+            _ => return None,
+        })
+    }
+}
+
+/// Guards against hostile files: the decoder refuses, before allocating, anything larger.
+///
+/// Independently of these, every count is also checked against the bytes that carry it
+/// (e.g. a Huffman stream of `B` bytes holds at most `8·B` symbols).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Most elements in one tensor.
+    pub max_tensor_elements: u64,
+    /// Most elements over all tensors of a file.
+    pub max_total_elements: u64,
+    /// Largest inflated ONNX graph, in bytes.
+    pub max_graph_bytes: u64,
+    /// Largest metadata JSON, in bytes.
+    pub max_metadata_bytes: u64,
+    /// Most tensors in one file.
+    pub max_tensors: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 256 Mi elements (1 GiB of f32) in all, 64 MiB of graph, 16 MiB of metadata, 100k tensors.
+    fn default() -> Self {
+        DecodeLimits {
+            max_tensor_elements: 1 << 28,
+            max_total_elements: 1 << 28,
+            max_graph_bytes: 64 << 20,
+            max_metadata_bytes: 16 << 20,
+            max_tensors: 100_000,
+        }
+    }
+}

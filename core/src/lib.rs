@@ -1,0 +1,32 @@
+//! # nnzip-core
+//!
+//! The part of nnzip that ships on phones: the `.nnz` compressed-model format (encoder and
+//! decoder), loading a `.nnz` into a runnable [tract](https://github.com/sonos/tract) plan, image
+//! preprocessing and top-k classification. No training code, no CLI code.
+//!
+//! ```no_run
+//! let model = nnzip_core::Model::open("efficientnet_lite0.nnz")?;
+//! let jpeg = std::fs::read("coffee.jpg").unwrap();
+//! for p in model.classify(&jpeg, 5)? {
+//!     println!("{:>6.2}%  {}", p.probability * 100.0, p.label);
+//! }
+//! # Ok::<(), nnzip_core::NnzError>(())
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod classify;
+pub mod error;
+pub mod format;
+pub mod graph;
+pub mod metadata;
+pub mod model;
+pub mod preprocess;
+
+pub use classify::Prediction;
+pub use error::{NnzError, Result};
+pub use metadata::{Metadata, Preprocessing};
+pub use model::Model;
+
+/// tract's tensor type, the input and output of [`Model::run`].
+pub use tract_onnx::prelude::Tensor;
