@@ -30,7 +30,10 @@ pub fn top_k(logits: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
         .take(k)
         .map(|index| Prediction {
             index,
-            label: labels.get(index).cloned().unwrap_or_else(|| format!("class {index}")),
+            label: labels
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| format!("class {index}")),
             probability: probs[index],
         })
         .collect()

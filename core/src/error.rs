@@ -9,7 +9,9 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum NnzError {
     /// The bytes do not start with the `.nnz` magic.
-    #[error("not a .nnz file: the first bytes are not the .nnz magic (is this an ONNX file? pack it with `nnzip pack`)")]
+    #[error(
+        "not a .nnz file: the first bytes are not the .nnz magic (is this an ONNX file? pack it with `nnzip pack`)"
+    )]
     NotNnz,
     /// The file was written by a newer (or unknown) format version.
     #[error("unsupported format version {found}, this build reads {supported}: update nnzip")]
@@ -20,7 +22,9 @@ pub enum NnzError {
         supported: u16,
     },
     /// The file ends before a structure it declares.
-    #[error("truncated at byte {at}: {what} needs {needed} more bytes (the file is incomplete; copy it again)")]
+    #[error(
+        "truncated at byte {at}: {what} needs {needed} more bytes (the file is incomplete; copy it again)"
+    )]
     Truncated {
         /// Offset at which the missing bytes start.
         at: u64,
@@ -30,7 +34,9 @@ pub enum NnzError {
         needed: u64,
     },
     /// The checksum over the body does not match the header.
-    #[error("checksum mismatch: header says {expected:#010x}, body hashes to {actual:#010x} (the file is corrupted)")]
+    #[error(
+        "checksum mismatch: header says {expected:#010x}, body hashes to {actual:#010x} (the file is corrupted)"
+    )]
     ChecksumMismatch {
         /// CRC-32 stored in the header.
         expected: u32,
@@ -79,7 +85,10 @@ impl NnzError {
         NnzError::Malformed(msg.into())
     }
     pub(crate) fn bad_tensor(name: &str, reason: impl Into<String>) -> Self {
-        NnzError::BadTensor { name: name.to_string(), reason: reason.into() }
+        NnzError::BadTensor {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
     }
     pub(crate) fn model(msg: impl std::fmt::Display) -> Self {
         NnzError::Model(msg.to_string())

@@ -156,7 +156,10 @@ impl Preprocessing {
     /// MNIST / Fashion-MNIST recipe: 28×28 gray, `pixel / 255`.
     pub fn mnist() -> Self {
         Preprocessing {
-            resize: Resize::Exact { width: 28, height: 28 },
+            resize: Resize::Exact {
+                width: 28,
+                height: 28,
+            },
             crop: None,
             interpolation: Interpolation::Bilinear,
             color: ColorOrder::Gray,

@@ -5,3 +5,8 @@
 //! `main.rs` is a thin shell over these modules.
 
 #![deny(missing_docs)]
+
+pub mod commands;
+pub mod fsutil;
+pub mod pack;
+pub mod table;

@@ -1,5 +1,42 @@
 //! `nnzip`: compress neural networks for phones.
 
-fn main() {
-    println!("nnzip {}", env!("CARGO_PKG_VERSION"));
+use clap::{Parser, Subcommand};
+use nnzip_tools::commands::{classify, decompress, inspect, pack};
+use std::process::ExitCode;
+
+/// Deep Compression for phones: pack, inspect and run compressed `.nnz` models.
+#[derive(Debug, Parser)]
+#[command(name = "nnzip", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pack an ONNX model into a .nnz file, losslessly (all weights raw).
+    Pack(pack::PackArgs),
+    /// Show a .nnz file's header, metadata and per-tensor table.
+    Inspect(inspect::InspectArgs),
+    /// Classify images with a .nnz model.
+    Classify(classify::ClassifyArgs),
+    /// Write a dense ONNX file from a .nnz file.
+    Decompress(decompress::DecompressArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Pack(a) => pack::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Classify(a) => classify::run(a),
+        Command::Decompress(a) => decompress::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

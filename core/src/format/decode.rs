@@ -78,7 +78,12 @@ impl TensorView<'_> {
 
 /// Decodes one tensor payload of the given encoding into `out` (whose length is the element
 /// count). Exposed on its own for fuzzing.
-pub fn decode_payload(name: &str, encoding: Encoding, payload: &[u8], out: &mut [f32]) -> Result<()> {
+pub fn decode_payload(
+    name: &str,
+    encoding: Encoding,
+    payload: &[u8],
+    out: &mut [f32],
+) -> Result<()> {
     let _ = (encoding, payload, out);
     Err(NnzError::bad_tensor(name, "decoder not implemented yet"))
 }

@@ -58,7 +58,11 @@ pub struct NnzWriter {
 impl NnzWriter {
     /// A writer with this metadata and graph, and no tensors yet.
     pub fn new(metadata: Metadata, graph: Vec<u8>) -> Self {
-        NnzWriter { metadata, graph, tensors: Vec::new() }
+        NnzWriter {
+            metadata,
+            graph,
+            tensors: Vec::new(),
+        }
     }
     /// Adds a tensor after checking it is consistent.
     pub fn push(&mut self, tensor: TensorRecord) -> Result<()> {

@@ -1,0 +1,6 @@
+//! The subcommands of `nnzip`, each a function over parsed arguments; `main.rs` only dispatches.
+
+pub mod classify;
+pub mod decompress;
+pub mod inspect;
+pub mod pack;
