@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One command for a fresh machine: install what nnzip needs, build it, and run the main job on the
+# built-in default (pack the reference EfficientNet-Lite0 and classify the sample photos).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  fi
+fi
+
+cargo build --release -p nnzip-tools
+nnzip=target/release/nnzip
+shared=../shared
+mkdir -p out
+if [ -f "$shared/models/efficientnet_lite0.onnx" ]; then
+  "$nnzip" pack "$shared/models/efficientnet_lite0.onnx" -o out/efficientnet_lite0.nnz \
+    --preprocess efficientnet-lite --labels "$shared/models/imagenet_labels.txt"
+  "$nnzip" inspect out/efficientnet_lite0.nnz | head -20
+  "$nnzip" classify out/efficientnet_lite0.nnz "$shared"/images/*.jpg --top-k 3
+else
+  echo "note: $shared/models/ not found beside the project; skipping the demo" >&2
+fi
