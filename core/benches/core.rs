@@ -1,1 +1,192 @@
-fn main() {}
+//! Core benchmarks, side by side in one run:
+//! - Huffman decode throughput of a `shared-dense` tensor (symbols/s, one thread);
+//! - load-to-ready: `.nnz` → runnable plan vs dense ONNX → runnable plan with tract;
+//! - batch-1 inference latency of the decoded model vs tract on the ONNX.
+//!
+//! `cargo bench -p nnzip-core` (reference models from `../shared/models/` beside the project).
+//! A ratio table is printed at the end.
+
+use criterion::{Criterion, Throughput};
+use nnzip_core::Model;
+use nnzip_core::format::decode::decode_payload;
+use nnzip_core::format::encode::encode_tensor;
+use nnzip_core::format::{Encoding, NnzWriter, TensorData, TensorRecord};
+use nnzip_core::graph::split_onnx;
+use nnzip_core::metadata::Metadata;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+
+fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel)
+}
+
+/// A skewed 5-bit symbol stream like a layer's codebook indices (a rounded Gaussian).
+fn skewed_indices(n: usize) -> Vec<u16> {
+    let mut s = 0x1234_5678_9abc_def1u64;
+    (0..n)
+        .map(|_| {
+            let mut acc = 0i64;
+            for _ in 0..4 {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                acc += (s >> 60) as i64;
+            }
+            (acc.clamp(0, 31)) as u16
+        })
+        .collect()
+}
+
+fn pack(onnx: &[u8]) -> Vec<u8> {
+    let split = split_onnx(onnx).expect("split");
+    let metadata = Metadata {
+        input: split.input.clone(),
+        ..Default::default()
+    };
+    let mut w = NnzWriter::new(metadata, split.graph);
+    for wt in split.weights {
+        w.push(TensorRecord {
+            name: wt.name,
+            shape: wt.shape,
+            data: TensorData::RawF32(wt.values),
+        })
+        .expect("push");
+    }
+    w.to_bytes().expect("encode")
+}
+
+fn tract_load(onnx: &[u8]) -> Arc<TypedSimplePlan> {
+    tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(onnx))
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap()
+}
+
+fn median(mut f: impl FnMut(), iters: usize) -> Duration {
+    let mut t: Vec<Duration> = (0..iters)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[iters / 2]
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    let mut summary: Vec<(String, String)> = Vec::new();
+
+    // Huffman decode throughput.
+    let n = 1 << 20;
+    let codebook: Vec<f32> = (0..32).map(|i| i as f32 * 0.01).collect();
+    let rec = TensorRecord {
+        name: "w".into(),
+        shape: vec![n as u64],
+        data: TensorData::SharedDense {
+            codebook,
+            indices: skewed_indices(n),
+            index_bits: 5,
+        },
+    };
+    let (payload, _) = encode_tensor(&rec).expect("encode");
+    let mut out = vec![0f32; n];
+    let mut g = c.benchmark_group("huffman");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("decode shared-dense 1M symbols, 5 bits", |b| {
+        b.iter(|| {
+            decode_payload("w", Encoding::SharedDense, black_box(&payload), &mut out).unwrap()
+        })
+    });
+    g.finish();
+    let t = median(
+        || decode_payload("w", Encoding::SharedDense, &payload, &mut out).unwrap(),
+        21,
+    );
+    summary.push((
+        "Huffman decode (shared-dense, 5-bit)".into(),
+        format!("{:.0} M symbols/s", n as f64 / t.as_secs_f64() / 1e6),
+    ));
+
+    for (file, shape) in [
+        ("lenet5", vec![1usize, 1, 28, 28]),
+        ("efficientnet_lite0", vec![1, 3, 224, 224]),
+    ] {
+        let path = shared(&format!("models/{file}.onnx"));
+        let Ok(onnx) = std::fs::read(&path) else {
+            eprintln!("skipping {file}: {} not found", path.display());
+            continue;
+        };
+        let nnz = pack(&onnx);
+        let mut g = c.benchmark_group(format!("load/{file}"));
+        g.bench_function("nnz → ready", |b| {
+            b.iter(|| Model::from_bytes(black_box(&nnz)).unwrap())
+        });
+        g.bench_function("onnx → ready (tract)", |b| {
+            b.iter(|| tract_load(black_box(&onnx)))
+        });
+        g.finish();
+        let t_nnz = median(|| drop(Model::from_bytes(&nnz).unwrap()), 7);
+        let t_onnx = median(|| drop(tract_load(&onnx)), 7);
+        summary.push((
+            format!("{file}: load-to-ready .nnz vs ONNX"),
+            format!(
+                "{:.1} ms vs {:.1} ms = {:.2}×",
+                t_nnz.as_secs_f64() * 1e3,
+                t_onnx.as_secs_f64() * 1e3,
+                t_nnz.as_secs_f64() / t_onnx.as_secs_f64()
+            ),
+        ));
+
+        let model = Model::from_bytes(&nnz).unwrap();
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(&onnx))
+            .unwrap()
+            .with_input_fact(0, f32::fact(&shape).into())
+            .unwrap()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let input = Tensor::zero::<f32>(&shape).unwrap();
+        let mut g = c.benchmark_group(format!("infer/{file}"));
+        g.bench_function("nnzip-core batch 1", |b| {
+            b.iter(|| model.run(input.clone()).unwrap())
+        });
+        g.bench_function("tract on ONNX batch 1", |b| {
+            b.iter(|| plan.run(tvec!(input.clone().into_tvalue())).unwrap())
+        });
+        g.finish();
+        let t_m = median(|| drop(model.run(input.clone()).unwrap()), 31);
+        let t_p = median(
+            || drop(plan.run(tvec!(input.clone().into_tvalue())).unwrap()),
+            31,
+        );
+        summary.push((
+            format!("{file}: batch-1 latency nnzip vs tract-on-ONNX"),
+            format!(
+                "{:.3} ms vs {:.3} ms = {:.2}×",
+                t_m.as_secs_f64() * 1e3,
+                t_p.as_secs_f64() * 1e3,
+                t_m.as_secs_f64() / t_p.as_secs_f64()
+            ),
+        ));
+    }
+
+    println!("\n{:<50} result", "benchmark (medians)");
+    println!("{}", "-".repeat(90));
+    for (k, v) in summary {
+        println!("{k:<50} {v}");
+    }
+}

@@ -66,9 +66,15 @@ impl Model {
 
     /// Runs the model on one input tensor and returns its first output.
     pub fn run(&self, input: Tensor) -> Result<Tensor> {
-        let mut outputs = self
-            .plan
-            .run(tvec!(input.into_tvalue()))
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.plan.run(tvec!(input.into_tvalue()))
+        }));
+        let mut outputs = run
+            .map_err(|_| {
+                NnzError::model(
+                    "inference failed (internal panic in tract): wrong input shape for this model?",
+                )
+            })?
             .map_err(|e| NnzError::model(format!("inference failed: {e:#}")))?;
         if outputs.is_empty() {
             return Err(NnzError::model("the model produced no output"));

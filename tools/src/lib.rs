@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod commands;
+pub mod compress;
 pub mod fsutil;
 pub mod pack;
 pub mod table;

@@ -1,0 +1,6 @@
+//! The compression pipeline's stages, as library functions: pruning, weight sharing, and
+//! turning the result into `.nnz` tensors.
+
+pub mod kmeans;
+pub mod prune;
+pub mod share;
