@@ -1,0 +1,121 @@
+//! The `nnzip` binary end to end: pack → inspect → classify → decompress, and its errors.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn nnzip(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnzip"))
+        .args(args)
+        .output()
+        .expect("run nnzip");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn shared(rel: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
+    assert!(
+        p.exists(),
+        "{} missing: the tests need ../shared beside the project",
+        p.display()
+    );
+    p.display().to_string()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nnzip-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn pack_inspect_classify_decompress() {
+    let nnz = tmp("effnet.nnz");
+    let nnz_s = nnz.display().to_string();
+    let (ok, _, err) = nnzip(&[
+        "pack",
+        &shared("models/efficientnet_lite0.onnx"),
+        "-o",
+        &nnz_s,
+        "--preprocess",
+        "efficientnet-lite",
+        "--labels",
+        &shared("models/imagenet_labels.txt"),
+    ]);
+    assert!(ok, "pack failed: {err}");
+
+    let (ok, out, err) = nnzip(&["inspect", &nnz_s]);
+    assert!(ok, "inspect failed: {err}");
+    assert!(out.contains("format version  1"), "{out}");
+    assert!(out.contains("labels          1000"), "{out}");
+    assert!(out.contains("raw-f32"), "{out}");
+
+    let (ok, out, err) = nnzip(&[
+        "classify",
+        &nnz_s,
+        &shared("images/coffee.jpg"),
+        "--top-k",
+        "3",
+        "--json",
+    ]);
+    assert!(ok, "classify failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["top"][0]["label"], "espresso", "{out}");
+    assert_eq!(v["top"].as_array().unwrap().len(), 3);
+
+    let onnx = tmp("effnet.onnx");
+    let (ok, _, err) = nnzip(&["decompress", &nnz_s, "-o", &onnx.display().to_string()]);
+    assert!(ok, "decompress failed: {err}");
+    let size = std::fs::metadata(&onnx).unwrap().len();
+    assert!(size > 18_000_000, "dense ONNX is {size} bytes");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_leave_no_output() {
+    let out = tmp("never.nnz");
+    let (ok, _, err) = nnzip(&[
+        "pack",
+        "/nonexistent/model.onnx",
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("/nonexistent/model.onnx"), "{err}");
+    assert!(!out.exists());
+
+    let garbage = tmp("garbage.onnx");
+    std::fs::write(
+        &garbage,
+        b"\x08\x07garbage that is not protobuf\xff\xff\xff",
+    )
+    .unwrap();
+    let (ok, _, err) = nnzip(&[
+        "pack",
+        &garbage.display().to_string(),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("ONNX"), "{err}");
+    assert!(!out.exists(), "a failed pack must not leave an output file");
+
+    let (ok, _, err) = nnzip(&["inspect", &garbage.display().to_string()]);
+    assert!(!ok);
+    assert!(err.contains("not a .nnz file"), "{err}");
+
+    let (ok, _, err) = nnzip(&[
+        "pack",
+        &shared("models/lenet5.onnx"),
+        "-o",
+        &out.display().to_string(),
+        "--preprocess",
+        "vgg",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("unknown preprocessing preset 'vgg'"), "{err}");
+}
