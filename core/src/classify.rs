@@ -45,10 +45,12 @@ mod tests {
 
     #[test]
     fn softmax_sums_to_one_and_keeps_order() {
-        let p = softmax(&[1.0, 3.0, 2.0, 1000.0]);
+        let p = softmax(&[1.0, 3.0, 2.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(p[3] > 0.999);
         assert!(p[1] > p[2] && p[2] > p[0]);
+        // Huge logits do not overflow.
+        let p = softmax(&[1.0, 1000.0]);
+        assert!(p[1] > 0.999 && p[0].is_finite());
     }
 
     #[test]

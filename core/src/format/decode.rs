@@ -1,15 +1,140 @@
-//! The `.nnz` decoder. STUB: the format helper replaces this.
+//! The `.nnz` decoder. Every byte is hostile: each length is checked against the bytes that are
+//! really there and against [`DecodeLimits`] before anything is allocated, every table is
+//! validated, every loop is bounded by the input. Byte layout: `docs/FORMAT.md`.
 
-use super::{DecodeLimits, Encoding};
+use super::bits::BitReader;
+use super::encode::{GRAPH_STORED, GRAPH_ZLIB};
+use super::huffman::{HuffmanDecoder, HuffmanTable};
+use super::{DecodeLimits, Encoding, FORMAT_VERSION, MAGIC};
 use crate::error::{NnzError, Result};
 use crate::metadata::Metadata;
 
+/// Bytes of the fixed header.
+pub const HEADER_BYTES: usize = 24;
+/// Highest tensor rank accepted.
+pub const MAX_RANK: usize = 8;
+
+/// A cursor over the file that turns every short read into a `Truncated` error with the offset.
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+    /// Offset of `data[0]` in the file, for error messages.
+    base: u64,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(data: &'a [u8], base: u64) -> Self {
+        Cursor { data, pos: 0, base }
+    }
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+    fn bytes(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
+        if n > self.remaining() as u64 {
+            return Err(NnzError::Truncated {
+                at: self.base + self.data.len() as u64,
+                what: what.to_string(),
+                needed: n - self.remaining() as u64,
+            });
+        }
+        let n = n as usize;
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N as u64, what)?);
+        Ok(a)
+    }
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.array::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &str) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+}
+
+/// The fixed header of a `.nnz` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format version.
+    pub version: u16,
+    /// Flags (0 in version 1).
+    pub flags: u16,
+    /// CRC-32 (IEEE) of the body.
+    pub checksum: u32,
+    /// Bytes after the header.
+    pub body_len: u64,
+}
+
+/// Reads and checks the header: magic, version, length, checksum.
+pub fn read_header(bytes: &[u8]) -> Result<Header> {
+    let head = &bytes[..bytes.len().min(MAGIC.len())];
+    if head != &MAGIC[..head.len()] {
+        return Err(NnzError::NotNnz);
+    }
+    let mut c = Cursor::new(bytes, 0);
+    c.bytes(MAGIC.len() as u64, "the magic")?;
+    let version = c.u16("the format version")?;
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(NnzError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let flags = c.u16("the header flags")?;
+    let checksum = c.u32("the header checksum")?;
+    let body_len = c.u64("the body length")?;
+    if flags != 0 {
+        return Err(NnzError::malformed(format!(
+            "unknown header flags {flags:#06x}"
+        )));
+    }
+    let actual_body = (bytes.len() - HEADER_BYTES) as u64;
+    if actual_body < body_len {
+        return Err(NnzError::Truncated {
+            at: bytes.len() as u64,
+            what: format!("the body ({body_len} bytes declared)"),
+            needed: body_len - actual_body,
+        });
+    }
+    if actual_body > body_len {
+        return Err(NnzError::malformed(format!(
+            "{} trailing bytes after the declared body",
+            actual_body - body_len
+        )));
+    }
+    let actual = crc32fast::hash(&bytes[HEADER_BYTES..]);
+    if actual != checksum {
+        return Err(NnzError::ChecksumMismatch {
+            expected: checksum,
+            actual,
+        });
+    }
+    Ok(Header {
+        version,
+        flags,
+        checksum,
+        body_len,
+    })
+}
+
 /// A verified, indexed `.nnz` file: header checked, checksum verified, metadata parsed, graph
-/// inflated, tensor records located. Tensor payloads are decoded on demand, straight into the
-/// caller's buffer.
+/// inflated, tensor records located and sized. Tensor payloads are decoded on demand, straight
+/// into the caller's buffer.
 #[derive(Debug)]
 pub struct NnzReader<'a> {
-    version: u16,
+    header: Header,
     metadata: Metadata,
     graph: Vec<u8>,
     tensors: Vec<TensorView<'a>>,
@@ -20,14 +145,146 @@ impl<'a> NnzReader<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         Self::parse_with_limits(bytes, DecodeLimits::default())
     }
+
     /// Parses, refusing anything over `limits`.
     pub fn parse_with_limits(bytes: &'a [u8], limits: DecodeLimits) -> Result<Self> {
-        let _ = (bytes, limits);
-        Err(NnzError::malformed("decoder not implemented yet"))
+        let header = read_header(bytes)?;
+        let mut c = Cursor::new(&bytes[HEADER_BYTES..], HEADER_BYTES as u64);
+
+        let meta_len = c.u32("the metadata length")?;
+        if u64::from(meta_len) > limits.max_metadata_bytes {
+            return Err(NnzError::LimitExceeded(format!(
+                "metadata of {meta_len} bytes (limit {})",
+                limits.max_metadata_bytes
+            )));
+        }
+        let json = c.bytes(u64::from(meta_len), "the metadata")?;
+        let metadata: Metadata = serde_json::from_slice(json)
+            .map_err(|e| NnzError::malformed(format!("metadata: {e}")))?;
+
+        let codec = c.u8("the graph codec")?;
+        let inflated_len = c.u64("the graph length")?;
+        let stored_len = c.u64("the stored graph length")?;
+        if inflated_len > limits.max_graph_bytes {
+            return Err(NnzError::LimitExceeded(format!(
+                "graph of {inflated_len} bytes (limit {})",
+                limits.max_graph_bytes
+            )));
+        }
+        let stored = c.bytes(stored_len, "the graph")?;
+        let graph = match codec {
+            GRAPH_STORED if stored_len == inflated_len => stored.to_vec(),
+            GRAPH_STORED => {
+                return Err(NnzError::malformed(
+                    "stored graph length differs from its declared length",
+                ));
+            }
+            GRAPH_ZLIB => {
+                let g = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(
+                    stored,
+                    inflated_len as usize,
+                )
+                .map_err(|e| {
+                    NnzError::malformed(format!("graph does not inflate: {:?}", e.status))
+                })?;
+                if g.len() as u64 != inflated_len {
+                    return Err(NnzError::malformed(format!(
+                        "graph inflates to {} bytes, {inflated_len} declared",
+                        g.len()
+                    )));
+                }
+                g
+            }
+            other => return Err(NnzError::malformed(format!("unknown graph codec {other}"))),
+        };
+
+        let count = u64::from(c.u32("the tensor count")?);
+        // A record is at least 12 bytes: name length, encoding, rank, payload length.
+        if count > limits.max_tensors || count > c.remaining() as u64 / 12 {
+            return Err(NnzError::LimitExceeded(format!(
+                "{count} tensors declared in {} bytes (limit {})",
+                c.remaining(),
+                limits.max_tensors
+            )));
+        }
+        let mut tensors: Vec<TensorView<'a>> = Vec::with_capacity(count as usize);
+        let mut total: u64 = 0;
+        for _ in 0..count {
+            let offset = c.offset();
+            let name_len = c.u16("a tensor name length")?;
+            let name = std::str::from_utf8(c.bytes(u64::from(name_len), "a tensor name")?)
+                .map_err(|_| {
+                    NnzError::malformed(format!("tensor name at byte {offset} is not UTF-8"))
+                })?
+                .to_string();
+            let enc_byte = c.u8("a tensor encoding")?;
+            let encoding = Encoding::from_byte(enc_byte).ok_or_else(|| {
+                NnzError::bad_tensor(&name, format!("unknown encoding {enc_byte}"))
+            })?;
+            let rank = c.u8("a tensor rank")? as usize;
+            if rank > MAX_RANK {
+                return Err(NnzError::bad_tensor(
+                    &name,
+                    format!("rank {rank} over {MAX_RANK}"),
+                ));
+            }
+            let mut shape = Vec::with_capacity(rank);
+            for _ in 0..rank {
+                shape.push(c.u64("a tensor dimension")?);
+            }
+            let n = shape
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| NnzError::bad_tensor(&name, format!("shape {shape:?} overflows")))?;
+            if n > limits.max_tensor_elements {
+                return Err(NnzError::LimitExceeded(format!(
+                    "tensor '{name}' declares {n} elements (limit {})",
+                    limits.max_tensor_elements
+                )));
+            }
+            total = total.saturating_add(n);
+            if total > limits.max_total_elements {
+                return Err(NnzError::LimitExceeded(format!(
+                    "the tensors declare {total} elements in all (limit {})",
+                    limits.max_total_elements
+                )));
+            }
+            let payload_len = c.u64("a tensor payload length")?;
+            let payload = c.bytes(payload_len, &format!("tensor '{name}'"))?;
+            check_size(&name, encoding, n, payload)?;
+            if tensors.iter().any(|t| t.name == name) {
+                return Err(NnzError::bad_tensor(&name, "defined twice"));
+            }
+            tensors.push(TensorView {
+                name,
+                shape,
+                encoding,
+                offset,
+                record_bytes: c.offset() - offset,
+                payload,
+            });
+        }
+        if c.remaining() != 0 {
+            return Err(NnzError::malformed(format!(
+                "{} unexplained bytes after the last tensor",
+                c.remaining()
+            )));
+        }
+        Ok(NnzReader {
+            header,
+            metadata,
+            graph,
+            tensors,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> Header {
+        self.header
     }
     /// Format version of the file.
     pub fn version(&self) -> u16 {
-        self.version
+        self.header.version
     }
     /// The metadata.
     pub fn metadata(&self) -> &Metadata {
@@ -40,6 +297,61 @@ impl<'a> NnzReader<'a> {
     /// The tensor records, in file order.
     pub fn tensors(&self) -> &[TensorView<'a>] {
         &self.tensors
+    }
+}
+
+/// Checks, before anything is allocated, that a payload can hold `n` elements: the bytes the
+/// file really has must justify the buffer a caller will allocate.
+fn check_size(name: &str, encoding: Encoding, n: u64, payload: &[u8]) -> Result<()> {
+    let too_big = |why: String| {
+        Err(NnzError::bad_tensor(
+            name,
+            format!("declares {n} elements, {why}"),
+        ))
+    };
+    let len = payload.len() as u64;
+    match encoding {
+        Encoding::RawF32 if len != n * 4 => {
+            too_big(format!("raw-f32 needs {} bytes, the file has {len}", n * 4))
+        }
+        Encoding::RawF16 if len != n * 2 => {
+            too_big(format!("raw-f16 needs {} bytes, the file has {len}", n * 2))
+        }
+        Encoding::RawF32 | Encoding::RawF16 => Ok(()),
+        // Every element costs at least one bit.
+        Encoding::SharedDense if n > len.saturating_mul(8) => {
+            too_big(format!("its {len} bytes hold at most {} codes", len * 8))
+        }
+        Encoding::SharedDense => Ok(()),
+        Encoding::SharedSparse => {
+            let mut c = Cursor::new(payload, 0);
+            c.u8("index bits")?;
+            let gap_bits = c.u8("gap bits")?;
+            if !(1..=16).contains(&gap_bits) {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("gap bits {gap_bits} outside 1–16"),
+                ));
+            }
+            let k = c.u32("codebook size")?;
+            c.bytes(u64::from(k).saturating_mul(4), "the codebook")?;
+            let m = c.u64("entry count")?;
+            // Each entry costs at least one bit in each of its two streams.
+            if m > len.saturating_mul(8) {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("declares {m} entries in {len} bytes"),
+                ));
+            }
+            // Each entry advances at most 2^gap_bits positions and the trailing zero run is
+            // shorter than 2^gap_bits.
+            let reach = (m + 1).saturating_mul(1 << gap_bits);
+            if n > reach {
+                too_big(format!("its {m} entries reach at most {reach}"))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
@@ -60,12 +372,26 @@ pub struct TensorView<'a> {
 }
 
 impl TensorView<'_> {
-    /// Number of elements (product of the shape; checked against the limits at parse time).
+    /// Number of elements (the product of the shape, checked against the limits at parse time).
     pub fn element_count(&self) -> usize {
         self.shape.iter().product::<u64>() as usize
     }
+    /// The payload bytes.
+    pub fn payload(&self) -> &[u8] {
+        self.payload
+    }
     /// Decodes into `out`, which must have exactly `element_count()` elements.
     pub fn decode_into(&self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.element_count() {
+            return Err(NnzError::bad_tensor(
+                &self.name,
+                format!(
+                    "output buffer has {} elements, tensor has {}",
+                    out.len(),
+                    self.element_count()
+                ),
+            ));
+        }
         decode_payload(&self.name, self.encoding, self.payload, out)
     }
     /// Decodes into a new vector.
@@ -76,14 +402,163 @@ impl TensorView<'_> {
     }
 }
 
+fn read_codebook(c: &mut Cursor<'_>, name: &str, bits: u8) -> Result<Vec<f32>> {
+    if !(1..=16).contains(&bits) {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("index bits {bits} outside 1–16"),
+        ));
+    }
+    let k = c.u32("codebook size")?;
+    if k == 0 || u64::from(k) > 1u64 << bits {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("codebook of {k} entries with {bits}-bit indices"),
+        ));
+    }
+    let raw = c.bytes(u64::from(k) * 4, "the codebook")?;
+    let cb: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if cb.iter().any(|v| !v.is_finite()) {
+        return Err(NnzError::bad_tensor(
+            name,
+            "codebook has a non-finite value",
+        ));
+    }
+    Ok(cb)
+}
+
+fn read_table(c: &mut Cursor<'_>, name: &str, alphabet: u64, what: &str) -> Result<HuffmanTable> {
+    let m = u64::from(c.u32("a Huffman table size")?);
+    if m > alphabet {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("{what} Huffman table has {m} lengths for {alphabet} symbols"),
+        ));
+    }
+    let lengths = c.bytes(m, "a Huffman table")?;
+    HuffmanTable::from_lengths(lengths)
+        .map_err(|e| NnzError::bad_tensor(name, format!("{what}: {e}")))
+}
+
+fn read_stream<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8]> {
+    let len = c.u64("a stream length")?;
+    c.bytes(len, "a Huffman stream")
+}
+
 /// Decodes one tensor payload of the given encoding into `out` (whose length is the element
-/// count). Exposed on its own for fuzzing.
+/// count). Exposed on its own for fuzzing and benchmarks.
 pub fn decode_payload(
     name: &str,
     encoding: Encoding,
     payload: &[u8],
     out: &mut [f32],
 ) -> Result<()> {
-    let _ = (encoding, payload, out);
-    Err(NnzError::bad_tensor(name, "decoder not implemented yet"))
+    let n = out.len();
+    let tensor_err = |e: NnzError| match e {
+        NnzError::BadTensor { .. } => e,
+        other => NnzError::bad_tensor(name, other.to_string()),
+    };
+    let mut c = Cursor::new(payload, 0);
+    match encoding {
+        Encoding::RawF32 => {
+            let b = c
+                .bytes(n as u64 * 4, "raw-f32 values")
+                .map_err(tensor_err)?;
+            for (o, ch) in out.iter_mut().zip(b.chunks_exact(4)) {
+                *o = f32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]);
+            }
+        }
+        Encoding::RawF16 => {
+            let b = c
+                .bytes(n as u64 * 2, "raw-f16 values")
+                .map_err(tensor_err)?;
+            for (o, ch) in out.iter_mut().zip(b.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([ch[0], ch[1]]).to_f32();
+            }
+        }
+        Encoding::SharedDense => {
+            let bits = c.u8("index bits").map_err(tensor_err)?;
+            let cb = read_codebook(&mut c, name, bits)?;
+            let table = read_table(&mut c, name, cb.len() as u64, "index").map_err(tensor_err)?;
+            let s = read_stream(&mut c).map_err(tensor_err)?;
+            if n as u64 > s.len() as u64 * 8 {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("{n} codes cannot fit in {} bytes", s.len()),
+                ));
+            }
+            if n > 0 {
+                let dec = HuffmanDecoder::new(&table).map_err(tensor_err)?;
+                let mut r = BitReader::new(s);
+                for o in out.iter_mut() {
+                    // Symbols are < table size ≤ codebook size: the index is always in range.
+                    let sym = dec.decode(&mut r).map_err(tensor_err)?;
+                    *o = cb.get(sym as usize).copied().unwrap_or(0.0);
+                }
+            }
+        }
+        Encoding::SharedSparse => {
+            let bits = c.u8("index bits").map_err(tensor_err)?;
+            let gap_bits = c.u8("gap bits").map_err(tensor_err)?;
+            if !(1..=16).contains(&gap_bits) {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("gap bits {gap_bits} outside 1–16"),
+                ));
+            }
+            let cb = read_codebook(&mut c, name, bits)?;
+            if cb[0].to_bits() != 0 {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    "codebook[0] of a shared-sparse tensor is not 0.0",
+                ));
+            }
+            let m = c.u64("entry count").map_err(tensor_err)?;
+            let itable = read_table(&mut c, name, cb.len() as u64, "index").map_err(tensor_err)?;
+            let gtable = read_table(&mut c, name, 1 << gap_bits, "gap").map_err(tensor_err)?;
+            let is = read_stream(&mut c).map_err(tensor_err)?;
+            let gs = read_stream(&mut c).map_err(tensor_err)?;
+            if m > is.len() as u64 * 8 || m > gs.len() as u64 * 8 {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("{m} entries cannot fit in the streams"),
+                ));
+            }
+            out.fill(0.0);
+            if m > 0 {
+                let idec = HuffmanDecoder::new(&itable).map_err(tensor_err)?;
+                let gdec = HuffmanDecoder::new(&gtable).map_err(tensor_err)?;
+                let (mut ir, mut gr) = (BitReader::new(is), BitReader::new(gs));
+                let mut pos: u64 = 0; // position + 1 of the last entry
+                for _ in 0..m {
+                    let gap = gdec.decode(&mut gr).map_err(tensor_err)?;
+                    let idx = idec.decode(&mut ir).map_err(tensor_err)?;
+                    pos += u64::from(gap) + 1;
+                    let slot = out.get_mut((pos - 1) as usize).filter(|_| pos <= n as u64);
+                    match slot {
+                        Some(o) => *o = cb.get(idx as usize).copied().unwrap_or(0.0),
+                        None => {
+                            return Err(NnzError::bad_tensor(
+                                name,
+                                format!("entry position {} beyond the {n} elements", pos - 1),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if c.remaining() != 0 {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!(
+                "{} unexplained bytes at the end of the payload",
+                c.remaining()
+            ),
+        ));
+    }
+    Ok(())
 }
