@@ -8,6 +8,8 @@
 
 pub mod commands;
 pub mod compress;
+pub mod data;
+pub mod eval;
 pub mod fsutil;
 pub mod pack;
 pub mod table;

@@ -1,7 +1,7 @@
 //! `nnzip`: compress neural networks for phones.
 
 use clap::{Parser, Subcommand};
-use nnzip_tools::commands::{classify, decompress, inspect, pack};
+use nnzip_tools::commands::{classify, decompress, eval, inspect, pack};
 use std::process::ExitCode;
 
 /// Deep Compression for phones: pack, inspect and run compressed `.nnz` models.
@@ -22,6 +22,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Write a dense ONNX file from a .nnz file.
     Decompress(decompress::DecompressArgs),
+    /// Measure a model (ONNX or .nnz) on labelled data.
+    Eval(eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Classify(a) => classify::run(a),
         Command::Decompress(a) => decompress::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,5 +2,6 @@
 
 pub mod classify;
 pub mod decompress;
+pub mod eval;
 pub mod inspect;
 pub mod pack;
