@@ -1,7 +1,7 @@
 //! `nnzip`: compress neural networks for phones.
 
 use clap::{Parser, Subcommand};
-use nnzip_tools::commands::{classify, decompress, eval, inspect, pack};
+use nnzip_tools::commands::{classify, compress, decompress, eval, inspect, pack};
 use std::process::ExitCode;
 
 /// Deep Compression for phones: pack, inspect and run compressed `.nnz` models.
@@ -22,6 +22,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Write a dense ONNX file from a .nnz file.
     Decompress(decompress::DecompressArgs),
+    /// Compress an ONNX model: prune, share weights, Huffman-code (one shot, no retraining yet).
+    Compress(compress::CompressArgs),
     /// Measure a model (ONNX or .nnz) on labelled data.
     Eval(eval::EvalArgs),
 }
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Classify(a) => classify::run(a),
         Command::Decompress(a) => decompress::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Compress(a) => compress::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,5 +2,6 @@
 //! turning the result into `.nnz` tensors.
 
 pub mod kmeans;
+pub mod pipeline;
 pub mod prune;
 pub mod share;

@@ -1,0 +1,228 @@
+//! From a dense ONNX model to `.nnz` tensors: per layer, prune, share weights, and choose the
+//! smaller of the shared encodings. (Retraining between the stages comes with the training
+//! engine; this is the one-shot path.)
+
+use super::kmeans::KmeansInit;
+use super::prune::{apply_mask, density, mask_by_density, mask_by_quality};
+use super::share::share_weights;
+use anyhow::{Result, bail};
+use nnzip_core::format::encode::encode_tensor;
+use nnzip_core::format::{TensorData, TensorRecord};
+use nnzip_core::graph::Weight;
+use std::collections::BTreeMap;
+
+/// How much of a layer to keep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PruneRule {
+    /// Keep everything.
+    None,
+    /// Keep this fraction of the largest-magnitude weights.
+    Density(f64),
+    /// Han et al.'s threshold `quality × std(layer)`.
+    Quality(f64),
+}
+
+/// Settings of the one-shot pipeline.
+#[derive(Debug, Clone)]
+pub struct CompressConfig {
+    /// Rule for layers not named in `per_layer`.
+    pub default_rule: PruneRule,
+    /// Per-layer rules, by initializer name.
+    pub per_layer: BTreeMap<String, PruneRule>,
+    /// Index bits of convolution weights (rank 4).
+    pub bits_conv: u8,
+    /// Index bits of fully connected weights (rank 2).
+    pub bits_fc: u8,
+    /// Gap bits of sparse layers.
+    pub gap_bits: u8,
+    /// k-means initialisation.
+    pub init: KmeansInit,
+    /// Seed for seeded initialisations.
+    pub seed: u64,
+    /// Weights with fewer elements stay raw (codebooks do not pay off on tiny tensors).
+    pub min_shared_elements: usize,
+}
+
+impl Default for CompressConfig {
+    fn default() -> Self {
+        CompressConfig {
+            default_rule: PruneRule::None,
+            per_layer: BTreeMap::new(),
+            bits_conv: 8,
+            bits_fc: 5,
+            gap_bits: 5,
+            init: KmeansInit::Linear,
+            seed: 0,
+            min_shared_elements: 1024,
+        }
+    }
+}
+
+impl CompressConfig {
+    /// The paper's per-layer densities for LeNet-300-100 and LeNet-5 (Han et al. 2016, Table 2),
+    /// by the layer names of the PyTorch exports.
+    pub fn paper_densities(model: &str) -> Result<BTreeMap<String, PruneRule>> {
+        let d: &[(&str, f64)] = match model {
+            "lenet300" => &[
+                ("fc1.weight", 0.08),
+                ("fc2.weight", 0.09),
+                ("fc3.weight", 0.26),
+            ],
+            "lenet5" => &[
+                ("conv1.weight", 0.66),
+                ("conv2.weight", 0.12),
+                ("fc1.weight", 0.08),
+                ("fc2.weight", 0.19),
+            ],
+            other => bail!("no paper densities for '{other}': use lenet300 or lenet5"),
+        };
+        Ok(d.iter()
+            .map(|&(n, x)| (n.to_string(), PruneRule::Density(x)))
+            .collect())
+    }
+
+    /// Checks every setting before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        for (what, b) in [
+            ("--bits-conv", self.bits_conv),
+            ("--bits-fc", self.bits_fc),
+            ("--gap-bits", self.gap_bits),
+        ] {
+            if !(1..=16).contains(&b) {
+                bail!("{what} must be between 1 and 16, got {b}");
+            }
+        }
+        for (name, rule) in
+            std::iter::once((&"(default)".to_string(), &self.default_rule)).chain(&self.per_layer)
+        {
+            match *rule {
+                PruneRule::Density(d) if !(d > 0.0 && d <= 1.0) => {
+                    bail!("density of {name} must be in (0, 1], got {d}")
+                }
+                PruneRule::Quality(q) if !(q.is_finite() && q >= 0.0) => {
+                    bail!("quality of {name} must be ≥ 0, got {q}")
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one tensor.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerReport {
+    /// Initializer name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Fraction kept after pruning.
+    pub density: f64,
+    /// Index bits (0 when stored raw).
+    pub bits: u8,
+    /// Encoding chosen.
+    pub encoding: String,
+    /// Bytes as dense f32.
+    pub dense_bytes: u64,
+    /// Bytes of the encoded payload.
+    pub stored_bytes: u64,
+}
+
+/// Whether a weight is pruned and shared (convolution and fully connected weights) or kept raw.
+pub fn is_prunable(w: &Weight, cfg: &CompressConfig) -> bool {
+    (w.shape.len() == 2 || w.shape.len() == 4) && w.values.len() >= cfg.min_shared_elements
+}
+
+/// Compresses every weight: returns the tensors to write and a report per tensor.
+pub fn compress_weights(
+    weights: &[Weight],
+    cfg: &CompressConfig,
+) -> Result<(Vec<TensorRecord>, Vec<LayerReport>)> {
+    cfg.validate()?;
+    for name in cfg.per_layer.keys() {
+        if !weights.iter().any(|w| &w.name == name) {
+            let names: Vec<&str> = weights.iter().map(|w| w.name.as_str()).collect();
+            bail!(
+                "the model has no weight named '{name}'; its weights are: {}",
+                names.join(", ")
+            );
+        }
+    }
+    if !weights.iter().any(|w| is_prunable(w, cfg)) {
+        bail!(
+            "the model has no prunable tensor (convolution or fully connected weights with ≥ {} elements)",
+            cfg.min_shared_elements
+        );
+    }
+    let mut records = Vec::new();
+    let mut reports = Vec::new();
+    for w in weights {
+        let (record, report) = if is_prunable(w, cfg) {
+            let rule = cfg
+                .per_layer
+                .get(&w.name)
+                .copied()
+                .unwrap_or(cfg.default_rule);
+            let mut values = w.values.clone();
+            let mask = match rule {
+                PruneRule::None => values.iter().map(|&x| x != 0.0).collect(),
+                PruneRule::Density(d) => mask_by_density(&values, d)?,
+                PruneRule::Quality(q) => mask_by_quality(&values, q)?,
+            };
+            apply_mask(&mut values, &mask);
+            let bits = if w.shape.len() == 4 {
+                cfg.bits_conv
+            } else {
+                cfg.bits_fc
+            };
+            let kept = density(&mask);
+            // Try both shared encodings and keep the smaller.
+            let mut best: Option<(TensorRecord, u64)> = None;
+            for sparse in [true, false] {
+                let layer = share_weights(&values, bits, sparse, cfg.init, cfg.seed)?;
+                let rec = TensorRecord {
+                    name: w.name.clone(),
+                    shape: w.shape.clone(),
+                    data: layer.to_tensor_data(cfg.gap_bits),
+                };
+                let size = encode_tensor(&rec)?.0.len() as u64;
+                if best.as_ref().is_none_or(|(_, s)| size < *s) {
+                    best = Some((rec, size));
+                }
+            }
+            let Some((rec, size)) = best else {
+                bail!("no encoding for {}", w.name)
+            };
+            let report = LayerReport {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                density: kept,
+                bits,
+                encoding: rec.data.encoding().name().into(),
+                dense_bytes: w.values.len() as u64 * 4,
+                stored_bytes: size,
+            };
+            (rec, report)
+        } else {
+            let rec = TensorRecord {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                data: TensorData::RawF32(w.values.clone()),
+            };
+            let size = w.values.len() as u64 * 4;
+            let report = LayerReport {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                density: 1.0,
+                bits: 0,
+                encoding: "raw-f32".into(),
+                dense_bytes: size,
+                stored_bytes: size,
+            };
+            (rec, report)
+        };
+        records.push(record);
+        reports.push(report);
+    }
+    Ok((records, reports))
+}
