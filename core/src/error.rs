@@ -90,6 +90,7 @@ impl NnzError {
             reason: reason.into(),
         }
     }
+    #[cfg(feature = "runtime")]
     pub(crate) fn model(msg: impl std::fmt::Display) -> Self {
         NnzError::Model(msg.to_string())
     }

@@ -18,15 +18,20 @@
 pub mod classify;
 pub mod error;
 pub mod format;
+#[cfg(feature = "runtime")]
 pub mod graph;
 pub mod metadata;
+#[cfg(feature = "runtime")]
 pub mod model;
+#[cfg(feature = "runtime")]
 pub mod preprocess;
 
 pub use classify::Prediction;
 pub use error::{NnzError, Result};
 pub use metadata::{Metadata, Preprocessing};
+#[cfg(feature = "runtime")]
 pub use model::Model;
 
 /// tract's tensor type, the input and output of [`Model::run`].
+#[cfg(feature = "runtime")]
 pub use tract_onnx::prelude::Tensor;

@@ -162,7 +162,9 @@ fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
         let outlet = *parsed
             .outlets_by_name
             .get(view.name.as_str())
-            .ok_or_else(|| NnzError::malformed(format!("tensor '{}' has no place in the graph", view.name)))?;
+            .ok_or_else(|| {
+                NnzError::malformed(format!("tensor '{}' has no place in the graph", view.name))
+            })?;
         let node = model.node_mut(outlet.node);
         node.op = Box::new(Const::new(tensor.into_arc_tensor()).map_err(NnzError::model)?);
         let fact = InferenceFact::dt_shape(f32::datum_type(), &shape);
