@@ -1,7 +1,7 @@
 //! `nnzip`: compress neural networks for phones.
 
 use clap::{Parser, Subcommand};
-use nnzip_tools::commands::{classify, compress, decompress, eval, inspect, pack};
+use nnzip_tools::commands::{classify, compress, decompress, eval, init, inspect, pack, train};
 use std::process::ExitCode;
 
 /// Deep Compression for phones: pack, inspect and run compressed `.nnz` models.
@@ -26,6 +26,10 @@ enum Command {
     Compress(compress::CompressArgs),
     /// Measure a model (ONNX or .nnz) on labelled data.
     Eval(eval::EvalArgs),
+    /// Write LeNet-300-100 or LeNet-5, randomly initialised, as ONNX.
+    Init(init::InitArgs),
+    /// Train an ONNX classifier on labelled data and write it back as ONNX.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         Command::Decompress(a) => decompress::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Compress(a) => compress::run(a),
+        Command::Init(a) => init::run(a),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 use nnzip_core::Model;
 use nnzip_core::format::NnzReader;
 use nnzip_tools::compress::pipeline::{CompressConfig, PruneRule, compress_weights};
-use nnzip_tools::data::{Split, load_idx_split, resolve_idx_dir};
+use nnzip_tools::data::{Split, fashion_mnist_dir, load_fashion_mnist};
 use nnzip_tools::eval::evaluate;
 use nnzip_tools::pack::pack_onnx;
 use std::path::PathBuf;
@@ -86,11 +86,9 @@ fn paper_densities_hold_exactly_and_decode_to_the_shared_values() {
     let ratio = onnx.len() as f64 / bytes.len() as f64;
     assert!(ratio > 25.0, "ratio {ratio}");
 
-    let Ok(dir) = resolve_idx_dir("fashion-mnist") else {
-        panic!("Fashion-MNIST missing: scripts/test.sh installs dataset-fashion-mnist");
-    };
-    let mut set = load_idx_split(&dir, Split::Test).unwrap();
-    set.truncate(2000);
+    let set = load_fashion_mnist(&fashion_mnist_dir(), Split::Test)
+        .expect("Fashion-MNIST missing: scripts/test.sh installs dataset-fashion-mnist")
+        .truncate(2000);
     let acc = evaluate(&Model::from_bytes(&bytes).unwrap(), &set, 500, false)
         .unwrap()
         .accuracy;

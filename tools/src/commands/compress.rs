@@ -2,7 +2,7 @@
 
 use crate::compress::kmeans::KmeansInit;
 use crate::compress::pipeline::{CompressConfig, PruneRule, compress_weights};
-use crate::data::{Split, load_idx_split, resolve_idx_dir};
+use crate::data::{self, ImageTransform, Split};
 use crate::eval::evaluate;
 use crate::fsutil;
 use crate::pack::{PackOptions, pack_onnx, preset, read_labels};
@@ -95,7 +95,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     let cfg = config(args)?;
     let onnx = fsutil::read(&args.model)?;
     let test_set = match &args.data {
-        Some(d) => Some(load_idx_split(&resolve_idx_dir(d)?, Split::Test)?),
+        Some(d) => Some(data::load(d, Split::Test, &ImageTransform::default())?),
         None => None,
     };
     let labels = match &args.labels {

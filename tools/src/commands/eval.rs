@@ -1,8 +1,8 @@
-//! `nnzip eval MODEL.onnx|MODEL.nnz --data …`: accuracy on labelled data.
+//! `nnzip eval MODEL.onnx|MODEL.nnz --data …`: accuracy on labelled data, through the core runtime.
 
-use crate::data::{FASHION_MNIST_LABELS, Split, load_idx_split, resolve_idx_dir};
+use super::data_args::DataArgs;
+use crate::data::Split;
 use crate::eval::evaluate;
-use crate::table::Table;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -12,19 +12,16 @@ use std::path::{Path, PathBuf};
 pub struct EvalArgs {
     /// An ONNX model or a `.nnz` file.
     pub model: PathBuf,
-    /// `fashion-mnist` (Debian's package) or a folder of MNIST-style IDX files.
-    #[arg(long, default_value = "fashion-mnist")]
-    pub data: String,
+    /// Data options.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Evaluate on the training split instead of the test split.
     #[arg(long)]
     pub train_split: bool,
-    /// Only the first N images.
-    #[arg(long)]
-    pub limit: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// One JSON object on stdout (`accuracy` as a fraction, `loss`, `samples`, …).
+    /// One JSON object on stdout (`accuracy` as a fraction, `loss`, `samples`, per class, confusion).
     #[arg(long)]
     pub json: bool,
 }
@@ -32,64 +29,44 @@ pub struct EvalArgs {
 /// Loads an ONNX (packed losslessly in memory) or `.nnz` model into the core runtime.
 pub fn load_model(path: &Path) -> Result<nnzip_core::Model> {
     let bytes = crate::fsutil::read(path)?;
-    let nnz = if bytes.starts_with(&nnzip_core::format::MAGIC) {
-        bytes
-    } else {
-        crate::pack::pack_onnx(&bytes, &Default::default())
-            .with_context(|| format!("cannot read {} as ONNX or .nnz", path.display()))?
-            .to_bytes()?
-    };
-    nnzip_core::Model::from_bytes(&nnz).with_context(|| format!("cannot load {}", path.display()))
+    load_model_bytes(&bytes).with_context(|| format!("cannot load {}", path.display()))
+}
+
+/// Loads ONNX or `.nnz` bytes into the core runtime (ONNX is packed losslessly in memory first).
+pub fn load_model_bytes(bytes: &[u8]) -> Result<nnzip_core::Model> {
+    if bytes.starts_with(&nnzip_core::format::MAGIC) {
+        return Ok(nnzip_core::Model::from_bytes(bytes)?);
+    }
+    let nnz = crate::pack::pack_onnx(bytes, &Default::default())
+        .context("not a .nnz file, and not readable as ONNX")?
+        .to_bytes()?;
+    Ok(nnzip_core::Model::from_bytes(&nnz)?)
+}
+
+/// Channels of the model's image input `[N, C, H, W]` (3 when it does not say).
+pub fn input_channels(model: &nnzip_core::Model) -> usize {
+    let shape = &model.metadata().input.shape;
+    match shape.get(1) {
+        Some(&c) if shape.len() == 4 && c > 0 => c as usize,
+        _ => 3,
+    }
 }
 
 /// Runs `nnzip eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let model = load_model(&args.model)?;
-    let dir = resolve_idx_dir(&args.data)?;
-    let mut set = load_idx_split(
-        &dir,
-        if args.train_split {
-            Split::Train
-        } else {
-            Split::Test
-        },
-    )?;
-    if let Some(n) = args.limit {
-        set.truncate(n);
-    }
-    let r = evaluate(&model, &set, args.batch, !args.json)?;
+    let split = if args.train_split {
+        Split::Train
+    } else {
+        Split::Test
+    };
+    let data = args.data.load(split, input_channels(&model))?;
+    let r = evaluate(&model, &data, args.batch, !args.json)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!(
-        "{}: accuracy {:.2}% on {} images, loss {:.4}\n",
-        args.model.display(),
-        r.accuracy * 100.0,
-        r.samples,
-        r.loss
-    );
-    let names: Vec<String> = (0..r.per_class_accuracy.len())
-        .map(|k| {
-            if r.per_class_accuracy.len() == 10 && args.data == "fashion-mnist" {
-                FASHION_MNIST_LABELS[k].to_string()
-            } else {
-                k.to_string()
-            }
-        })
-        .collect();
-    let mut header = vec!["class", "accuracy"];
-    let cols: Vec<String> = (0..names.len()).map(|k| format!("→{k}")).collect();
-    header.extend(cols.iter().map(String::as_str));
-    let mut t = Table::new(&header);
-    for (k, name) in names.iter().enumerate() {
-        let mut row = vec![
-            format!("{k} {name}"),
-            format!("{:.1}%", r.per_class_accuracy[k] * 100.0),
-        ];
-        row.extend(r.confusion[k].iter().map(|c| c.to_string()));
-        t.row(row);
-    }
-    print!("{}", t.render());
+    println!("{} on {}", args.model.display(), data.source);
+    print!("{}", r.render());
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 pub mod classify;
 pub mod compress;
+pub mod data_args;
 pub mod decompress;
 pub mod eval;
+pub mod init;
 pub mod inspect;
 pub mod pack;
+pub mod train;

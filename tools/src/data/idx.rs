@@ -1,145 +1,121 @@
-//! The IDX file format of MNIST and Fashion-MNIST (gzipped or not): a magic with the element type
-//! and rank, big-endian dimensions, then the data.
+//! IDX files (the MNIST format), gzipped or not.
 
-use super::ImageSet;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use flate2::read::GzDecoder;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// An IDX array of unsigned bytes.
-#[derive(Debug, Clone)]
+/// An unsigned-byte IDX array.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxArray {
-    /// Where it was read from (for errors).
-    pub path: PathBuf,
-    /// Dimensions.
+    /// Dimensions, outermost first (the first is the sample count).
     pub dims: Vec<usize>,
-    /// Data, row-major.
+    /// Row-major data.
     pub data: Vec<u8>,
 }
 
-/// Largest IDX payload accepted (1 GiB): a corrupt header must not make us allocate more.
-const MAX_IDX_BYTES: u64 = 1 << 30;
-
-/// Reads an IDX file of `u8` elements, gunzipping when it starts with the gzip magic.
-pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .take(MAX_IDX_BYTES + 1024)
+/// Reads a file, decompressing it when it starts with the gzip magic.
+fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path)
+        .with_context(|| format!("cannot read {}: check the path", path.display()))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
-            .with_context(|| format!("{}: corrupt gzip data", path.display()))?;
-        out
+            .with_context(|| {
+                format!(
+                    "{} is a corrupt gzip file: download or install the data set again",
+                    path.display()
+                )
+            })?;
+        Ok(out)
     } else {
-        raw
-    };
-    parse_idx(path, &bytes)
+        Ok(raw)
+    }
 }
 
-/// Parses IDX bytes.
-pub fn parse_idx(path: &Path, b: &[u8]) -> Result<IdxArray> {
-    let p = path.display();
-    if b.len() < 4 || b[0] != 0 || b[1] != 0 {
-        bail!("{p}: not an IDX file (bad magic; expected 00 00 08 NN)");
-    }
-    if b[2] != 0x08 {
+/// Parses IDX bytes; `path` names the file in errors.
+pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+    let shown = path.display();
+    ensure!(
+        bytes.len() >= 4,
+        "{shown}: {} bytes is too short for an IDX file (4-byte magic expected)",
+        bytes.len()
+    );
+    let magic = &bytes[..4];
+    if magic[0] != 0 || magic[1] != 0 || magic[3] == 0 || magic[3] > 4 {
         bail!(
-            "{p}: IDX element type {:#04x} is not unsigned bytes (0x08)",
-            b[2]
+            "{shown}: bad IDX magic {:02x} {:02x} {:02x} {:02x} (expected 00 00 08 0N): not an IDX file; pass the MNIST-style *-idx?-ubyte[.gz] files",
+            magic[0],
+            magic[1],
+            magic[2],
+            magic[3]
         );
     }
-    let rank = b[3] as usize;
-    if rank == 0 || rank > 4 || b.len() < 4 + 4 * rank {
-        bail!("{p}: IDX header declares rank {rank} but is too short or the rank is unsupported");
+    if magic[2] != 0x08 {
+        bail!(
+            "{shown}: IDX element type 0x{:02x} is not supported; only unsigned bytes (0x08) are",
+            magic[2]
+        );
     }
-    let dims: Vec<usize> = (0..rank)
+    let ndims = magic[3] as usize;
+    let header = 4 + 4 * ndims;
+    ensure!(
+        bytes.len() >= header,
+        "{shown}: truncated IDX header: install or download the file again"
+    );
+    let dims: Vec<usize> = (0..ndims)
         .map(|i| {
-            u32::from_be_bytes([b[4 + 4 * i], b[5 + 4 * i], b[6 + 4 * i], b[7 + 4 * i]]) as usize
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
         })
         .collect();
-    let n = dims
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-        .filter(|&n| n <= MAX_IDX_BYTES);
-    let Some(n) = n else {
-        bail!("{p}: IDX dimensions {dims:?} are implausibly large")
-    };
-    let data = &b[4 + 4 * rank..];
-    if data.len() as u64 != n {
+    let expected = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let Some(expected) = expected else {
         bail!(
-            "{p}: IDX header declares {dims:?} = {n} bytes of data, the file has {}",
-            data.len()
+            "{shown}: the header declares dims {dims:?}, more data than any file can hold: the file is corrupt"
+        );
+    };
+    let actual = bytes.len() - header;
+    if actual != expected {
+        bail!(
+            "{shown}: the header declares dims {dims:?} ({expected} bytes of data) but the file holds {actual}: the file is truncated or corrupt; install or download it again"
         );
     }
     Ok(IdxArray {
-        path: path.to_path_buf(),
         dims,
-        data: data.to_vec(),
+        data: bytes[header..].to_vec(),
     })
 }
 
-/// Pairs an images array (`[n, rows, cols]`) with a labels array (`[n]`).
-pub fn image_set(images: IdxArray, labels: IdxArray) -> Result<ImageSet> {
-    if images.dims.len() != 3 {
-        bail!(
-            "{}: images must have 3 dimensions [count, rows, cols], found {:?}",
-            images.path.display(),
-            images.dims
-        );
-    }
-    if labels.dims.len() != 1 {
-        bail!(
-            "{}: labels must have 1 dimension, found {:?}",
-            labels.path.display(),
-            labels.dims
-        );
-    }
+/// Reads an IDX file (gzipped or not), validating magic, dims and length.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    parse_idx(&read_maybe_gzipped(path)?, path)
+}
+
+/// Images (`N×H×W` or `N×C×H×W`) and labels (`N`) from a pair of IDX files, checked against each other.
+pub fn read_idx_pair(images_path: &Path, labels_path: &Path) -> Result<(IdxArray, IdxArray)> {
+    let images = read_idx(images_path)?;
+    let labels = read_idx(labels_path)?;
+    ensure!(
+        images.dims.len() == 3 || images.dims.len() == 4,
+        "{}: images must be N×H×W or N×C×H×W, the file has dims {:?}",
+        images_path.display(),
+        images.dims
+    );
+    ensure!(
+        labels.dims.len() == 1,
+        "{}: labels must be one-dimensional, the file has dims {:?}",
+        labels_path.display(),
+        labels.dims
+    );
     if images.dims[0] != labels.dims[0] {
         bail!(
-            "{} has {} images but {} has {} labels: the files do not belong together",
-            images.path.display(),
+            "{} holds {} images but {} holds {} labels: the counts must match; use the images and labels of the same split",
+            images_path.display(),
             images.dims[0],
-            labels.path.display(),
+            labels_path.display(),
             labels.dims[0]
         );
     }
-    Ok(ImageSet {
-        rows: images.dims[1],
-        cols: images.dims[2],
-        pixels: images.data,
-        labels: labels.data,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut b = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            b.extend_from_slice(&d.to_be_bytes());
-        }
-        b.extend_from_slice(data);
-        b
-    }
-
-    #[test]
-    fn parses_and_checks() {
-        let p = Path::new("x.idx");
-        let a = parse_idx(p, &idx(&[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
-        assert_eq!(a.dims, vec![2, 2, 2]);
-        let err = parse_idx(p, &[1, 2, 3, 4]).unwrap_err().to_string();
-        assert!(err.contains("x.idx: not an IDX file"), "{err}");
-        let err = parse_idx(p, &idx(&[2, 2, 2], &[1, 2, 3]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("declares [2, 2, 2] = 8 bytes of data, the file has 3"),
-            "{err}"
-        );
-        let labels = parse_idx(Path::new("l.idx"), &idx(&[3], &[0, 1, 2])).unwrap();
-        let err = image_set(a, labels).unwrap_err().to_string();
-        assert!(err.contains("has 2 images but l.idx has 3 labels"), "{err}");
-    }
+    Ok((images, labels))
 }

@@ -1,0 +1,485 @@
+//! 2-D convolution as a candle custom op: im2col + gemm forward, and backward passes for the input
+//! (gemm + col2im) and the weights (im2col + gemm), parallel over the batch.
+//!
+//! Supports everything ONNX `Conv` needs for images: groups (incl. depthwise), per-axis strides and
+//! dilations, asymmetric padding. candle's own `conv2d` takes one stride/dilation/padding for both
+//! axes and its backward pass is several times slower than PyTorch's.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// How a convolution slides over its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Zero padding `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    /// Step `[vertical, horizontal]`.
+    pub strides: [usize; 2],
+    /// Kernel dilation `[vertical, horizontal]`.
+    pub dilations: [usize; 2],
+    /// Number of channel groups (input channels = groups × kernel channels).
+    pub groups: usize,
+}
+
+impl Default for ConvGeometry {
+    fn default() -> Self {
+        ConvGeometry {
+            pads: [0; 4],
+            strides: [1, 1],
+            dilations: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+/// All sizes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    /// Input channels per group.
+    cg: usize,
+    /// Output channels per group.
+    mg: usize,
+}
+
+impl Sizes {
+    /// Rows of the im2col matrix (`cg·kh·kw`).
+    fn k(&self) -> usize {
+        self.cg * self.kh * self.kw
+    }
+    /// Output pixels per channel.
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+}
+
+impl ConvGeometry {
+    fn sizes(&self, x: &[usize], w: &[usize]) -> Result<Sizes> {
+        let (&[n, c, h, wd], &[m, cg, kh, kw]) = (x, w) else {
+            candle_core::bail!("Conv: expected a 4-D input and kernel, got {x:?} and {w:?}")
+        };
+        let groups = self.groups.max(1);
+        if c != cg * groups || m % groups != 0 {
+            candle_core::bail!("Conv: input {x:?} and kernel {w:?} do not fit group={groups}");
+        }
+        let span_h = (kh - 1) * self.dilations[0] + 1;
+        let span_w = (kw - 1) * self.dilations[1] + 1;
+        let (ph, pw) = (
+            h + self.pads[0] + self.pads[2],
+            wd + self.pads[1] + self.pads[3],
+        );
+        if ph < span_h || pw < span_w {
+            candle_core::bail!(
+                "Conv: kernel {kh}x{kw} (dilated {span_h}x{span_w}) larger than padded input {ph}x{pw}"
+            );
+        }
+        let oh = (ph - span_h) / self.strides[0] + 1;
+        let ow = (pw - span_w) / self.strides[1] + 1;
+        Ok(Sizes {
+            n,
+            c,
+            h,
+            w: wd,
+            m,
+            kh,
+            kw,
+            oh,
+            ow,
+            cg,
+            mg: m / groups,
+        })
+    }
+}
+
+/// Element types the kernels run on.
+trait Element: Copy + Send + Sync + 'static + std::ops::AddAssign {
+    const ZERO: Self;
+    const ONE: Self;
+}
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+impl Element for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+
+/// For output index `o` along an axis, the input index for kernel tap `k`, if inside the input.
+#[inline]
+fn source(
+    o: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    len: usize,
+) -> Option<usize> {
+    let i = (o * stride + k * dilation) as isize - pad as isize;
+    (i >= 0 && (i as usize) < len).then_some(i as usize)
+}
+
+/// Unfolds one group of one sample (`cg × h × w`) into `col` (`cg·kh·kw × oh·ow`).
+fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T]) {
+    let p = s.p();
+    for c in 0..s.cg {
+        let plane = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let row = &mut col[((c * s.kh + ki) * s.kw + kj) * p..][..p];
+                for oy in 0..s.oh {
+                    let out = &mut row[oy * s.ow..(oy + 1) * s.ow];
+                    match source(oy, ki, g.strides[0], g.dilations[0], g.pads[0], s.h) {
+                        None => out.fill(T::ZERO),
+                        Some(iy) => {
+                            let line = &plane[iy * s.w..(iy + 1) * s.w];
+                            for (ox, v) in out.iter_mut().enumerate() {
+                                *v = match source(
+                                    ox,
+                                    kj,
+                                    g.strides[1],
+                                    g.dilations[1],
+                                    g.pads[1],
+                                    s.w,
+                                ) {
+                                    Some(ix) => line[ix],
+                                    None => T::ZERO,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Folds `col` (`cg·kh·kw × oh·ow`) back onto one group of one sample, accumulating.
+fn col2im<T: Element>(col: &[T], s: &Sizes, g: &ConvGeometry, x: &mut [T]) {
+    let p = s.p();
+    for c in 0..s.cg {
+        let plane = &mut x[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let row = &col[((c * s.kh + ki) * s.kw + kj) * p..][..p];
+                for oy in 0..s.oh {
+                    let Some(iy) = source(oy, ki, g.strides[0], g.dilations[0], g.pads[0], s.h)
+                    else {
+                        continue;
+                    };
+                    let line = &mut plane[iy * s.w..(iy + 1) * s.w];
+                    for (ox, &v) in row[oy * s.ow..(oy + 1) * s.ow].iter().enumerate() {
+                        if let Some(ix) =
+                            source(ox, kj, g.strides[1], g.dilations[1], g.pads[1], s.w)
+                        {
+                            line[ix] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row-major matrix view: pointer, column stride, row stride.
+#[derive(Clone, Copy)]
+struct Mat<T> {
+    ptr: *const T,
+    cs: isize,
+    rs: isize,
+}
+
+/// `dst[m×n] (row-major) = (accumulate ? dst : 0) + lhs[m×k] · rhs[k×n]`, single-threaded.
+fn matmul<T: Element>(
+    dst: &mut [T],
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n);
+    // SAFETY: the callers pass views whose extents (m×k, k×n) lie inside live slices, and `dst`
+    // holds m×n elements as asserted.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn forward<T: Element>(x: &[T], w: &[T], s: &Sizes, g: &ConvGeometry) -> Vec<T> {
+    let (k, p) = (s.k(), s.p());
+    let mut out = vec![T::ZERO; s.n * s.m * p];
+    out.par_chunks_mut(s.m * p).enumerate().for_each_init(
+        || vec![T::ZERO; k * p],
+        |col, (n, y)| {
+            let xn = &x[n * s.c * s.h * s.w..];
+            for grp in 0..g.groups {
+                im2col(&xn[grp * s.cg * s.h * s.w..], s, g, col);
+                let lhs = Mat {
+                    ptr: w[grp * s.mg * k..].as_ptr(),
+                    cs: 1,
+                    rs: k as isize,
+                };
+                let rhs = Mat {
+                    ptr: col.as_ptr(),
+                    cs: 1,
+                    rs: p as isize,
+                };
+                matmul(
+                    &mut y[grp * s.mg * p..(grp + 1) * s.mg * p],
+                    s.mg,
+                    p,
+                    k,
+                    lhs,
+                    rhs,
+                    false,
+                );
+            }
+        },
+    );
+    out
+}
+
+fn backward_input<T: Element>(dy: &[T], w: &[T], s: &Sizes, g: &ConvGeometry) -> Vec<T> {
+    let (k, p) = (s.k(), s.p());
+    let mut dx = vec![T::ZERO; s.n * s.c * s.h * s.w];
+    dx.par_chunks_mut(s.c * s.h * s.w)
+        .enumerate()
+        .for_each_init(
+            || vec![T::ZERO; k * p],
+            |dcol, (n, dxn)| {
+                let dyn_ = &dy[n * s.m * p..];
+                for grp in 0..g.groups {
+                    // dcol[k×p] = W_gᵀ[k×mg] · dy_g[mg×p]
+                    let lhs = Mat {
+                        ptr: w[grp * s.mg * k..].as_ptr(),
+                        cs: k as isize,
+                        rs: 1,
+                    };
+                    let rhs = Mat {
+                        ptr: dyn_[grp * s.mg * p..].as_ptr(),
+                        cs: 1,
+                        rs: p as isize,
+                    };
+                    matmul(dcol, k, p, s.mg, lhs, rhs, false);
+                    col2im(dcol, s, g, &mut dxn[grp * s.cg * s.h * s.w..]);
+                }
+            },
+        );
+    dx
+}
+
+fn backward_weight<T: Element>(x: &[T], dy: &[T], s: &Sizes, g: &ConvGeometry) -> Vec<T> {
+    let (k, p) = (s.k(), s.p());
+    let chunks = rayon::current_num_threads().clamp(1, s.n.max(1));
+    let per_chunk = s.n.div_ceil(chunks);
+    let partials: Vec<Vec<T>> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let mut dw = vec![T::ZERO; s.m * k];
+            let mut col = vec![T::ZERO; k * p];
+            for n in chunk * per_chunk..((chunk + 1) * per_chunk).min(s.n) {
+                let xn = &x[n * s.c * s.h * s.w..];
+                let dyn_ = &dy[n * s.m * p..];
+                for grp in 0..g.groups {
+                    im2col(&xn[grp * s.cg * s.h * s.w..], s, g, &mut col);
+                    // dW_g[mg×k] += dy_g[mg×p] · colᵀ[p×k]
+                    let lhs = Mat {
+                        ptr: dyn_[grp * s.mg * p..].as_ptr(),
+                        cs: 1,
+                        rs: p as isize,
+                    };
+                    let rhs = Mat {
+                        ptr: col.as_ptr(),
+                        cs: p as isize,
+                        rs: 1,
+                    };
+                    matmul(
+                        &mut dw[grp * s.mg * k..(grp + 1) * s.mg * k],
+                        s.mg,
+                        k,
+                        p,
+                        lhs,
+                        rhs,
+                        true,
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut total = vec![T::ZERO; s.m * k];
+    for part in partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    total
+}
+
+fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("Conv: {what} must be contiguous"),
+    }
+}
+
+/// Runs `f` on two CPU storages of the same float type.
+macro_rules! dispatch {
+    ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let $a = contiguous(a, $l1, "first operand")?;
+                let $b = contiguous(b, $l2, "second operand")?;
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let $a = contiguous(a, $l1, "first operand")?;
+                let $b = contiguous(b, $l2, "second operand")?;
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!(
+                "{}: only f32 and f64 operands of the same type are supported",
+                $name
+            ),
+        }
+    };
+}
+
+struct Conv2d(ConvGeometry);
+struct Conv2dBackwardInput {
+    geometry: ConvGeometry,
+    input_dims: [usize; 4],
+}
+struct Conv2dBackwardWeight {
+    geometry: ConvGeometry,
+    kernel_dims: [usize; 4],
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "nnzip-conv2d"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = self.0.sizes(l1.dims(), l2.dims())?;
+        let out = dispatch!("Conv", s1, l1, s2, l2, |x, w| forward(x, w, &s, &self.0));
+        Ok((out, Shape::from((s.n, s.m, s.oh, s.ow))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let input_dims = dims4(x)?;
+        let kernel_dims = dims4(w)?;
+        let dx = dy.apply_op2_no_bwd(
+            w,
+            &Conv2dBackwardInput {
+                geometry: self.0,
+                input_dims,
+            },
+        )?;
+        let dw = x.apply_op2_no_bwd(
+            &dy,
+            &Conv2dBackwardWeight {
+                geometry: self.0,
+                kernel_dims,
+            },
+        )?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp2 for Conv2dBackwardInput {
+    fn name(&self) -> &'static str {
+        "nnzip-conv2d-backward-input"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = self.geometry.sizes(&self.input_dims, l2.dims())?;
+        let out = dispatch!("Conv backward", s1, l1, s2, l2, |dy, w| backward_input(
+            dy,
+            w,
+            &s,
+            &self.geometry
+        ));
+        Ok((out, Shape::from(self.input_dims.to_vec())))
+    }
+}
+
+impl CustomOp2 for Conv2dBackwardWeight {
+    fn name(&self) -> &'static str {
+        "nnzip-conv2d-backward-weight"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = self.geometry.sizes(l1.dims(), &self.kernel_dims)?;
+        let out = dispatch!("Conv backward", s1, l1, s2, l2, |x, dy| backward_weight(
+            x,
+            dy,
+            &s,
+            &self.geometry
+        ));
+        Ok((out, Shape::from(self.kernel_dims.to_vec())))
+    }
+}
+
+fn dims4(t: &Tensor) -> Result<[usize; 4]> {
+    let (a, b, c, d) = t.dims4()?;
+    Ok([a, b, c, d])
+}
+
+/// 2-D convolution of `x` (`N×C×H×W`) with `kernel` (`M×C/groups×kh×kw`), differentiable in both.
+pub fn conv2d(x: &Tensor, kernel: &Tensor, geometry: ConvGeometry) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let kernel = kernel.contiguous()?;
+    x.apply_op2(&kernel, Conv2d(geometry))
+}

@@ -1,0 +1,250 @@
+//! Training on real data, fast enough for CI: a few thousand Fashion-MNIST images, one or two
+//! epochs. Needs Debian's `dataset-fashion-mnist` (scripts/test.sh installs it).
+
+use candle_core::Tensor;
+use nnzip_tools::data::{Dataset, Split, fashion_mnist_dir, load_fashion_mnist};
+use nnzip_tools::onnx::build::{Architecture, build};
+use nnzip_tools::onnx::{GraphExecutor, Mode};
+use nnzip_tools::train::{
+    GradientHook, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, evaluate, train,
+};
+use std::path::PathBuf;
+
+fn data(split: Split, n: usize) -> Dataset {
+    load_fashion_mnist(&fashion_mnist_dir(), split)
+        .expect("Fashion-MNIST: scripts/test.sh installs dataset-fashion-mnist")
+        .truncate(n)
+}
+
+fn config(epochs: usize, lr: f64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch: 64,
+        schedule: Schedule {
+            kind: ScheduleKind::Constant,
+            lr,
+            step_epochs: 1,
+            gamma: 1.0,
+        },
+        seed: 1,
+        progress: false,
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn shared_model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/models")
+        .join(name)
+}
+
+#[test]
+fn lenet300_learns_from_2000_images() {
+    let train_set = data(Split::Train, 2000);
+    let test_set = data(Split::Test, 1000);
+    let exec = GraphExecutor::new(build(Architecture::Lenet300, 1), "lenet300").unwrap();
+    let before = evaluate(&exec, &test_set, 500, false).unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    let history = train(&exec, &train_set, None, &config(2, 0.05), &mut opt).unwrap();
+    let after = evaluate(&exec, &test_set, 500, false).unwrap();
+    assert!(
+        history[1].train_loss < history[0].train_loss,
+        "loss went up: {history:?}"
+    );
+    assert!(
+        after.loss < before.loss,
+        "test loss {} → {}",
+        before.loss,
+        after.loss
+    );
+    assert!(
+        after.accuracy > 0.65 && after.accuracy > before.accuracy + 0.4,
+        "accuracy {} → {}",
+        before.accuracy,
+        after.accuracy
+    );
+}
+
+#[test]
+fn lenet5_learns_from_2000_images() {
+    let train_set = data(Split::Train, 2000);
+    let test_set = data(Split::Test, 1000);
+    let exec = GraphExecutor::new(build(Architecture::Lenet5, 2), "lenet5").unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    train(&exec, &train_set, None, &config(1, 0.05), &mut opt).unwrap();
+    let after = evaluate(&exec, &test_set, 500, false).unwrap();
+    assert!(after.accuracy > 0.6, "accuracy {}", after.accuracy);
+}
+
+#[test]
+fn masked_weights_stay_exactly_zero() {
+    let train_set = data(Split::Train, 1000);
+    let exec = GraphExecutor::new(build(Architecture::Lenet300, 3), "lenet300").unwrap();
+    let p = exec.param("fc1.weight").expect("fc1.weight").clone();
+    let n = p.var.elem_count();
+    let keep: Vec<f32> = (0..n)
+        .map(|i| if i % 10 == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(keep.clone(), p.var.dims(), exec.device()).unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    opt.set_mask(&p, mask).unwrap();
+    let start = values(p.var.as_tensor());
+    train(&exec, &train_set, None, &config(1, 0.05), &mut opt).unwrap();
+    let after = values(p.var.as_tensor());
+    for (i, (v, k)) in after.iter().zip(&keep).enumerate() {
+        if *k == 0.0 {
+            assert_eq!(v.to_bits(), 0, "pruned weight {i} moved to {v}");
+        }
+    }
+    let moved = after
+        .iter()
+        .zip(&start)
+        .zip(&keep)
+        .filter(|((a, b), k)| **k == 1.0 && a != b)
+        .count();
+    assert!(moved > n / 20, "only {moved} kept weights were trained");
+}
+
+/// Weight sharing's fine-tuning: every weight's gradient is replaced by the sum over its cluster.
+struct ClusterSum {
+    assignment: Vec<u32>,
+    clusters: usize,
+}
+
+impl GradientHook for ClusterSum {
+    fn replace_gradient(
+        &self,
+        _name: &str,
+        _param: &Tensor,
+        grad: &Tensor,
+    ) -> anyhow::Result<Tensor> {
+        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let mut sums = vec![0f32; self.clusters];
+        for (v, &c) in g.iter().zip(&self.assignment) {
+            sums[c as usize] += v;
+        }
+        let out: Vec<f32> = self.assignment.iter().map(|&c| sums[c as usize]).collect();
+        Ok(Tensor::from_vec(out, grad.dims(), grad.device())?)
+    }
+}
+
+#[test]
+fn a_gradient_hook_keeps_shared_weights_shared() {
+    let train_set = data(Split::Train, 500);
+    let exec = GraphExecutor::new(build(Architecture::Lenet300, 4), "lenet300").unwrap();
+    let p = exec.param("fc2.weight").expect("fc2.weight").clone();
+    let n = p.var.elem_count();
+    // Four clusters by index; every member starts at its centroid.
+    let centroids = [-0.05f32, -0.01, 0.02, 0.06];
+    let assignment: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+    let w: Vec<f32> = assignment.iter().map(|&c| centroids[c as usize]).collect();
+    p.var
+        .set(&Tensor::from_vec(w, p.var.dims(), exec.device()).unwrap())
+        .unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    opt.set_gradient_hook(
+        &p.name,
+        Box::new(ClusterSum {
+            assignment: assignment.clone(),
+            clusters: 4,
+        }),
+    );
+    train(&exec, &train_set, None, &config(1, 0.001), &mut opt).unwrap();
+    let after = values(p.var.as_tensor());
+    for c in 0..4 {
+        let members: Vec<f32> = after
+            .iter()
+            .zip(&assignment)
+            .filter(|(_, a)| **a == c)
+            .map(|(v, _)| *v)
+            .collect();
+        assert!(
+            members.iter().all(|v| *v == members[0]),
+            "cluster {c} split: {:?}",
+            &members[..8]
+        );
+        assert_ne!(
+            members[0], centroids[c as usize],
+            "centroid {c} was not fine-tuned"
+        );
+    }
+}
+
+#[test]
+fn written_onnx_runs_in_the_core_with_the_same_outputs() {
+    let train_set = data(Split::Train, 300);
+    let exec = GraphExecutor::new(build(Architecture::Lenet5, 5), "lenet5").unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    train(&exec, &train_set, None, &config(1, 0.05), &mut opt).unwrap();
+    let dir = std::env::temp_dir().join(format!("nnzip-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("trained.onnx");
+    exec.save(&path).unwrap();
+    let model = nnzip_tools::commands::eval::load_model(&path).unwrap();
+    let batch = train_set.subset(&(0..8).collect::<Vec<_>>());
+    let x = Tensor::from_vec(batch.images.clone(), (8, 1, 28, 28), exec.device()).unwrap();
+    let want = values(&exec.forward(&x, Mode::Eval).unwrap());
+    let got = model
+        .run(nnzip_core::Tensor::from_shape(&[8, 1, 28, 28], &batch.images).unwrap())
+        .unwrap();
+    let got: Vec<f32> = got
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-4, "core {a} vs candle {b}");
+    }
+    // And the core's evaluation agrees with the training graph's.
+    let test_set = data(Split::Test, 500);
+    let core = nnzip_tools::eval::evaluate(&model, &test_set, 250, false).unwrap();
+    let candle = evaluate(&exec, &test_set, 250, false).unwrap();
+    assert_eq!(core.confusion, candle.confusion);
+    assert!(
+        (core.loss - candle.loss).abs() < 1e-4,
+        "{} vs {}",
+        core.loss,
+        candle.loss
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn pytorch_exports_evaluate_as_reported_and_fine_tuning_keeps_them() {
+    let test_set = data(Split::Test, 10_000);
+    for (name, reported) in [("lenet300.onnx", 0.8899), ("lenet5.onnx", 0.9180)] {
+        let exec = GraphExecutor::open(&shared_model(name)).unwrap();
+        let acc = evaluate(&exec, &test_set, 1000, false).unwrap().accuracy;
+        assert!(
+            (acc - reported).abs() < 1e-4 + 1e-9,
+            "candle evaluates {name} at {acc}, the README at {reported}"
+        );
+    }
+    // Fine-tune lenet300 briefly at a low rate: it keeps its accuracy.
+    let exec = GraphExecutor::open(&shared_model("lenet300.onnx")).unwrap();
+    let train_set = data(Split::Train, 6000);
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    train(&exec, &train_set, None, &config(1, 0.001), &mut opt).unwrap();
+    let acc = evaluate(&exec, &test_set, 1000, false).unwrap().accuracy;
+    assert!(acc >= 0.8899 - 0.003, "fine-tuning lost accuracy: {acc}");
+}
+
+#[test]
+fn labels_outside_the_model_are_refused_with_the_fix() {
+    let mut set = data(Split::Train, 64);
+    set.labels[3] = 12;
+    let exec = GraphExecutor::new(build(Architecture::Lenet300, 1), "lenet300").unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    let err = train(&exec, &set, None, &config(1, 0.05), &mut opt)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("label 12") && err.contains("10 classes"),
+        "{err}"
+    );
+}
