@@ -1,14 +1,21 @@
 //! `nnzip compress MODEL.onnx -o MODEL.nnz`: prune, share weights, Huffman-code (one shot).
 
 use crate::compress::kmeans::KmeansInit;
-use crate::compress::pipeline::{CompressConfig, PruneRule, compress_weights};
+use crate::compress::pipeline::{CompressConfig, PruneRule, compress_weights_with};
+use crate::compress::retrain::{
+    PruneSchedule, RetrainConfig, prune_and_retrain, share_and_fine_tune, target_densities,
+};
+use crate::compress::share::SharedLayer;
 use crate::data::{self, ImageTransform, Split};
 use crate::eval::evaluate;
 use crate::fsutil;
+use crate::onnx::GraphExecutor;
 use crate::pack::{PackOptions, pack_onnx, preset, read_labels};
 use crate::table::{Table, human_bytes};
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use prost::Message;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Arguments of `nnzip compress`.
@@ -34,9 +41,10 @@ pub struct CompressArgs {
     /// Index bits of fully connected weights.
     #[arg(long, default_value_t = 5)]
     pub bits_fc: u8,
-    /// Width of the relative indices (gaps) of sparse layers.
-    #[arg(long, default_value_t = 5)]
-    pub gap_bits: u8,
+    /// Width of the relative indices (gaps) of sparse layers: bits (1–16), or `auto` for the
+    /// smallest payload per tensor.
+    #[arg(long, default_value = "auto")]
+    pub gap_bits: String,
     /// k-means initialisation: linear, density, random, kmeans++ or optimal.
     #[arg(long, default_value = "linear")]
     pub init: String,
@@ -52,6 +60,30 @@ pub struct CompressArgs {
     /// Class labels file for the metadata.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Pruning rounds (with --data: each prunes further, then retrains).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Epochs of masked retraining after each pruning round (0: prune in one shot, no retraining).
+    #[arg(long, default_value_t = 2)]
+    pub retrain_epochs: usize,
+    /// Learning rate of retraining (a tenth of training's usual 0.05).
+    #[arg(long, default_value_t = 0.005)]
+    pub retrain_lr: f64,
+    /// How densities fall over the rounds: iterative (the paper's) or gradual (AGP, cubic).
+    #[arg(long, value_enum, default_value = "iterative")]
+    pub schedule: PruneSchedule,
+    /// Epochs of centroid fine-tuning after weight sharing (0: none).
+    #[arg(long, default_value_t = 2)]
+    pub fine_tune_epochs: usize,
+    /// Learning rate of centroid fine-tuning (the update of a centroid is this × the sum of its weights' gradients).
+    #[arg(long, default_value_t = 0.0005)]
+    pub fine_tune_lr: f64,
+    /// Mini-batch size of retraining.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Retrain on only the first N training images (quick runs).
+    #[arg(long)]
+    pub train_limit: Option<usize>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -61,7 +93,13 @@ fn config(args: &CompressArgs) -> Result<CompressConfig> {
     let mut cfg = CompressConfig {
         bits_conv: args.bits_conv,
         bits_fc: args.bits_fc,
-        gap_bits: args.gap_bits,
+        gap_bits: match args.gap_bits.as_str() {
+            "auto" => 0,
+            b => match b.parse::<u8>() {
+                Ok(v) if (1..=16).contains(&v) => v,
+                _ => bail!("--gap-bits {b}: expected a width from 1 to 16, or auto"),
+            },
+        },
         init: args.init.parse::<KmeansInit>()?,
         seed: args.seed,
         ..Default::default()
@@ -111,8 +149,82 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         labels,
         f16: false,
     };
-    let mut writer =
-        pack_onnx(&onnx, &opts).with_context(|| format!("cannot read {}", args.model.display()))?;
+    // With data, the retraining stages run on the training engine; the weights they leave
+    // (pruned, shared, fine-tuned) are what gets encoded.
+    let retrain = args.data.is_some() && (args.retrain_epochs > 0 || args.fine_tune_epochs > 0);
+    let mut stages: Vec<(String, f64)> = Vec::new();
+    let mut shared: BTreeMap<String, SharedLayer> = BTreeMap::new();
+    let trained_onnx;
+    let source_onnx: &[u8] = if retrain {
+        let (exec, train_set, test) = retrain_inputs(args)?;
+        let rc = RetrainConfig {
+            rounds: args.rounds,
+            epochs_per_round: args.retrain_epochs,
+            lr: args.retrain_lr,
+            fine_tune_epochs: args.fine_tune_epochs,
+            fine_tune_lr: args.fine_tune_lr,
+            batch: args.batch,
+            schedule: args.schedule,
+            seed: args.seed,
+            progress: !args.json,
+        };
+        let measure =
+            |exec: &GraphExecutor, what: String, stages: &mut Vec<(String, f64)>| -> Result<()> {
+                let acc = crate::train::evaluate(exec, &test, 1000, false)?.accuracy;
+                if !args.json {
+                    eprintln!("{what}: accuracy {:.2}%", acc * 100.0);
+                }
+                stages.push((what, acc));
+                Ok(())
+            };
+        measure(&exec, "dense".into(), &mut stages)?;
+        let prunable: Vec<String> = exec
+            .trainable()
+            .filter(|p| {
+                let dims = p.var.dims();
+                (dims.len() == 2 || dims.len() == 4)
+                    && p.var.elem_count() >= cfg.min_shared_elements
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        for name in cfg.per_layer.keys() {
+            if !prunable.contains(name) {
+                bail!(
+                    "'{name}' is not a prunable weight of the model; prunable: {}",
+                    prunable.join(", ")
+                );
+            }
+        }
+        let targets = target_densities(&exec, &prunable, &cfg)?;
+        let mut round_acc = Vec::new();
+        let masks = prune_and_retrain(&exec, &targets, Some(&train_set), &rc, |r| {
+            measure(
+                &exec,
+                format!("pruning round {r}/{} + retraining", rc.rounds),
+                &mut round_acc,
+            )
+        })?;
+        stages.extend(round_acc);
+        let no_tune = RetrainConfig {
+            fine_tune_epochs: 0,
+            ..rc.clone()
+        };
+        // Measure sharing alone, then with fine-tuned centroids (same clustering, deterministic).
+        let snapshot = exec.to_model_proto()?;
+        share_and_fine_tune(&exec, &masks, &cfg, None, &no_tune)?;
+        measure(&exec, "weight sharing".into(), &mut stages)?;
+        let exec = GraphExecutor::new(snapshot, &args.model.display().to_string())?;
+        shared = share_and_fine_tune(&exec, &masks, &cfg, Some(&train_set), &rc)?;
+        if rc.fine_tune_epochs > 0 {
+            measure(&exec, "centroid fine-tuning".into(), &mut stages)?;
+        }
+        trained_onnx = exec.to_model_proto()?.encode_to_vec();
+        &trained_onnx
+    } else {
+        &onnx
+    };
+    let mut writer = pack_onnx(source_onnx, &opts)
+        .with_context(|| format!("cannot read {}", args.model.display()))?;
     let weights: Vec<nnzip_core::graph::Weight> = writer
         .tensors
         .drain(..)
@@ -125,7 +237,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             _ => None,
         })
         .collect();
-    let (records, reports) = compress_weights(&weights, &cfg)?;
+    let (records, reports) = compress_weights_with(&weights, &cfg, &shared)?;
     for r in records {
         writer.push(r)?;
     }
@@ -153,6 +265,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             .metadata
             .extra
             .insert("accuracy".into(), format!("{:.4}", after.accuracy));
+        stages.push(("decoded .nnz (core runtime)".into(), after.accuracy));
         accuracy = Some((before.accuracy, after.accuracy));
     }
     let bytes = if accuracy.is_some() {
@@ -171,12 +284,13 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             "onnx_bytes": onnx.len(),
             "accuracy_before": accuracy.map(|a| a.0),
             "accuracy_after": accuracy.map(|a| a.1),
+            "stages": stages.iter().map(|(s, a)| serde_json::json!({"stage": s, "accuracy": a})).collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());
     }
     let mut t = Table::new(&[
-        "tensor", "shape", "kept", "bits", "encoding", "dense B", "stored B", "ratio",
+        "tensor", "shape", "kept", "bits", "gap bits", "encoding", "dense B", "stored B", "ratio",
     ]);
     for r in &reports {
         t.row(vec![
@@ -187,6 +301,11 @@ pub fn run(args: &CompressArgs) -> Result<()> {
                 r.bits.to_string()
             } else {
                 "32".into()
+            },
+            if r.gap_bits > 0 {
+                r.gap_bits.to_string()
+            } else {
+                "-".into()
             },
             r.encoding.clone(),
             r.dense_bytes.to_string(),
@@ -206,6 +325,14 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         dense as f64 / bytes.len() as f64,
         onnx.len() as f64 / bytes.len() as f64
     );
+    if stages.len() > 1 {
+        let mut t = Table::new(&["stage", "accuracy"]);
+        for (stage, acc) in &stages {
+            t.row(vec![stage.clone(), format!("{:.2}%", acc * 100.0)]);
+        }
+        println!();
+        print!("{}", t.render());
+    }
     if let Some((b, a)) = accuracy {
         println!(
             "accuracy {:.2}% → {:.2}% ({:+.2} pp)",
@@ -215,4 +342,20 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The model on the training engine and the data to retrain and measure it with.
+fn retrain_inputs(args: &CompressArgs) -> Result<(GraphExecutor, data::Dataset, data::Dataset)> {
+    let exec = GraphExecutor::open(&args.model)?;
+    let spec = args.data.as_deref().unwrap_or("fashion-mnist");
+    let transform = ImageTransform {
+        channels: exec.input_channels(),
+        ..Default::default()
+    };
+    let mut train_set = data::load(spec, Split::Train, &transform)?;
+    if let Some(n) = args.train_limit {
+        train_set = train_set.truncate(n);
+    }
+    let test = data::load(spec, Split::Test, &transform)?;
+    Ok((exec, train_set, test))
 }

@@ -4,4 +4,5 @@
 pub mod kmeans;
 pub mod pipeline;
 pub mod prune;
+pub mod retrain;
 pub mod share;

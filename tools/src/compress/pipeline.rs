@@ -4,7 +4,7 @@
 
 use super::kmeans::KmeansInit;
 use super::prune::{apply_mask, density, mask_by_density, mask_by_quality};
-use super::share::share_weights;
+use super::share::{SharedLayer, share_weights};
 use anyhow::{Result, bail};
 use nnzip_core::format::encode::encode_tensor;
 use nnzip_core::format::{TensorData, TensorRecord};
@@ -33,7 +33,7 @@ pub struct CompressConfig {
     pub bits_conv: u8,
     /// Index bits of fully connected weights (rank 2).
     pub bits_fc: u8,
-    /// Gap bits of sparse layers.
+    /// Gap bits of sparse layers; 0 picks, per tensor, the width that gives the smallest payload.
     pub gap_bits: u8,
     /// k-means initialisation.
     pub init: KmeansInit,
@@ -50,10 +50,10 @@ impl Default for CompressConfig {
             per_layer: BTreeMap::new(),
             bits_conv: 8,
             bits_fc: 5,
-            gap_bits: 5,
+            gap_bits: 0,
             init: KmeansInit::Linear,
             seed: 0,
-            min_shared_elements: 1024,
+            min_shared_elements: 256,
         }
     }
 }
@@ -83,11 +83,13 @@ impl CompressConfig {
 
     /// Checks every setting before any work starts.
     pub fn validate(&self) -> Result<()> {
-        for (what, b) in [
-            ("--bits-conv", self.bits_conv),
-            ("--bits-fc", self.bits_fc),
-            ("--gap-bits", self.gap_bits),
-        ] {
+        if self.gap_bits > 16 {
+            bail!(
+                "--gap-bits must be between 1 and 16 (or auto), got {}",
+                self.gap_bits
+            );
+        }
+        for (what, b) in [("--bits-conv", self.bits_conv), ("--bits-fc", self.bits_fc)] {
             if !(1..=16).contains(&b) {
                 bail!("{what} must be between 1 and 16, got {b}");
             }
@@ -122,10 +124,21 @@ pub struct LayerReport {
     pub bits: u8,
     /// Encoding chosen.
     pub encoding: String,
+    /// Width of the relative indices (0 unless shared-sparse).
+    pub gap_bits: u8,
     /// Bytes as dense f32.
     pub dense_bytes: u64,
     /// Bytes of the encoded payload.
     pub stored_bytes: u64,
+}
+
+/// The gap widths to try for sparse tensors: the configured one, or 2–10 bits when automatic.
+fn gap_widths(cfg: &CompressConfig) -> impl Iterator<Item = u8> {
+    if cfg.gap_bits == 0 {
+        2..=10
+    } else {
+        cfg.gap_bits..=cfg.gap_bits
+    }
 }
 
 /// Whether a weight is pruned and shared (convolution and fully connected weights) or kept raw.
@@ -137,6 +150,16 @@ pub fn is_prunable(w: &Weight, cfg: &CompressConfig) -> bool {
 pub fn compress_weights(
     weights: &[Weight],
     cfg: &CompressConfig,
+) -> Result<(Vec<TensorRecord>, Vec<LayerReport>)> {
+    compress_weights_with(weights, cfg, &BTreeMap::new())
+}
+
+/// Like [`compress_weights`], but the tensors in `shared` are already pruned and shared (by the
+/// retraining stages): they are only encoded, with the smaller of the two shared encodings.
+pub fn compress_weights_with(
+    weights: &[Weight],
+    cfg: &CompressConfig,
+    shared: &BTreeMap<String, SharedLayer>,
 ) -> Result<(Vec<TensorRecord>, Vec<LayerReport>)> {
     cfg.validate()?;
     for name in cfg.per_layer.keys() {
@@ -163,27 +186,61 @@ pub fn compress_weights(
                 .get(&w.name)
                 .copied()
                 .unwrap_or(cfg.default_rule);
-            let mut values = w.values.clone();
-            let mask = match rule {
-                PruneRule::None => values.iter().map(|&x| x != 0.0).collect(),
-                PruneRule::Density(d) => mask_by_density(&values, d)?,
-                PruneRule::Quality(q) => mask_by_quality(&values, q)?,
-            };
-            apply_mask(&mut values, &mask);
             let bits = if w.shape.len() == 4 {
                 cfg.bits_conv
             } else {
                 cfg.bits_fc
             };
-            let kept = density(&mask);
+            let candidates: Vec<TensorData> = match shared.get(&w.name) {
+                Some(layer) => {
+                    if layer.indices.len() != w.values.len() {
+                        bail!("shared layer '{}' does not match the weight's size", w.name);
+                    }
+                    let mut dense = layer.clone();
+                    dense.sparse = false;
+                    let mut c: Vec<TensorData> =
+                        gap_widths(cfg).map(|g| layer.to_tensor_data(g)).collect();
+                    c.push(dense.to_tensor_data(0));
+                    c
+                }
+                None => {
+                    let mut values = w.values.clone();
+                    let mask = match rule {
+                        PruneRule::None => values.iter().map(|&x| x != 0.0).collect(),
+                        PruneRule::Density(d) => mask_by_density(&values, d)?,
+                        PruneRule::Quality(q) => mask_by_quality(&values, q)?,
+                    };
+                    apply_mask(&mut values, &mask);
+                    let mut c = Vec::new();
+                    let layer = share_weights(&values, bits, true, cfg.init, cfg.seed)?;
+                    c.extend(gap_widths(cfg).map(|g| layer.to_tensor_data(g)));
+                    let layer = share_weights(&values, bits, false, cfg.init, cfg.seed)?;
+                    c.push(layer.to_tensor_data(0));
+                    c
+                }
+            };
+            let kept = match &candidates[0] {
+                TensorData::SharedSparse {
+                    indices, codebook, ..
+                }
+                | TensorData::SharedDense {
+                    indices, codebook, ..
+                } => {
+                    let mask: Vec<bool> = indices
+                        .iter()
+                        .map(|&i| codebook.get(i as usize).is_some_and(|&c| c != 0.0))
+                        .collect();
+                    density(&mask)
+                }
+                _ => 1.0,
+            };
             // Try both shared encodings and keep the smaller.
             let mut best: Option<(TensorRecord, u64)> = None;
-            for sparse in [true, false] {
-                let layer = share_weights(&values, bits, sparse, cfg.init, cfg.seed)?;
+            for data in candidates {
                 let rec = TensorRecord {
                     name: w.name.clone(),
                     shape: w.shape.clone(),
-                    data: layer.to_tensor_data(cfg.gap_bits),
+                    data,
                 };
                 let size = encode_tensor(&rec)?.0.len() as u64;
                 if best.as_ref().is_none_or(|(_, s)| size < *s) {
@@ -199,6 +256,10 @@ pub fn compress_weights(
                 density: kept,
                 bits,
                 encoding: rec.data.encoding().name().into(),
+                gap_bits: match &rec.data {
+                    TensorData::SharedSparse { gap_bits, .. } => *gap_bits,
+                    _ => 0,
+                },
                 dense_bytes: w.values.len() as u64 * 4,
                 stored_bytes: size,
             };
@@ -216,6 +277,7 @@ pub fn compress_weights(
                 density: 1.0,
                 bits: 0,
                 encoding: "raw-f32".into(),
+                gap_bits: 0,
                 dense_bytes: size,
                 stored_bytes: size,
             };

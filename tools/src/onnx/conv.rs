@@ -113,47 +113,62 @@ impl Element for f64 {
     const ONE: Self = 1.0;
 }
 
-/// For output index `o` along an axis, the input index for kernel tap `k`, if inside the input.
+/// The output positions `lo..hi` along an axis whose tap `k` lands inside the input (`len`), and
+/// the input index of output position `lo`: `ix(o) = first + (o − lo)·stride`.
 #[inline]
-fn source(
-    o: usize,
+fn valid_range(
+    out_len: usize,
     k: usize,
     stride: usize,
     dilation: usize,
     pad: usize,
     len: usize,
-) -> Option<usize> {
-    let i = (o * stride + k * dilation) as isize - pad as isize;
-    (i >= 0 && (i as usize) < len).then_some(i as usize)
+) -> (usize, usize, usize) {
+    let offset = (k * dilation) as isize - pad as isize; // ix = o·stride + offset
+    let stride_i = stride as isize;
+    // smallest o with o·stride + offset ≥ 0
+    let lo = if offset >= 0 {
+        0
+    } else {
+        ((-offset + stride_i - 1) / stride_i) as usize
+    };
+    // largest o with o·stride + offset ≤ len − 1, plus one
+    let last = len as isize - 1 - offset;
+    let hi = if last < 0 {
+        0
+    } else {
+        ((last / stride_i) as usize + 1).min(out_len)
+    };
+    let lo = lo.min(hi);
+    let first = (lo as isize * stride_i + offset).max(0) as usize;
+    (lo, hi, first)
 }
 
 /// Unfolds one group of one sample (`cg × h × w`) into `col` (`cg·kh·kw × oh·ow`).
 fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T]) {
     let p = s.p();
+    let (sy, sx) = (g.strides[0], g.strides[1]);
     for c in 0..s.cg {
         let plane = &x[c * s.h * s.w..(c + 1) * s.h * s.w];
         for ki in 0..s.kh {
+            let (ylo, yhi, iy0) = valid_range(s.oh, ki, sy, g.dilations[0], g.pads[0], s.h);
             for kj in 0..s.kw {
+                let (xlo, xhi, ix0) = valid_range(s.ow, kj, sx, g.dilations[1], g.pads[1], s.w);
                 let row = &mut col[((c * s.kh + ki) * s.kw + kj) * p..][..p];
-                for oy in 0..s.oh {
+                row[..ylo * s.ow].fill(T::ZERO);
+                row[yhi * s.ow..].fill(T::ZERO);
+                for oy in ylo..yhi {
+                    let iy = iy0 + (oy - ylo) * sy;
+                    let line = &plane[iy * s.w..(iy + 1) * s.w];
                     let out = &mut row[oy * s.ow..(oy + 1) * s.ow];
-                    match source(oy, ki, g.strides[0], g.dilations[0], g.pads[0], s.h) {
-                        None => out.fill(T::ZERO),
-                        Some(iy) => {
-                            let line = &plane[iy * s.w..(iy + 1) * s.w];
-                            for (ox, v) in out.iter_mut().enumerate() {
-                                *v = match source(
-                                    ox,
-                                    kj,
-                                    g.strides[1],
-                                    g.dilations[1],
-                                    g.pads[1],
-                                    s.w,
-                                ) {
-                                    Some(ix) => line[ix],
-                                    None => T::ZERO,
-                                };
-                            }
+                    out[..xlo].fill(T::ZERO);
+                    out[xhi..].fill(T::ZERO);
+                    let n = xhi - xlo;
+                    if sx == 1 {
+                        out[xlo..xhi].copy_from_slice(&line[ix0..ix0 + n]);
+                    } else {
+                        for (j, v) in out[xlo..xhi].iter_mut().enumerate() {
+                            *v = line[ix0 + j * sx];
                         }
                     }
                 }
@@ -165,23 +180,20 @@ fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T]) {
 /// Folds `col` (`cg·kh·kw × oh·ow`) back onto one group of one sample, accumulating.
 fn col2im<T: Element>(col: &[T], s: &Sizes, g: &ConvGeometry, x: &mut [T]) {
     let p = s.p();
+    let (sy, sx) = (g.strides[0], g.strides[1]);
     for c in 0..s.cg {
         let plane = &mut x[c * s.h * s.w..(c + 1) * s.h * s.w];
         for ki in 0..s.kh {
+            let (ylo, yhi, iy0) = valid_range(s.oh, ki, sy, g.dilations[0], g.pads[0], s.h);
             for kj in 0..s.kw {
+                let (xlo, xhi, ix0) = valid_range(s.ow, kj, sx, g.dilations[1], g.pads[1], s.w);
                 let row = &col[((c * s.kh + ki) * s.kw + kj) * p..][..p];
-                for oy in 0..s.oh {
-                    let Some(iy) = source(oy, ki, g.strides[0], g.dilations[0], g.pads[0], s.h)
-                    else {
-                        continue;
-                    };
+                for oy in ylo..yhi {
+                    let iy = iy0 + (oy - ylo) * sy;
                     let line = &mut plane[iy * s.w..(iy + 1) * s.w];
-                    for (ox, &v) in row[oy * s.ow..(oy + 1) * s.ow].iter().enumerate() {
-                        if let Some(ix) =
-                            source(ox, kj, g.strides[1], g.dilations[1], g.pads[1], s.w)
-                        {
-                            line[ix] += v;
-                        }
+                    let src = &row[oy * s.ow + xlo..oy * s.ow + xhi];
+                    for (j, &v) in src.iter().enumerate() {
+                        line[ix0 + j * sx] += v;
                     }
                 }
             }
@@ -410,13 +422,18 @@ impl CustomOp2 for Conv2d {
         let dy = dy.contiguous()?;
         let input_dims = dims4(x)?;
         let kernel_dims = dims4(w)?;
-        let dx = dy.apply_op2_no_bwd(
-            w,
-            &Conv2dBackwardInput {
-                geometry: self.0,
-                input_dims,
-            },
-        )?;
+        // The first layer's input is data: no gradient needed, skip the col2im pass.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(
+                w,
+                &Conv2dBackwardInput {
+                    geometry: self.0,
+                    input_dims,
+                },
+            )?)
+        } else {
+            None
+        };
         let dw = x.apply_op2_no_bwd(
             &dy,
             &Conv2dBackwardWeight {
@@ -424,7 +441,7 @@ impl CustomOp2 for Conv2d {
                 kernel_dims,
             },
         )?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 

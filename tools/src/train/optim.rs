@@ -185,8 +185,13 @@ impl Optimizer {
         self.steps += 1;
         let c = self.config.clone();
         for p in params {
-            let w = p.var.as_tensor();
-            let Some(grad) = grads.get(w) else { continue };
+            let Some(grad) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            // Detached: the update must not record a graph through the variable, or the
+            // momentum buffers would chain every step's graph and memory would grow without bound.
+            let w = &p.var.as_tensor().detach();
+            let grad = &grad.detach();
             let mut g = match self.hooks.get(&p.name) {
                 Some(hook) => hook
                     .replace_gradient(&p.name, w, grad)

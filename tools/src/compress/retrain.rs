@@ -1,0 +1,268 @@
+//! The retraining stages of Deep Compression, on the candle training engine:
+//! pruning in rounds with masked retraining (pruned weights stay exactly zero), then weight
+//! sharing with centroid fine-tuning (each weight's gradient is added to its centroid's; the
+//! assignment stays fixed).
+
+use super::pipeline::{CompressConfig, PruneRule};
+use super::prune::{mask_by_density, mask_by_quality};
+use super::share::{SharedLayer, share_weights};
+use crate::data::Dataset;
+use crate::onnx::GraphExecutor;
+use crate::train::{
+    GradientHook, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, train,
+};
+use anyhow::{Context, Result, bail};
+use candle_core::Tensor;
+use std::collections::BTreeMap;
+
+/// How the density of a layer falls from 1 to its target over the pruning rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum PruneSchedule {
+    /// Han et al.'s iterative pruning: the kept fraction shrinks geometrically, `d_r = d^(r/R)`.
+    Iterative,
+    /// Gradual (polynomial, Zhu & Gupta's AGP): `d_r = d + (1 − d)(1 − r/R)³`.
+    Gradual,
+}
+
+impl PruneSchedule {
+    /// Density after round `r` of `rounds` for a layer whose final density is `target`.
+    pub fn density(self, target: f64, r: usize, rounds: usize) -> f64 {
+        let t = r as f64 / rounds.max(1) as f64;
+        match self {
+            PruneSchedule::Iterative => target.powf(t),
+            PruneSchedule::Gradual => target + (1.0 - target) * (1.0 - t).powi(3),
+        }
+    }
+}
+
+/// Settings of the retraining stages.
+#[derive(Debug, Clone)]
+pub struct RetrainConfig {
+    /// Pruning rounds (each prunes further, then retrains).
+    pub rounds: usize,
+    /// Training epochs after each pruning round.
+    pub epochs_per_round: usize,
+    /// Learning rate of the pruning retraining.
+    pub lr: f64,
+    /// Epochs of centroid fine-tuning after weight sharing.
+    pub fine_tune_epochs: usize,
+    /// Learning rate of centroid fine-tuning.
+    pub fine_tune_lr: f64,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// How densities fall over the rounds.
+    pub schedule: PruneSchedule,
+    /// Seed of shuffling.
+    pub seed: u64,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for RetrainConfig {
+    fn default() -> Self {
+        RetrainConfig {
+            rounds: 3,
+            epochs_per_round: 2,
+            lr: 0.005,
+            fine_tune_epochs: 2,
+            fine_tune_lr: 0.0005,
+            batch: 128,
+            schedule: PruneSchedule::Iterative,
+            seed: 0,
+            progress: true,
+        }
+    }
+}
+
+fn values(exec: &GraphExecutor, name: &str) -> Result<Vec<f32>> {
+    let p = exec
+        .param(name)
+        .with_context(|| format!("'{name}' is not a trainable tensor of the model"))?;
+    Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn set_values(exec: &GraphExecutor, name: &str, v: Vec<f32>) -> Result<()> {
+    let p = exec
+        .param(name)
+        .with_context(|| format!("'{name}' is not a trainable tensor of the model"))?;
+    let t = Tensor::from_vec(v, p.var.dims(), exec.device())?;
+    p.var.set(&t)?;
+    Ok(())
+}
+
+/// Final density per prunable tensor, from `cfg`'s rules applied to the current (dense) weights:
+/// a quality rule becomes the density its threshold `q × std` gives.
+pub fn target_densities(
+    exec: &GraphExecutor,
+    prunable: &[String],
+    cfg: &CompressConfig,
+) -> Result<BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    for name in prunable {
+        let rule = cfg.per_layer.get(name).copied().unwrap_or(cfg.default_rule);
+        let d = match rule {
+            PruneRule::None => 1.0,
+            PruneRule::Density(d) => d,
+            PruneRule::Quality(q) => {
+                let mask = mask_by_quality(&values(exec, name)?, q)?;
+                mask.iter().filter(|&&k| k).count() as f64 / mask.len().max(1) as f64
+            }
+        };
+        out.insert(name.clone(), d);
+    }
+    Ok(out)
+}
+
+fn mask_tensor(exec: &GraphExecutor, name: &str, mask: &[bool]) -> Result<Tensor> {
+    let p = exec.param(name).context("mask for an unknown tensor")?;
+    let m: Vec<f32> = mask.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+    Ok(Tensor::from_vec(m, p.var.dims(), exec.device())?)
+}
+
+fn train_config(rc: &RetrainConfig, epochs: usize, lr: f64, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch: rc.batch,
+        schedule: Schedule {
+            kind: ScheduleKind::Cosine,
+            lr,
+            step_epochs: 1,
+            gamma: 1.0,
+        },
+        seed,
+        progress: rc.progress,
+    }
+}
+
+/// Prunes every tensor in `targets` to its density in `rc.rounds` rounds, retraining on `data`
+/// after each with the masks fixed (no retraining without data). `after_round(r)` is called after
+/// each round (for measurements). Returns the final masks (true = kept).
+pub fn prune_and_retrain(
+    exec: &GraphExecutor,
+    targets: &BTreeMap<String, f64>,
+    data: Option<&Dataset>,
+    rc: &RetrainConfig,
+    mut after_round: impl FnMut(usize) -> Result<()>,
+) -> Result<BTreeMap<String, Vec<bool>>> {
+    let rounds = if data.is_some() { rc.rounds.max(1) } else { 1 };
+    let mut masks = BTreeMap::new();
+    for r in 1..=rounds {
+        let mut opt = Optimizer::new(OptimizerConfig::default());
+        for (name, &target) in targets {
+            let d = rc.schedule.density(target, r, rounds);
+            let mut w = values(exec, name)?;
+            let mask = mask_by_density(&w, d)?;
+            for (v, &k) in w.iter_mut().zip(&mask) {
+                if !k {
+                    *v = 0.0;
+                }
+            }
+            set_values(exec, name, w)?;
+            let p = exec.param(name).context("pruned tensor")?.clone();
+            opt.set_mask(&p, mask_tensor(exec, name, &mask)?)?;
+            masks.insert(name.clone(), mask);
+        }
+        if let Some(data) = data
+            && rc.epochs_per_round > 0
+        {
+            let cfg = train_config(rc, rc.epochs_per_round, rc.lr, rc.seed + r as u64);
+            train(exec, data, None, &cfg, &mut opt)
+                .with_context(|| format!("retraining after pruning round {r}"))?;
+        }
+        after_round(r)?;
+    }
+    Ok(masks)
+}
+
+/// Replaces every weight's gradient by the sum of the gradients of its cluster, so that all the
+/// weights sharing a centroid move together: the centroid's update is the summed gradient.
+struct ClusterGradient {
+    indices: Vec<u16>,
+    clusters: usize,
+    /// Cluster 0 is the pruned zero: it never moves.
+    sparse: bool,
+}
+
+impl GradientHook for ClusterGradient {
+    fn replace_gradient(&self, name: &str, _param: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        if g.len() != self.indices.len() {
+            bail!(
+                "gradient of '{name}' has {} values, the codebook assignment {}",
+                g.len(),
+                self.indices.len()
+            );
+        }
+        let mut sums = vec![0f32; self.clusters];
+        for (v, &c) in g.iter().zip(&self.indices) {
+            sums[c as usize] += v;
+        }
+        if self.sparse {
+            sums[0] = 0.0;
+        }
+        let out: Vec<f32> = self.indices.iter().map(|&c| sums[c as usize]).collect();
+        Ok(Tensor::from_vec(out, grad.dims(), grad.device())?)
+    }
+}
+
+/// Shares the weights of every tensor in `masks` (k-means per layer, `cfg`'s bits and
+/// initialisation; sparse layers keep index 0 for zero), writes the shared values into the model,
+/// fine-tunes the centroids on `data`, and returns the final codebooks and assignments.
+pub fn share_and_fine_tune(
+    exec: &GraphExecutor,
+    masks: &BTreeMap<String, Vec<bool>>,
+    cfg: &CompressConfig,
+    data: Option<&Dataset>,
+    rc: &RetrainConfig,
+) -> Result<BTreeMap<String, SharedLayer>> {
+    let mut layers = BTreeMap::new();
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    for (name, mask) in masks {
+        let p = exec.param(name).context("shared tensor")?.clone();
+        let bits = if p.var.rank() == 4 {
+            cfg.bits_conv
+        } else {
+            cfg.bits_fc
+        };
+        let sparse = mask.iter().any(|&k| !k);
+        let layer = share_weights(&values(exec, name)?, bits, sparse, cfg.init, cfg.seed)
+            .with_context(|| format!("weight sharing of '{name}'"))?;
+        set_values(exec, name, layer.values())?;
+        if sparse {
+            opt.set_mask(&p, mask_tensor(exec, name, mask)?)?;
+        }
+        opt.set_gradient_hook(
+            name,
+            Box::new(ClusterGradient {
+                indices: layer.indices.clone(),
+                clusters: layer.codebook.len(),
+                sparse,
+            }),
+        );
+        layers.insert(name.clone(), layer);
+    }
+    if let Some(data) = data
+        && rc.fine_tune_epochs > 0
+    {
+        // Only the shared tensors and the small raw ones (biases) train; everything moves together.
+        let cfg = train_config(rc, rc.fine_tune_epochs, rc.fine_tune_lr, rc.seed + 1000);
+        train(exec, data, None, &cfg, &mut opt).context("centroid fine-tuning")?;
+        // Read the fine-tuned centroids back: all members of a cluster hold the same value.
+        for (name, layer) in layers.iter_mut() {
+            let w = values(exec, name)?;
+            let mut seen = vec![false; layer.codebook.len()];
+            for (&i, &v) in layer.indices.iter().zip(&w) {
+                let i = i as usize;
+                if !seen[i] {
+                    seen[i] = true;
+                    if !(layer.sparse && i == 0) {
+                        layer.codebook[i] = v;
+                    }
+                }
+            }
+            // The model holds exactly what the file will.
+            set_values(exec, name, layer.values())?;
+        }
+    }
+    Ok(layers)
+}
