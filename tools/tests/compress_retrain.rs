@@ -98,3 +98,45 @@ fn prune_retrain_share_fine_tune_on_lenet300() {
     let d = target_densities(&fresh, &names, &q).unwrap();
     assert!(d["fc1.weight"] > 0.2 && d["fc1.weight"] < 0.5, "{d:?}");
 }
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_file() {
+    let dir = std::env::temp_dir().join(format!("nnzip-det-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/lenet300.onnx");
+    let run = |out: &str| {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_nnzip"))
+            .args([
+                "compress",
+                model.to_str().unwrap(),
+                "--data",
+                "fashion-mnist",
+            ])
+            .args([
+                "--paper-densities",
+                "lenet300",
+                "--train-limit",
+                "1000",
+                "--rounds",
+                "2",
+            ])
+            .args([
+                "--retrain-epochs",
+                "1",
+                "--fine-tune-epochs",
+                "1",
+                "--json",
+                "-o",
+            ])
+            .arg(dir.join(out))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read(dir.join(out)).unwrap()
+    };
+    let (a, b) = (run("a.nnz"), run("b.nnz"));
+    assert!(a.len() > 1000);
+    assert!(a == b, "two runs with seed 0 wrote different files");
+    std::fs::remove_dir_all(&dir).ok();
+}
