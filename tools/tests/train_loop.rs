@@ -2,11 +2,12 @@
 //! epochs. Needs Debian's `dataset-fashion-mnist` (scripts/test.sh installs it).
 
 use candle_core::Tensor;
+use nnzip_tools::compress::retrain::ClusterGradient;
 use nnzip_tools::data::{Dataset, Split, fashion_mnist_dir, load_fashion_mnist};
 use nnzip_tools::onnx::build::{Architecture, build};
 use nnzip_tools::onnx::{GraphExecutor, Mode};
 use nnzip_tools::train::{
-    GradientHook, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, evaluate, train,
+    Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, evaluate, train,
 };
 use std::path::PathBuf;
 
@@ -108,29 +109,6 @@ fn masked_weights_stay_exactly_zero() {
     assert!(moved > n / 20, "only {moved} kept weights were trained");
 }
 
-/// Weight sharing's fine-tuning: every weight's gradient is replaced by the sum over its cluster.
-struct ClusterSum {
-    assignment: Vec<u32>,
-    clusters: usize,
-}
-
-impl GradientHook for ClusterSum {
-    fn replace_gradient(
-        &self,
-        _name: &str,
-        _param: &Tensor,
-        grad: &Tensor,
-    ) -> anyhow::Result<Tensor> {
-        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
-        let mut sums = vec![0f32; self.clusters];
-        for (v, &c) in g.iter().zip(&self.assignment) {
-            sums[c as usize] += v;
-        }
-        let out: Vec<f32> = self.assignment.iter().map(|&c| sums[c as usize]).collect();
-        Ok(Tensor::from_vec(out, grad.dims(), grad.device())?)
-    }
-}
-
 #[test]
 fn a_gradient_hook_keeps_shared_weights_shared() {
     let train_set = data(Split::Train, 500);
@@ -145,13 +123,8 @@ fn a_gradient_hook_keeps_shared_weights_shared() {
         .set(&Tensor::from_vec(w, p.var.dims(), exec.device()).unwrap())
         .unwrap();
     let mut opt = Optimizer::new(OptimizerConfig::default());
-    opt.set_gradient_hook(
-        &p.name,
-        Box::new(ClusterSum {
-            assignment: assignment.clone(),
-            clusters: 4,
-        }),
-    );
+    let indices: Vec<u16> = assignment.iter().map(|&c| c as u16).collect();
+    opt.set_gradient_hook(&p.name, Box::new(ClusterGradient::new(indices, 4, false)));
     train(&exec, &train_set, None, &config(1, 0.001), &mut opt).unwrap();
     let after = values(p.var.as_tensor());
     for c in 0..4 {

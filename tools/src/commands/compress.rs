@@ -1,9 +1,12 @@
 //! `nnzip compress MODEL.onnx -o MODEL.nnz`: prune, share weights, Huffman-code (one shot).
 
 use crate::compress::kmeans::KmeansInit;
-use crate::compress::pipeline::{CompressConfig, PruneRule, compress_weights_with};
+use crate::compress::pipeline::{
+    CompressConfig, PruneRule, compress_weights_with, is_prunable_shape,
+};
 use crate::compress::retrain::{
-    PruneSchedule, RetrainConfig, prune_and_retrain, share_and_fine_tune, target_densities,
+    PruneSchedule, RetrainConfig, fine_tune_layers, prune_and_retrain, share_layers,
+    target_densities,
 };
 use crate::compress::share::SharedLayer;
 use crate::data::{self, ImageTransform, Split};
@@ -132,10 +135,6 @@ fn config(args: &CompressArgs) -> Result<CompressConfig> {
 pub fn run(args: &CompressArgs) -> Result<()> {
     let cfg = config(args)?;
     let onnx = fsutil::read(&args.model)?;
-    let test_set = match &args.data {
-        Some(d) => Some(data::load(d, Split::Test, &ImageTransform::default())?),
-        None => None,
-    };
     let labels = match &args.labels {
         Some(p) => read_labels(p)?,
         None => Vec::new(),
@@ -152,6 +151,12 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     // With data, the retraining stages run on the training engine; the weights they leave
     // (pruned, shared, fine-tuned) are what gets encoded.
     let retrain = args.data.is_some() && (args.retrain_epochs > 0 || args.fine_tune_epochs > 0);
+    // The retraining path loads the test split itself (with the model's channels); the one-shot
+    // path only needs it for the accuracy before and after.
+    let mut test_set = match &args.data {
+        Some(d) if !retrain => Some(data::load(d, Split::Test, &ImageTransform::default())?),
+        _ => None,
+    };
     let mut stages: Vec<(String, f64)> = Vec::new();
     let mut shared: BTreeMap<String, SharedLayer> = BTreeMap::new();
     let trained_onnx;
@@ -180,11 +185,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         measure(&exec, "dense".into(), &mut stages)?;
         let prunable: Vec<String> = exec
             .trainable()
-            .filter(|p| {
-                let dims = p.var.dims();
-                (dims.len() == 2 || dims.len() == 4)
-                    && p.var.elem_count() >= cfg.min_shared_elements
-            })
+            .filter(|p| is_prunable_shape(p.var.rank(), p.var.elem_count(), &cfg))
             .map(|p| p.name.clone())
             .collect();
         for name in cfg.per_layer.keys() {
@@ -205,19 +206,15 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             )
         })?;
         stages.extend(round_acc);
-        let no_tune = RetrainConfig {
-            fine_tune_epochs: 0,
-            ..rc.clone()
-        };
-        // Measure sharing alone, then with fine-tuned centroids (same clustering, deterministic).
-        let snapshot = exec.to_model_proto()?;
-        share_and_fine_tune(&exec, &masks, &cfg, None, &no_tune)?;
+        // Measure sharing alone, then with fine-tuned centroids.
+        let mut layers = share_layers(&exec, &masks, &cfg)?;
         measure(&exec, "weight sharing".into(), &mut stages)?;
-        let exec = GraphExecutor::new(snapshot, &args.model.display().to_string())?;
-        shared = share_and_fine_tune(&exec, &masks, &cfg, Some(&train_set), &rc)?;
+        fine_tune_layers(&exec, &mut layers, &masks, Some(&train_set), &rc)?;
         if rc.fine_tune_epochs > 0 {
             measure(&exec, "centroid fine-tuning".into(), &mut stages)?;
         }
+        shared = layers;
+        test_set = Some(test);
         trained_onnx = exec.to_model_proto()?.encode_to_vec();
         &trained_onnx
     } else {

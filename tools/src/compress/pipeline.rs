@@ -143,7 +143,12 @@ fn gap_widths(cfg: &CompressConfig) -> impl Iterator<Item = u8> {
 
 /// Whether a weight is pruned and shared (convolution and fully connected weights) or kept raw.
 pub fn is_prunable(w: &Weight, cfg: &CompressConfig) -> bool {
-    (w.shape.len() == 2 || w.shape.len() == 4) && w.values.len() >= cfg.min_shared_elements
+    is_prunable_shape(w.shape.len(), w.values.len(), cfg)
+}
+
+/// The same rule from a tensor's rank and element count.
+pub fn is_prunable_shape(rank: usize, elements: usize, cfg: &CompressConfig) -> bool {
+    (rank == 2 || rank == 4) && elements >= cfg.min_shared_elements
 }
 
 /// Compresses every weight: returns the tensors to write and a report per tensor.

@@ -5,7 +5,7 @@
 
 use super::pipeline::{CompressConfig, PruneRule};
 use super::prune::{mask_by_density, mask_by_quality};
-use super::share::{SharedLayer, share_weights};
+use super::share::{SharedLayer, cluster_gradient_sums, share_weights};
 use crate::data::Dataset;
 use crate::onnx::GraphExecutor;
 use crate::train::{
@@ -176,11 +176,24 @@ pub fn prune_and_retrain(
 
 /// Replaces every weight's gradient by the sum of the gradients of its cluster, so that all the
 /// weights sharing a centroid move together: the centroid's update is the summed gradient.
-struct ClusterGradient {
+#[derive(Debug, Clone)]
+pub struct ClusterGradient {
     indices: Vec<u16>,
     clusters: usize,
     /// Cluster 0 is the pruned zero: it never moves.
     sparse: bool,
+}
+
+impl ClusterGradient {
+    /// The hook for a layer whose weight `i` belongs to cluster `indices[i]` of `clusters`; with
+    /// `sparse`, cluster 0 is the pruned zero.
+    pub fn new(indices: Vec<u16>, clusters: usize, sparse: bool) -> Self {
+        ClusterGradient {
+            indices,
+            clusters,
+            sparse,
+        }
+    }
 }
 
 impl GradientHook for ClusterGradient {
@@ -193,32 +206,23 @@ impl GradientHook for ClusterGradient {
                 self.indices.len()
             );
         }
-        let mut sums = vec![0f32; self.clusters];
-        for (v, &c) in g.iter().zip(&self.indices) {
-            sums[c as usize] += v;
-        }
-        if self.sparse {
-            sums[0] = 0.0;
-        }
+        let sums = cluster_gradient_sums(&self.indices, &g, self.clusters, self.sparse);
         let out: Vec<f32> = self.indices.iter().map(|&c| sums[c as usize]).collect();
         Ok(Tensor::from_vec(out, grad.dims(), grad.device())?)
     }
 }
 
 /// Shares the weights of every tensor in `masks` (k-means per layer, `cfg`'s bits and
-/// initialisation; sparse layers keep index 0 for zero), writes the shared values into the model,
-/// fine-tunes the centroids on `data`, and returns the final codebooks and assignments.
-pub fn share_and_fine_tune(
+/// initialisation; sparse layers keep index 0 for zero) and writes the shared values into the
+/// model. Returns the codebooks and assignments.
+pub fn share_layers(
     exec: &GraphExecutor,
     masks: &BTreeMap<String, Vec<bool>>,
     cfg: &CompressConfig,
-    data: Option<&Dataset>,
-    rc: &RetrainConfig,
 ) -> Result<BTreeMap<String, SharedLayer>> {
     let mut layers = BTreeMap::new();
-    let mut opt = Optimizer::new(OptimizerConfig::default());
     for (name, mask) in masks {
-        let p = exec.param(name).context("shared tensor")?.clone();
+        let p = exec.param(name).context("shared tensor")?;
         let bits = if p.var.rank() == 4 {
             cfg.bits_conv
         } else {
@@ -228,41 +232,71 @@ pub fn share_and_fine_tune(
         let layer = share_weights(&values(exec, name)?, bits, sparse, cfg.init, cfg.seed)
             .with_context(|| format!("weight sharing of '{name}'"))?;
         set_values(exec, name, layer.values())?;
-        if sparse {
+        layers.insert(name.clone(), layer);
+    }
+    Ok(layers)
+}
+
+/// Fine-tunes the centroids of `layers` (already written into the model by [`share_layers`]) on
+/// `data` for `rc.fine_tune_epochs`, pruned weights held at zero by `masks`, and reads the new
+/// codebooks back. Without data or epochs, nothing changes.
+pub fn fine_tune_layers(
+    exec: &GraphExecutor,
+    layers: &mut BTreeMap<String, SharedLayer>,
+    masks: &BTreeMap<String, Vec<bool>>,
+    data: Option<&Dataset>,
+    rc: &RetrainConfig,
+) -> Result<()> {
+    let Some(data) = data.filter(|_| rc.fine_tune_epochs > 0) else {
+        return Ok(());
+    };
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    for (name, layer) in layers.iter() {
+        if layer.sparse {
+            let p = exec.param(name).context("shared tensor")?.clone();
+            let mask = masks.get(name).context("a shared layer without its mask")?;
             opt.set_mask(&p, mask_tensor(exec, name, mask)?)?;
         }
         opt.set_gradient_hook(
             name,
-            Box::new(ClusterGradient {
-                indices: layer.indices.clone(),
-                clusters: layer.codebook.len(),
-                sparse,
-            }),
+            Box::new(ClusterGradient::new(
+                layer.indices.clone(),
+                layer.codebook.len(),
+                layer.sparse,
+            )),
         );
-        layers.insert(name.clone(), layer);
     }
-    if let Some(data) = data
-        && rc.fine_tune_epochs > 0
-    {
-        // Only the shared tensors and the small raw ones (biases) train; everything moves together.
-        let cfg = train_config(rc, rc.fine_tune_epochs, rc.fine_tune_lr, rc.seed + 1000);
-        train(exec, data, None, &cfg, &mut opt).context("centroid fine-tuning")?;
-        // Read the fine-tuned centroids back: all members of a cluster hold the same value.
-        for (name, layer) in layers.iter_mut() {
-            let w = values(exec, name)?;
-            let mut seen = vec![false; layer.codebook.len()];
-            for (&i, &v) in layer.indices.iter().zip(&w) {
-                let i = i as usize;
-                if !seen[i] {
-                    seen[i] = true;
-                    if !(layer.sparse && i == 0) {
-                        layer.codebook[i] = v;
-                    }
+    // Only the shared tensors and the small raw ones (biases) train; each cluster moves together.
+    let cfg = train_config(rc, rc.fine_tune_epochs, rc.fine_tune_lr, rc.seed + 1000);
+    train(exec, data, None, &cfg, &mut opt).context("centroid fine-tuning")?;
+    // Read the fine-tuned centroids back: all members of a cluster hold the same value.
+    for (name, layer) in layers.iter_mut() {
+        let w = values(exec, name)?;
+        let mut seen = vec![false; layer.codebook.len()];
+        for (&i, &v) in layer.indices.iter().zip(&w) {
+            let i = i as usize;
+            if !seen[i] {
+                seen[i] = true;
+                if !(layer.sparse && i == 0) {
+                    layer.codebook[i] = v;
                 }
             }
-            // The model holds exactly what the file will.
-            set_values(exec, name, layer.values())?;
         }
+        // The model holds exactly what the file will.
+        set_values(exec, name, layer.values())?;
     }
+    Ok(())
+}
+
+/// [`share_layers`] then [`fine_tune_layers`].
+pub fn share_and_fine_tune(
+    exec: &GraphExecutor,
+    masks: &BTreeMap<String, Vec<bool>>,
+    cfg: &CompressConfig,
+    data: Option<&Dataset>,
+    rc: &RetrainConfig,
+) -> Result<BTreeMap<String, SharedLayer>> {
+    let mut layers = share_layers(exec, masks, cfg)?;
+    fine_tune_layers(exec, &mut layers, masks, data, rc)?;
     Ok(layers)
 }

@@ -92,15 +92,28 @@ pub fn share_weights(
 /// the weights that share it, times the learning rate; the assignment stays fixed and, in sparse
 /// layers, the zero entry stays zero.
 pub fn fine_tune_centroids(layer: &mut SharedLayer, grad: &[f32], lr: f32) {
-    let mut sum = vec![0f32; layer.codebook.len()];
-    for (&i, &g) in layer.indices.iter().zip(grad) {
-        sum[i as usize] += g;
+    let sums = cluster_gradient_sums(&layer.indices, grad, layer.codebook.len(), layer.sparse);
+    for (c, g) in layer.codebook.iter_mut().zip(sums) {
+        *c -= lr * g;
     }
-    for (j, (c, g)) in layer.codebook.iter_mut().zip(sum).enumerate() {
-        if !(layer.sparse && j == 0) {
-            *c -= lr * g;
-        }
+}
+
+/// Per cluster, the sum of the gradients of the weights assigned to it (`indices[i]` is weight
+/// `i`'s cluster). With `sparse`, cluster 0 is the pruned zero and its sum is 0: it never moves.
+pub fn cluster_gradient_sums(
+    indices: &[u16],
+    grad: &[f32],
+    clusters: usize,
+    sparse: bool,
+) -> Vec<f32> {
+    let mut sums = vec![0f32; clusters];
+    for (&i, &g) in indices.iter().zip(grad) {
+        sums[i as usize] += g;
     }
+    if sparse && clusters > 0 {
+        sums[0] = 0.0;
+    }
+    sums
 }
 
 #[cfg(test)]
