@@ -20,5 +20,6 @@ pub mod eval;
 pub mod fsutil;
 pub mod onnx;
 pub mod pack;
+pub mod plot;
 pub mod table;
 pub mod train;

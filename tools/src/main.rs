@@ -1,7 +1,9 @@
 //! `nnzip`: compress neural networks for phones.
 
 use clap::{Parser, Subcommand};
-use nnzip_tools::commands::{classify, compress, decompress, eval, init, inspect, pack, train};
+use nnzip_tools::commands::{
+    classify, compress, decompress, eval, init, inspect, pack, sensitivity, train,
+};
 use std::process::ExitCode;
 
 /// Deep Compression for phones: pack, inspect and run compressed `.nnz` models.
@@ -22,12 +24,14 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Write a dense ONNX file from a .nnz file.
     Decompress(decompress::DecompressArgs),
-    /// Compress an ONNX model: prune, share weights, Huffman-code (one shot, no retraining yet).
+    /// Compress an ONNX model: prune, retrain, share weights, fine-tune, Huffman-code.
     Compress(compress::CompressArgs),
     /// Measure a model (ONNX or .nnz) on labelled data.
     Eval(eval::EvalArgs),
     /// Write LeNet-300-100 or LeNet-5, randomly initialised, as ONNX.
     Init(init::InitArgs),
+    /// Prune each tensor alone to a ladder of densities: accuracy table, PNG plot, suggested densities.
+    Sensitivity(sensitivity::SensitivityArgs),
     /// Train an ONNX classifier on labelled data and write it back as ONNX.
     Train(train::TrainArgs),
 }
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Compress(a) => compress::run(a),
         Command::Init(a) => init::run(a),
         Command::Train(a) => train::run(a),
+        Command::Sensitivity(a) => sensitivity::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use nnzip_tools::data::{Dataset, Split, fashion_mnist_dir, load_fashion_mnist};
 use nnzip_tools::onnx::build::{Architecture, build};
 use nnzip_tools::onnx::{GraphExecutor, Mode};
 use nnzip_tools::train::{
-    Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, evaluate, train,
+    Distillation, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, evaluate, train,
 };
 use std::path::PathBuf;
 
@@ -29,6 +29,7 @@ fn config(epochs: usize, lr: f64) -> TrainConfig {
         },
         seed: 1,
         progress: false,
+        distill: None,
     }
 }
 
@@ -220,4 +221,27 @@ fn labels_outside_the_model_are_refused_with_the_fix() {
         err.contains("label 12") && err.contains("10 classes"),
         "{err}"
     );
+}
+
+#[test]
+fn distillation_alone_learns_the_teacher_without_labels() {
+    // The labels are all replaced by class 0: cross-entropy to them would teach nothing useful,
+    // so what the student learns comes from the teacher's outputs alone.
+    let mut train_set = data(Split::Train, 2000);
+    let test_set = data(Split::Test, 1000);
+    let teacher = GraphExecutor::open(&shared_model("lenet300.onnx")).unwrap();
+    let distill = Distillation::from_teacher(&teacher, &train_set, 2.0, 1.0).unwrap();
+    assert_eq!(distill.classes, 10);
+    assert_eq!(distill.teacher_logits.len(), 2000 * 10);
+    train_set.labels.iter_mut().for_each(|l| *l = 0);
+    let student = GraphExecutor::new(build(Architecture::Lenet300, 1), "student").unwrap();
+    let mut cfg = config(2, 0.05);
+    cfg.distill = Some(distill);
+    let mut opt = Optimizer::new(OptimizerConfig::default());
+    train(&student, &train_set, None, &cfg, &mut opt).unwrap();
+    let acc = evaluate(&student, &test_set, 500, false).unwrap().accuracy;
+    assert!(acc > 0.65, "the student reached only {acc}");
+    // Out-of-range settings are refused.
+    assert!(Distillation::from_teacher(&teacher, &train_set, 0.0, 0.5).is_err());
+    assert!(Distillation::from_teacher(&teacher, &train_set, 2.0, 1.5).is_err());
 }

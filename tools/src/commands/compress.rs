@@ -15,6 +15,7 @@ use crate::fsutil;
 use crate::onnx::GraphExecutor;
 use crate::pack::{PackOptions, pack_onnx, preset, read_labels};
 use crate::table::{Table, human_bytes};
+use crate::train::Distillation;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use prost::Message;
@@ -87,6 +88,17 @@ pub struct CompressArgs {
     /// Retrain on only the first N training images (quick runs).
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// Retrain by distillation: this weight (0–1) of the loss pulls the compressed model's outputs
+    /// towards the dense model's (softened by --temperature); the rest is cross-entropy with the
+    /// labels. 0 turns it off; 1 ignores the labels.
+    #[arg(long, default_value_t = 0.0)]
+    pub distill: f64,
+    /// Softening temperature of distillation.
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f64,
+    /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
+    #[arg(long)]
+    pub raw_f16: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -105,6 +117,7 @@ fn config(args: &CompressArgs) -> Result<CompressConfig> {
         },
         init: args.init.parse::<KmeansInit>()?,
         seed: args.seed,
+        raw_f16: args.raw_f16,
         ..Default::default()
     };
     if let Some(q) = args.quality {
@@ -172,7 +185,16 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             schedule: args.schedule,
             seed: args.seed,
             progress: !args.json,
+            distill: None,
         };
+        let mut rc = rc;
+        if args.distill > 0.0 {
+            // The dense model, before any pruning, is the teacher.
+            rc.distill = Some(
+                Distillation::from_teacher(&exec, &train_set, args.temperature, args.distill)
+                    .context("the dense model's outputs for distillation")?,
+            );
+        }
         let measure =
             |exec: &GraphExecutor, what: String, stages: &mut Vec<(String, f64)>| -> Result<()> {
                 let acc = crate::train::evaluate(exec, &test, 1000, false)?.accuracy;
@@ -296,6 +318,8 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             format!("{:.1}%", r.density * 100.0),
             if r.bits > 0 {
                 r.bits.to_string()
+            } else if r.encoding == "raw-f16" {
+                "16".into()
             } else {
                 "32".into()
             },

@@ -8,4 +8,5 @@ pub mod eval;
 pub mod init;
 pub mod inspect;
 pub mod pack;
+pub mod sensitivity;
 pub mod train;

@@ -96,6 +96,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         },
         seed: args.seed,
         progress: !args.json,
+        distill: None,
     };
     let mut optimizer = Optimizer::new(OptimizerConfig {
         kind: args.optimizer,

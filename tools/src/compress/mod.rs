@@ -5,4 +5,5 @@ pub mod kmeans;
 pub mod pipeline;
 pub mod prune;
 pub mod retrain;
+pub mod sensitivity;
 pub mod share;

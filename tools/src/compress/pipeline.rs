@@ -41,6 +41,8 @@ pub struct CompressConfig {
     pub seed: u64,
     /// Weights with fewer elements stay raw (codebooks do not pay off on tiny tensors).
     pub min_shared_elements: usize,
+    /// Store the raw tensors (biases, BatchNorm parameters, small weights) as f16 instead of f32.
+    pub raw_f16: bool,
 }
 
 impl Default for CompressConfig {
@@ -54,6 +56,7 @@ impl Default for CompressConfig {
             init: KmeansInit::Linear,
             seed: 0,
             min_shared_elements: 256,
+            raw_f16: false,
         }
     }
 }
@@ -270,20 +273,25 @@ pub fn compress_weights_with(
             };
             (rec, report)
         } else {
+            let data = if cfg.raw_f16 {
+                TensorData::RawF16(w.values.clone())
+            } else {
+                TensorData::RawF32(w.values.clone())
+            };
             let rec = TensorRecord {
                 name: w.name.clone(),
                 shape: w.shape.clone(),
-                data: TensorData::RawF32(w.values.clone()),
+                data,
             };
-            let size = w.values.len() as u64 * 4;
+            let size = encode_tensor(&rec)?.0.len() as u64;
             let report = LayerReport {
                 name: w.name.clone(),
                 shape: w.shape.clone(),
                 density: 1.0,
                 bits: 0,
-                encoding: "raw-f32".into(),
+                encoding: rec.data.encoding().name().into(),
                 gap_bits: 0,
-                dense_bytes: size,
+                dense_bytes: w.values.len() as u64 * 4,
                 stored_bytes: size,
             };
             (rec, report)

@@ -9,7 +9,8 @@ use super::share::{SharedLayer, cluster_gradient_sums, share_weights};
 use crate::data::Dataset;
 use crate::onnx::GraphExecutor;
 use crate::train::{
-    GradientHook, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, train,
+    Distillation, GradientHook, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig,
+    train,
 };
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
@@ -56,6 +57,9 @@ pub struct RetrainConfig {
     pub seed: u64,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Retrain towards the dense model's outputs (its logits on the training data) as well as
+    /// the labels.
+    pub distill: Option<Distillation>,
 }
 
 impl Default for RetrainConfig {
@@ -70,6 +74,7 @@ impl Default for RetrainConfig {
             schedule: PruneSchedule::Iterative,
             seed: 0,
             progress: true,
+            distill: None,
         }
     }
 }
@@ -131,6 +136,7 @@ fn train_config(rc: &RetrainConfig, epochs: usize, lr: f64, seed: u64) -> TrainC
         },
         seed,
         progress: rc.progress,
+        distill: rc.distill.clone(),
     }
 }
 

@@ -28,6 +28,90 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Show indicatif progress bars on stderr.
     pub progress: bool,
+    /// Learn from a teacher's outputs as well as (or instead of) the labels.
+    pub distill: Option<Distillation>,
+}
+
+/// Knowledge distillation (Hinton et al. 2015): the loss adds the cross-entropy between the
+/// teacher's and the student's softened outputs, `softmax(logits / T)`, scaled by `T²` so that its
+/// gradients keep their size whatever the temperature. Used to retrain a pruned or shared model
+/// towards the dense one it came from; with `alpha = 1` the labels are not used at all.
+#[derive(Debug, Clone)]
+pub struct Distillation {
+    /// The teacher's logits for every training sample, `[samples, classes]` row-major, in the
+    /// order of the data set.
+    pub teacher_logits: std::sync::Arc<Vec<f32>>,
+    /// Classes per row of `teacher_logits`.
+    pub classes: usize,
+    /// Softening temperature `T` (> 0).
+    pub temperature: f64,
+    /// Weight of the distillation term in [0, 1]; the label cross-entropy gets `1 − alpha`.
+    pub alpha: f64,
+}
+
+impl Distillation {
+    /// Runs `teacher` (evaluation mode) over `data` once and keeps its logits.
+    pub fn from_teacher(
+        teacher: &GraphExecutor,
+        data: &Dataset,
+        temperature: f64,
+        alpha: f64,
+    ) -> Result<Self> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            bail!("distillation temperature must be > 0, got {temperature}");
+        }
+        if !(0.0..=1.0).contains(&alpha) {
+            bail!("distillation weight must be in [0, 1], got {alpha}");
+        }
+        let mut logits = Vec::new();
+        let mut classes = 0;
+        for idx in data.batches(512, None) {
+            let (x, _) = data.batch_tensors(&idx, teacher.device())?;
+            let out = teacher.forward(&x, Mode::Eval)?;
+            classes = check_logits(teacher, &out, idx.len(), 1)?;
+            logits.extend(
+                out.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        Ok(Distillation {
+            teacher_logits: std::sync::Arc::new(logits),
+            classes,
+            temperature,
+            alpha,
+        })
+    }
+
+    /// The loss of a batch: `(1 − α)·CE(labels) + α·T²·CE(softmax(teacher/T), softmax(student/T))`.
+    fn loss(&self, logits: &Tensor, labels: &Tensor, indices: &[usize]) -> Result<Tensor> {
+        let (b, classes) = logits.dims2()?;
+        if classes != self.classes
+            || self.teacher_logits.len()
+                < (indices.iter().max().copied().unwrap_or(0) + 1) * classes
+        {
+            bail!(
+                "the teacher's outputs ({} classes, {} samples) do not match the student's ({classes} classes) or the data",
+                self.classes,
+                self.teacher_logits.len() / self.classes.max(1)
+            );
+        }
+        let mut t = Vec::with_capacity(b * classes);
+        for &i in indices {
+            t.extend_from_slice(&self.teacher_logits[i * classes..(i + 1) * classes]);
+        }
+        let temp = self.temperature;
+        let teacher =
+            Tensor::from_vec(t, (b, classes), logits.device())?.to_dtype(logits.dtype())?;
+        let soft_targets = candle_nn::ops::softmax_last_dim(&(teacher / temp)?)?;
+        let log_student = candle_nn::ops::log_softmax(&(logits / temp)?, D::Minus1)?;
+        let kd = ((soft_targets * log_student)?.sum_all()?.neg()? * (temp * temp / b as f64))?;
+        if self.alpha >= 1.0 {
+            return Ok(kd);
+        }
+        let ce = candle_nn::loss::cross_entropy(logits, labels).context("cross-entropy")?;
+        Ok(((ce * (1.0 - self.alpha))? + (kd * self.alpha)?)?)
+    }
 }
 
 /// What one epoch did.
@@ -134,7 +218,10 @@ pub fn train(
         for (i, idx) in batches.iter().enumerate() {
             let (x, y) = data.batch_tensors(idx, exec.device())?;
             let logits = exec.forward(&x, Mode::Train)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y).context("cross-entropy")?;
+            let loss = match &config.distill {
+                Some(d) => d.loss(&logits, &y, idx).context("distillation loss")?,
+                None => candle_nn::loss::cross_entropy(&logits, &y).context("cross-entropy")?,
+            };
             let grads = loss.backward()?;
             lr = config.schedule.lr_at(optimizer.steps(), total, per_epoch);
             optimizer.step(trainable.iter(), &grads, lr)?;
