@@ -22,7 +22,9 @@ use prost::Message;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Arguments of `nnzip compress`.
+/// Arguments of `nnzip compress`. Every setting can also come from `--config FILE.toml` (the
+/// same names, e.g. `bits-fc = 4`, per-tensor densities in a `[densities]` table); a flag given on
+/// the command line wins over the file, and the file over the defaults shown here.
 #[derive(Debug, Args)]
 pub struct CompressArgs {
     /// The ONNX model.
@@ -30,6 +32,9 @@ pub struct CompressArgs {
     /// Output `.nnz` file.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Settings from a TOML file (see tools/presets/ for examples); unknown keys are errors.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Keep this fraction of each layer (`0.1`), or of one layer (`fc1.weight=0.08`); repeatable.
     #[arg(long)]
     pub density: Vec<String>,
@@ -39,63 +44,66 @@ pub struct CompressArgs {
     /// The paper's per-layer densities for `lenet300` or `lenet5`.
     #[arg(long)]
     pub paper_densities: Option<String>,
-    /// Index bits of convolution weights.
-    #[arg(long, default_value_t = 8)]
-    pub bits_conv: u8,
-    /// Index bits of fully connected weights.
-    #[arg(long, default_value_t = 5)]
-    pub bits_fc: u8,
+    /// Index bits of convolution weights [default: 8].
+    #[arg(long)]
+    pub bits_conv: Option<u8>,
+    /// Index bits of fully connected weights [default: 5].
+    #[arg(long)]
+    pub bits_fc: Option<u8>,
     /// Width of the relative indices (gaps) of sparse layers: bits (1–16), or `auto` for the
-    /// smallest payload per tensor.
-    #[arg(long, default_value = "auto")]
-    pub gap_bits: String,
-    /// k-means initialisation: linear, density, random, kmeans++ or optimal.
-    #[arg(long, default_value = "linear")]
-    pub init: String,
-    /// Seed for random initialisations.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Measure accuracy before and after on this data (`fashion-mnist` or an IDX folder).
+    /// smallest payload per tensor [default: auto].
+    #[arg(long)]
+    pub gap_bits: Option<String>,
+    /// k-means initialisation: linear, density, random, kmeans++ or optimal [default: linear].
+    #[arg(long)]
+    pub init: Option<String>,
+    /// Seed of shuffling and random initialisations [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Labelled data (`fashion-mnist`, an IDX folder or an ImageFolder root): retrain on its
+    /// training split and measure on its test split. Without it, compression is one shot.
     #[arg(long)]
     pub data: Option<String>,
-    /// Image preprocessing preset for the metadata.
-    #[arg(long, default_value = "none")]
-    pub preprocess: String,
+    /// Image preprocessing preset for the metadata [default: none].
+    #[arg(long)]
+    pub preprocess: Option<String>,
     /// Class labels file for the metadata.
     #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Pruning rounds (with --data: each prunes further, then retrains).
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    /// Epochs of masked retraining after each pruning round (0: prune in one shot, no retraining).
-    #[arg(long, default_value_t = 2)]
-    pub retrain_epochs: usize,
-    /// Learning rate of retraining (a tenth of training's usual 0.05).
-    #[arg(long, default_value_t = 0.005)]
-    pub retrain_lr: f64,
-    /// How densities fall over the rounds: iterative (the paper's) or gradual (AGP, cubic).
-    #[arg(long, value_enum, default_value = "iterative")]
-    pub schedule: PruneSchedule,
-    /// Epochs of centroid fine-tuning after weight sharing (0: none).
-    #[arg(long, default_value_t = 2)]
-    pub fine_tune_epochs: usize,
-    /// Learning rate of centroid fine-tuning (the update of a centroid is this × the sum of its weights' gradients).
-    #[arg(long, default_value_t = 0.0005)]
-    pub fine_tune_lr: f64,
-    /// Mini-batch size of retraining.
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
+    /// Pruning rounds (with --data: each prunes further, then retrains) [default: 3].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Epochs of masked retraining after each pruning round (0: prune in one shot) [default: 2].
+    #[arg(long)]
+    pub retrain_epochs: Option<usize>,
+    /// Learning rate of retraining [default: 0.005, a tenth of training's usual 0.05].
+    #[arg(long)]
+    pub retrain_lr: Option<f64>,
+    /// How densities fall over the rounds: iterative (the paper's) or gradual (AGP, cubic)
+    /// [default: iterative].
+    #[arg(long, value_enum)]
+    pub schedule: Option<PruneSchedule>,
+    /// Epochs of centroid fine-tuning after weight sharing (0: none) [default: 2].
+    #[arg(long)]
+    pub fine_tune_epochs: Option<usize>,
+    /// Learning rate of centroid fine-tuning (a centroid moves by this × the sum of its
+    /// weights' gradients) [default: 0.0005].
+    #[arg(long)]
+    pub fine_tune_lr: Option<f64>,
+    /// Mini-batch size of retraining [default: 128].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Retrain on only the first N training images (quick runs).
     #[arg(long)]
     pub train_limit: Option<usize>,
     /// Retrain by distillation: this weight (0–1) of the loss pulls the compressed model's outputs
     /// towards the dense model's (softened by --temperature); the rest is cross-entropy with the
-    /// labels. 0 turns it off; 1 ignores the labels.
-    #[arg(long, default_value_t = 0.0)]
-    pub distill: f64,
-    /// Softening temperature of distillation.
-    #[arg(long, default_value_t = 4.0)]
-    pub temperature: f64,
+    /// labels. 0 turns it off; 1 ignores the labels [default: 0].
+    #[arg(long)]
+    pub distill: Option<f64>,
+    /// Softening temperature of distillation [default: 4].
+    #[arg(long)]
+    pub temperature: Option<f64>,
     /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
     #[arg(long)]
     pub raw_f16: bool,
@@ -104,41 +112,242 @@ pub struct CompressArgs {
     pub json: bool,
 }
 
-fn config(args: &CompressArgs) -> Result<CompressConfig> {
-    let mut cfg = CompressConfig {
-        bits_conv: args.bits_conv,
-        bits_fc: args.bits_fc,
-        gap_bits: match args.gap_bits.as_str() {
-            "auto" => 0,
+/// `nnzip compress`'s settings after defaults, the config file and the command line are merged.
+/// Deserialised from the config file, whose keys are these names in kebab-case.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CompressSettings {
+    /// Fraction kept of every prunable tensor not in `densities`.
+    pub density: Option<f64>,
+    /// Fraction kept per tensor, by initializer name.
+    pub densities: BTreeMap<String, f64>,
+    /// The paper's threshold rule `quality × std` for every tensor not in `densities`.
+    pub quality: Option<f64>,
+    /// The paper's densities for `lenet300` or `lenet5`.
+    pub paper_densities: Option<String>,
+    /// Index bits of convolution weights.
+    pub bits_conv: u8,
+    /// Index bits of fully connected weights.
+    pub bits_fc: u8,
+    /// Gap width in bits, or `auto`.
+    pub gap_bits: GapBits,
+    /// k-means initialisation.
+    pub init: String,
+    /// Seed.
+    pub seed: u64,
+    /// Labelled data for retraining and measuring.
+    pub data: Option<String>,
+    /// Preprocessing preset for the metadata.
+    pub preprocess: String,
+    /// Labels file for the metadata.
+    pub labels: Option<PathBuf>,
+    /// Pruning rounds.
+    pub rounds: usize,
+    /// Retraining epochs per round.
+    pub retrain_epochs: usize,
+    /// Retraining learning rate.
+    pub retrain_lr: f64,
+    /// Density schedule over the rounds.
+    pub schedule: PruneSchedule,
+    /// Centroid fine-tuning epochs.
+    pub fine_tune_epochs: usize,
+    /// Centroid fine-tuning learning rate.
+    pub fine_tune_lr: f64,
+    /// Mini-batch size.
+    pub batch: usize,
+    /// Retrain on the first N training images only.
+    pub train_limit: Option<usize>,
+    /// Weight of distillation in the retraining loss.
+    pub distill: f64,
+    /// Distillation temperature.
+    pub temperature: f64,
+    /// Raw tensors as f16.
+    pub raw_f16: bool,
+}
+
+/// A gap width: `auto` (in a config file, the string) or a number of bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum GapBits {
+    /// A fixed width.
+    Bits(u8),
+    /// `"auto"`: the smallest payload per tensor.
+    Auto(AutoWord),
+}
+
+/// The word `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoWord {
+    /// `auto`.
+    Auto,
+}
+
+impl GapBits {
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(GapBits::Auto(AutoWord::Auto)),
             b => match b.parse::<u8>() {
-                Ok(v) if (1..=16).contains(&v) => v,
+                Ok(v) => Ok(GapBits::Bits(v)),
                 _ => bail!("--gap-bits {b}: expected a width from 1 to 16, or auto"),
             },
+        }
+    }
+}
+
+impl Default for CompressSettings {
+    fn default() -> Self {
+        CompressSettings {
+            density: None,
+            densities: BTreeMap::new(),
+            quality: None,
+            paper_densities: None,
+            bits_conv: 8,
+            bits_fc: 5,
+            gap_bits: GapBits::Auto(AutoWord::Auto),
+            init: "linear".into(),
+            seed: 0,
+            data: None,
+            preprocess: "none".into(),
+            labels: None,
+            rounds: 3,
+            retrain_epochs: 2,
+            retrain_lr: 0.005,
+            schedule: PruneSchedule::Iterative,
+            fine_tune_epochs: 2,
+            fine_tune_lr: 0.0005,
+            batch: 128,
+            train_limit: None,
+            distill: 0.0,
+            temperature: 4.0,
+            raw_f16: false,
+        }
+    }
+}
+
+impl CompressSettings {
+    /// Reads a TOML config file; unknown keys and wrong types are errors naming the file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}the keys are the long flags of `nnzip compress` without `--` (e.g. bits-fc = 4), per-tensor densities in a [densities] table",
+                path.display(),
+                e
+            )
+        })
+    }
+
+    /// Defaults, then `args.config`, then the flags given on the command line.
+    pub fn resolve(args: &CompressArgs) -> Result<Self> {
+        let mut s = match &args.config {
+            Some(p) => Self::from_file(p)?,
+            None => Self::default(),
+        };
+        macro_rules! take {
+            ($($field:ident),*) => {$(
+                if let Some(v) = &args.$field {
+                    s.$field = v.clone().into();
+                }
+            )*};
+        }
+        take!(
+            quality,
+            bits_conv,
+            bits_fc,
+            init,
+            seed,
+            preprocess,
+            rounds,
+            retrain_epochs
+        );
+        take!(
+            retrain_lr,
+            schedule,
+            fine_tune_epochs,
+            fine_tune_lr,
+            batch,
+            distill,
+            temperature
+        );
+        if args.paper_densities.is_some() {
+            s.paper_densities = args.paper_densities.clone();
+        }
+        if args.data.is_some() {
+            s.data = args.data.clone();
+        }
+        if args.labels.is_some() {
+            s.labels = args.labels.clone();
+        }
+        if args.train_limit.is_some() {
+            s.train_limit = args.train_limit;
+        }
+        if let Some(g) = &args.gap_bits {
+            s.gap_bits = GapBits::parse(g)?;
+        }
+        if args.raw_f16 {
+            s.raw_f16 = true;
+        }
+        for d in &args.density {
+            let parse = |v: &str| {
+                v.trim()
+                    .parse::<f64>()
+                    .with_context(|| format!("--density {d}: '{v}' is not a number"))
+            };
+            match d.split_once('=') {
+                Some((name, v)) => {
+                    s.densities.insert(name.trim().to_string(), parse(v)?);
+                }
+                None => s.density = Some(parse(d)?),
+            }
+        }
+        if !(s.distill.is_finite() && (0.0..=1.0).contains(&s.distill)) {
+            bail!("distill must be a weight in [0, 1], got {}", s.distill);
+        }
+        if !(s.temperature.is_finite() && s.temperature > 0.0) {
+            bail!("temperature must be > 0, got {}", s.temperature);
+        }
+        for (what, lr) in [
+            ("retrain-lr", s.retrain_lr),
+            ("fine-tune-lr", s.fine_tune_lr),
+        ] {
+            if !(lr.is_finite() && lr >= 0.0) {
+                bail!("{what} must be a learning rate ≥ 0, got {lr}");
+            }
+        }
+        if s.batch == 0 {
+            bail!("batch must be at least 1");
+        }
+        Ok(s)
+    }
+}
+
+fn config(s: &CompressSettings) -> Result<CompressConfig> {
+    let mut cfg = CompressConfig {
+        bits_conv: s.bits_conv,
+        bits_fc: s.bits_fc,
+        gap_bits: match s.gap_bits {
+            GapBits::Auto(_) => 0,
+            GapBits::Bits(v) if (1..=16).contains(&v) => v,
+            GapBits::Bits(v) => bail!("gap-bits {v}: expected a width from 1 to 16, or auto"),
         },
-        init: args.init.parse::<KmeansInit>()?,
-        seed: args.seed,
-        raw_f16: args.raw_f16,
+        init: s.init.parse::<KmeansInit>()?,
+        seed: s.seed,
+        raw_f16: s.raw_f16,
         ..Default::default()
     };
-    if let Some(q) = args.quality {
+    if let Some(q) = s.quality {
         cfg.default_rule = PruneRule::Quality(q);
     }
-    if let Some(m) = &args.paper_densities {
+    if let Some(d) = s.density {
+        cfg.default_rule = PruneRule::Density(d);
+    }
+    if let Some(m) = &s.paper_densities {
         cfg.per_layer = CompressConfig::paper_densities(m)?;
     }
-    for d in &args.density {
-        let parse = |s: &str| {
-            s.trim()
-                .parse::<f64>()
-                .with_context(|| format!("--density {d}: '{s}' is not a number"))
-        };
-        match d.split_once('=') {
-            Some((name, v)) => {
-                cfg.per_layer
-                    .insert(name.trim().to_string(), PruneRule::Density(parse(v)?));
-            }
-            None => cfg.default_rule = PruneRule::Density(parse(d)?),
-        }
+    for (name, &d) in &s.densities {
+        cfg.per_layer.insert(name.clone(), PruneRule::Density(d));
     }
     cfg.validate()?;
     Ok(cfg)
@@ -146,9 +355,11 @@ fn config(args: &CompressArgs) -> Result<CompressConfig> {
 
 /// Runs `nnzip compress`.
 pub fn run(args: &CompressArgs) -> Result<()> {
-    let cfg = config(args)?;
+    let settings = CompressSettings::resolve(args)?;
+    let s = &settings;
+    let cfg = config(s)?;
     let onnx = fsutil::read(&args.model)?;
-    let labels = match &args.labels {
+    let labels = match &s.labels {
         Some(p) => read_labels(p)?,
         None => Vec::new(),
     };
@@ -157,16 +368,16 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             .model
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned()),
-        preprocessing: preset(&args.preprocess)?,
+        preprocessing: preset(&s.preprocess)?,
         labels,
         f16: false,
     };
     // With data, the retraining stages run on the training engine; the weights they leave
     // (pruned, shared, fine-tuned) are what gets encoded.
-    let retrain = args.data.is_some() && (args.retrain_epochs > 0 || args.fine_tune_epochs > 0);
+    let retrain = s.data.is_some() && (s.retrain_epochs > 0 || s.fine_tune_epochs > 0);
     // The retraining path loads the test split itself (with the model's channels); the one-shot
     // path only needs it for the accuracy before and after.
-    let mut test_set = match &args.data {
+    let mut test_set = match &s.data {
         Some(d) if !retrain => Some(data::load(d, Split::Test, &ImageTransform::default())?),
         _ => None,
     };
@@ -174,24 +385,24 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     let mut shared: BTreeMap<String, SharedLayer> = BTreeMap::new();
     let trained_onnx;
     let source_onnx: &[u8] = if retrain {
-        let (exec, train_set, test) = retrain_inputs(args)?;
+        let (exec, train_set, test) = retrain_inputs(args, s)?;
         let rc = RetrainConfig {
-            rounds: args.rounds,
-            epochs_per_round: args.retrain_epochs,
-            lr: args.retrain_lr,
-            fine_tune_epochs: args.fine_tune_epochs,
-            fine_tune_lr: args.fine_tune_lr,
-            batch: args.batch,
-            schedule: args.schedule,
-            seed: args.seed,
+            rounds: s.rounds,
+            epochs_per_round: s.retrain_epochs,
+            lr: s.retrain_lr,
+            fine_tune_epochs: s.fine_tune_epochs,
+            fine_tune_lr: s.fine_tune_lr,
+            batch: s.batch,
+            schedule: s.schedule,
+            seed: s.seed,
             progress: !args.json,
             distill: None,
         };
         let mut rc = rc;
-        if args.distill > 0.0 {
+        if s.distill > 0.0 {
             // The dense model, before any pruning, is the teacher.
             rc.distill = Some(
-                Distillation::from_teacher(&exec, &train_set, args.temperature, args.distill)
+                Distillation::from_teacher(&exec, &train_set, s.temperature, s.distill)
                     .context("the dense model's outputs for distillation")?,
             );
         }
@@ -204,12 +415,18 @@ pub fn run(args: &CompressArgs) -> Result<()> {
                 stages.push((what, acc));
                 Ok(())
             };
-        measure(&exec, "dense".into(), &mut stages)?;
         let prunable: Vec<String> = exec
             .trainable()
             .filter(|p| is_prunable_shape(p.var.rank(), p.var.elem_count(), &cfg))
             .map(|p| p.name.clone())
             .collect();
+        if prunable.is_empty() {
+            bail!(
+                "{}: the model has no prunable tensor (convolution or fully connected weights with ≥ {} elements): nothing to compress",
+                args.model.display(),
+                cfg.min_shared_elements
+            );
+        }
         for name in cfg.per_layer.keys() {
             if !prunable.contains(name) {
                 bail!(
@@ -218,6 +435,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
                 );
             }
         }
+        measure(&exec, "dense".into(), &mut stages)?;
         let targets = target_densities(&exec, &prunable, &cfg)?;
         let mut round_acc = Vec::new();
         let masks = prune_and_retrain(&exec, &targets, Some(&train_set), &rc, |r| {
@@ -366,17 +584,23 @@ pub fn run(args: &CompressArgs) -> Result<()> {
 }
 
 /// The model on the training engine and the data to retrain and measure it with.
-fn retrain_inputs(args: &CompressArgs) -> Result<(GraphExecutor, data::Dataset, data::Dataset)> {
+fn retrain_inputs(
+    args: &CompressArgs,
+    s: &CompressSettings,
+) -> Result<(GraphExecutor, data::Dataset, data::Dataset)> {
     let exec = GraphExecutor::open(&args.model)?;
-    let spec = args.data.as_deref().unwrap_or("fashion-mnist");
+    let spec = s.data.as_deref().unwrap_or("fashion-mnist");
     let transform = ImageTransform {
         channels: exec.input_channels(),
         ..Default::default()
     };
     let mut train_set = data::load(spec, Split::Train, &transform)?;
-    if let Some(n) = args.train_limit {
+    if let Some(n) = s.train_limit {
         train_set = train_set.truncate(n);
     }
     let test = data::load(spec, Split::Test, &transform)?;
+    // Shapes and classes are checked before any work starts.
+    crate::train::check_compatible(&exec, &train_set)?;
+    crate::train::check_compatible(&exec, &test)?;
     Ok((exec, train_set, test))
 }

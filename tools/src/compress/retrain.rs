@@ -17,7 +17,10 @@ use candle_core::Tensor;
 use std::collections::BTreeMap;
 
 /// How the density of a layer falls from 1 to its target over the pruning rounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PruneSchedule {
     /// Han et al.'s iterative pruning: the kept fraction shrinks geometrically, `d_r = d^(r/R)`.
     Iterative,
