@@ -50,9 +50,12 @@ fn config_keys_apply_and_flags_win() {
     )
     .unwrap();
     let out = tmp("good.nnz");
+    let plots = tmp("plots");
     let (ok, stdout, stderr) = compress(&[
         "--config",
         cfg.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
         "--json",
         "-o",
         out.to_str().unwrap(),
@@ -69,6 +72,25 @@ fn config_keys_apply_and_flags_win() {
     assert_eq!(layer(&v, "fc1.bias")["encoding"], "raw-f16");
     if fc1["encoding"] == "shared-sparse" {
         assert_eq!(fc1["gap_bits"], 6);
+    }
+    // Three histograms (dense, pruned, with centroids) per shared tensor, all PNG.
+    let mut pngs: Vec<String> = std::fs::read_dir(&plots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pngs.sort();
+    assert_eq!(pngs.len(), 9, "{pngs:?}");
+    assert!(
+        pngs.contains(&"fc1_weight-3-shared.png".to_string()),
+        "{pngs:?}"
+    );
+    for p in &pngs {
+        assert!(
+            std::fs::read(plots.join(p))
+                .unwrap()
+                .starts_with(b"\x89PNG"),
+            "{p}"
+        );
     }
     // The command line wins over the file.
     let (ok, stdout, stderr) = compress(&[

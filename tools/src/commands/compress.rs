@@ -107,6 +107,10 @@ pub struct CompressArgs {
     /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
     #[arg(long)]
     pub raw_f16: bool,
+    /// Write PNG histograms of each compressed tensor here: its weights before pruning, after
+    /// pruning (and retraining), and those again with the shared centroids marked.
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -382,6 +386,9 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         _ => None,
     };
     let mut stages: Vec<(String, f64)> = Vec::new();
+    // Weights before pruning and after pruning + retraining, for the histograms.
+    let mut dense_values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut pruned_values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut shared: BTreeMap<String, SharedLayer> = BTreeMap::new();
     let trained_onnx;
     let source_onnx: &[u8] = if retrain {
@@ -436,6 +443,9 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             }
         }
         measure(&exec, "dense".into(), &mut stages)?;
+        for name in &prunable {
+            dense_values.insert(name.clone(), param_values(&exec, name)?);
+        }
         let targets = target_densities(&exec, &prunable, &cfg)?;
         let mut round_acc = Vec::new();
         let masks = prune_and_retrain(&exec, &targets, Some(&train_set), &rc, |r| {
@@ -446,6 +456,9 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             )
         })?;
         stages.extend(round_acc);
+        for name in &prunable {
+            pruned_values.insert(name.clone(), param_values(&exec, name)?);
+        }
         // Measure sharing alone, then with fine-tuned centroids.
         let mut layers = share_layers(&exec, &masks, &cfg)?;
         measure(&exec, "weight sharing".into(), &mut stages)?;
@@ -475,6 +488,9 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         })
         .collect();
     let (records, reports) = compress_weights_with(&weights, &cfg, &shared)?;
+    if let Some(dir) = &args.plots {
+        write_histograms(dir, &weights, &records, &dense_values, &pruned_values)?;
+    }
     for r in records {
         writer.push(r)?;
     }
@@ -603,4 +619,106 @@ fn retrain_inputs(
     crate::train::check_compatible(&exec, &train_set)?;
     crate::train::check_compatible(&exec, &test)?;
     Ok((exec, train_set, test))
+}
+
+fn param_values(exec: &GraphExecutor, name: &str) -> Result<Vec<f32>> {
+    let p = exec.param(name).context("a prunable tensor")?;
+    Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Three PNG histograms per shared tensor: dense weights, the weights kept by pruning (after
+/// retraining, when there was any), and those with the final centroids marked.
+fn write_histograms(
+    dir: &std::path::Path,
+    weights: &[nnzip_core::graph::Weight],
+    records: &[nnzip_core::format::TensorRecord],
+    dense_values: &BTreeMap<String, Vec<f32>>,
+    pruned_values: &BTreeMap<String, Vec<f32>>,
+) -> Result<()> {
+    use nnzip_core::format::TensorData;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the plot directory {}", dir.display()))?;
+    for rec in records {
+        let (codebook, indices, sparse) = match &rec.data {
+            TensorData::SharedSparse {
+                codebook, indices, ..
+            } => (codebook, indices, true),
+            TensorData::SharedDense {
+                codebook, indices, ..
+            } => (codebook, indices, false),
+            _ => continue,
+        };
+        let stored: Vec<f32> = indices
+            .iter()
+            .map(|&i| codebook.get(i as usize).copied().unwrap_or(0.0))
+            .collect();
+        // Without retraining, the dense weights are the model's and pruning kept those the
+        // encoded tensor keeps.
+        let dense = match dense_values.get(&rec.name) {
+            Some(v) => v.clone(),
+            None => weights
+                .iter()
+                .find(|w| w.name == rec.name)
+                .map(|w| w.values.clone())
+                .unwrap_or_default(),
+        };
+        let kept: Vec<f32> = match pruned_values.get(&rec.name) {
+            Some(v) => v.iter().copied().filter(|&x| x != 0.0).collect(),
+            None => dense
+                .iter()
+                .zip(&stored)
+                .filter(|(_, s)| **s != 0.0)
+                .map(|(&d, _)| d)
+                .collect(),
+        };
+        let centroids: Vec<f32> = codebook
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| !(sparse && i == 0))
+            .map(|(_, &c)| c)
+            .collect();
+        let file: String = rec
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let density = kept.len() as f64 / dense.len().max(1) as f64;
+        crate::plot::histogram(
+            &dir.join(format!("{file}-1-dense.png")),
+            &format!("{}: {} weights before pruning", rec.name, dense.len()),
+            &dense,
+            120,
+            &[],
+        )?;
+        crate::plot::histogram(
+            &dir.join(format!("{file}-2-pruned.png")),
+            &format!(
+                "{}: {} weights kept ({:.1}%)",
+                rec.name,
+                kept.len(),
+                density * 100.0
+            ),
+            &kept,
+            120,
+            &[],
+        )?;
+        crate::plot::histogram(
+            &dir.join(format!("{file}-3-shared.png")),
+            &format!(
+                "{}: kept weights and the {} shared values",
+                rec.name,
+                centroids.len()
+            ),
+            &kept,
+            120,
+            &centroids,
+        )?;
+    }
+    Ok(())
 }
