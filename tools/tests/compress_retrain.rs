@@ -140,3 +140,79 @@ fn the_same_seed_gives_a_byte_identical_file() {
     assert!(a == b, "two runs with seed 0 wrote different files");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn pruning_to_a_budget_keeps_levels_within_it_and_undoes_the_first_over_it() {
+    use nnzip_tools::compress::retrain::prune_to_budget;
+    use nnzip_tools::compress::sensitivity::sensitivity;
+    let data = load_fashion_mnist(&fashion_mnist_dir(), Split::Train)
+        .unwrap()
+        .truncate(2000);
+    let val = load_fashion_mnist(&fashion_mnist_dir(), Split::Test)
+        .unwrap()
+        .truncate(1000);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/lenet300.onnx");
+    let exec = GraphExecutor::open(&path).unwrap();
+    let names: Vec<String> = ["fc1.weight", "fc2.weight", "fc3.weight"]
+        .map(String::from)
+        .to_vec();
+    let report = sensitivity(
+        &exec,
+        &names,
+        &[1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01],
+        &val,
+        false,
+    )
+    .unwrap();
+    let baseline = report.baseline;
+    let rc = RetrainConfig {
+        epochs_per_round: 1,
+        lr: 0.01,
+        progress: false,
+        ..Default::default()
+    };
+    let max_drop = 0.01;
+    let (masks, steps) =
+        prune_to_budget(&exec, &report, baseline, max_drop, &data, &val, &rc, |_| {
+            Ok(())
+        })
+        .unwrap();
+    assert!(!steps.is_empty());
+    // Kept levels only ever prune further and are within the budget; levels over it are undone,
+    // and after the first, only the refinements between the two are tried.
+    use nnzip_tools::compress::retrain::BUDGET_REFINEMENTS;
+    let kept: Vec<_> = steps.iter().filter(|s| s.accepted).collect();
+    for w in kept.windows(2) {
+        for (n, d) in &w[1].densities {
+            assert!(*d <= w[0].densities[n], "{steps:?}");
+        }
+    }
+    for s in &steps {
+        assert_eq!(
+            s.accepted,
+            s.validation_accuracy >= baseline - max_drop,
+            "{s:?}"
+        );
+    }
+    if let Some(first_over) = steps.iter().position(|s| !s.accepted) {
+        assert!(
+            steps.len() - first_over - 1 <= BUDGET_REFINEMENTS,
+            "{steps:?}"
+        );
+    }
+    // The model is the last kept level's: its masks hold and it scores what that level scored.
+    let last_kept = steps.iter().rev().find(|s| s.accepted);
+    for (name, mask) in &masks {
+        let w = values(&exec, name);
+        assert!(w.iter().zip(mask).all(|(v, &k)| k || *v == 0.0), "{name}");
+        let kept = mask.iter().filter(|&&k| k).count() as f64 / mask.len() as f64;
+        let want = last_kept.map_or(1.0, |s| s.densities[name]);
+        assert!(
+            (kept - want).abs() < 1e-3,
+            "{name}: kept {kept}, level said {want}"
+        );
+    }
+    let now = evaluate(&exec, &val, 500, false).unwrap().accuracy;
+    let want = last_kept.map_or(baseline, |s| s.validation_accuracy);
+    assert_eq!(now, want, "the level over budget was not undone");
+}

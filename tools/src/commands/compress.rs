@@ -4,10 +4,12 @@ use crate::compress::kmeans::KmeansInit;
 use crate::compress::pipeline::{
     CompressConfig, PruneRule, compress_weights_with, is_prunable_shape,
 };
+use crate::compress::retrain::{BudgetStep, prune_to_budget};
 use crate::compress::retrain::{
     PruneSchedule, RetrainConfig, fine_tune_layers, prune_and_retrain, share_layers,
     target_densities,
 };
+use crate::compress::sensitivity::{DEFAULT_LADDER, sensitivity};
 use crate::compress::share::SharedLayer;
 use crate::data::{self, ImageTransform, Split};
 use crate::eval::evaluate;
@@ -107,6 +109,16 @@ pub struct CompressArgs {
     /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
     #[arg(long)]
     pub raw_f16: bool,
+    /// Choose the per-layer densities automatically: prune as far as this accuracy loss allows
+    /// (percentage points, on --budget-split; needs --data; replaces --density / --quality /
+    /// --paper-densities).
+    #[arg(long)]
+    pub max_accuracy_drop: Option<f64>,
+    /// Where --max-accuracy-drop is measured: test (the test split) or holdout (1/12 of the
+    /// training split, kept out of retraining; only meaningful if the model never trained on it)
+    /// [default: test].
+    #[arg(long, value_enum)]
+    pub budget_split: Option<BudgetSplit>,
     /// Write PNG histograms of each compressed tensor here: its weights before pruning, after
     /// pruning (and retraining), and those again with the shared centroids marked.
     #[arg(long)]
@@ -167,6 +179,24 @@ pub struct CompressSettings {
     pub temperature: f64,
     /// Raw tensors as f16.
     pub raw_f16: bool,
+    /// Accuracy budget in percentage points: densities are chosen to fit it.
+    pub max_accuracy_drop: Option<f64>,
+    /// Where the budget is measured.
+    pub budget_split: BudgetSplit,
+}
+
+/// The images on which `--max-accuracy-drop` is measured.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetSplit {
+    /// The test split: the accuracy reported at the end is then the one the densities were
+    /// chosen on. The only choice when the model was trained on every training image.
+    Test,
+    /// 1/12 of the training split, held out of retraining: unbiased, but only if the model
+    /// never trained on those images.
+    Holdout,
 }
 
 /// A gap width: `auto` (in a config file, the string) or a number of bits.
@@ -225,6 +255,8 @@ impl Default for CompressSettings {
             distill: 0.0,
             temperature: 4.0,
             raw_f16: false,
+            max_accuracy_drop: None,
+            budget_split: BudgetSplit::Test,
         }
     }
 }
@@ -293,6 +325,12 @@ impl CompressSettings {
         if args.raw_f16 {
             s.raw_f16 = true;
         }
+        if let Some(b) = args.budget_split {
+            s.budget_split = b;
+        }
+        if args.max_accuracy_drop.is_some() {
+            s.max_accuracy_drop = args.max_accuracy_drop;
+        }
         for d in &args.density {
             let parse = |v: &str| {
                 v.trim()
@@ -322,6 +360,25 @@ impl CompressSettings {
         }
         if s.batch == 0 {
             bail!("batch must be at least 1");
+        }
+        if let Some(b) = s.max_accuracy_drop {
+            if !(b.is_finite() && b >= 0.0) {
+                bail!("max-accuracy-drop must be a number of percentage points ≥ 0, got {b}");
+            }
+            if s.density.is_some()
+                || !s.densities.is_empty()
+                || s.quality.is_some()
+                || s.paper_densities.is_some()
+            {
+                bail!(
+                    "max-accuracy-drop chooses the densities itself: drop density / densities / quality / paper-densities, or drop max-accuracy-drop"
+                );
+            }
+            if s.data.is_none() || s.retrain_epochs == 0 {
+                bail!(
+                    "max-accuracy-drop needs labelled data and retraining: add --data (e.g. fashion-mnist) and --retrain-epochs ≥ 1"
+                );
+            }
         }
         Ok(s)
     }
@@ -357,6 +414,11 @@ fn config(s: &CompressSettings) -> Result<CompressConfig> {
     Ok(cfg)
 }
 
+/// Share of the training images held out to measure the accuracy budget.
+const VALIDATION_FRACTION: f64 = 1.0 / 12.0;
+/// Share of the accuracy budget that pruning may spend; weight sharing gets the rest.
+const PRUNING_SHARE_OF_BUDGET: f64 = 0.8;
+
 /// Runs `nnzip compress`.
 pub fn run(args: &CompressArgs) -> Result<()> {
     let settings = CompressSettings::resolve(args)?;
@@ -390,9 +452,10 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     let mut dense_values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut pruned_values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut shared: BTreeMap<String, SharedLayer> = BTreeMap::new();
+    let mut budget_steps: Vec<BudgetStep> = Vec::new();
     let trained_onnx;
     let source_onnx: &[u8] = if retrain {
-        let (exec, train_set, test) = retrain_inputs(args, s)?;
+        let (exec, mut train_set, test) = retrain_inputs(args, s)?;
         let rc = RetrainConfig {
             rounds: s.rounds,
             epochs_per_round: s.retrain_epochs,
@@ -446,15 +509,68 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         for name in &prunable {
             dense_values.insert(name.clone(), param_values(&exec, name)?);
         }
-        let targets = target_densities(&exec, &prunable, &cfg)?;
         let mut round_acc = Vec::new();
-        let masks = prune_and_retrain(&exec, &targets, Some(&train_set), &rc, |r| {
+        let masks = if let Some(budget_pp) = s.max_accuracy_drop {
+            // Densities are chosen to fit the budget on the test split (the reference models were
+            // trained on every training image, so no training image is unseen), or on a split
+            // held out of the training data.
+            let val = match s.budget_split {
+                BudgetSplit::Test => test.clone(),
+                BudgetSplit::Holdout => {
+                    let (train_part, val) =
+                        train_set.split_validation(VALIDATION_FRACTION, s.seed)?;
+                    train_set = train_part;
+                    val
+                }
+            };
+            let baseline = crate::train::evaluate(&exec, &val, 1000, false)?.accuracy;
+            let report = sensitivity(&exec, &prunable, DEFAULT_LADDER, &val, !args.json)?;
+            let (masks, steps) = prune_to_budget(
+                &exec,
+                &report,
+                baseline,
+                budget_pp / 100.0 * PRUNING_SHARE_OF_BUDGET,
+                &train_set,
+                &val,
+                &rc,
+                |step| {
+                    if !args.json {
+                        eprintln!(
+                            "budget level {} pp: {} → validation {:.2}% ({})",
+                            step.tolerance_pp,
+                            step.densities
+                                .iter()
+                                .map(|(n, d)| format!("{n} {:.1}%", d * 100.0))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            step.validation_accuracy * 100.0,
+                            if step.accepted {
+                                "kept"
+                            } else {
+                                "over budget, undone"
+                            }
+                        );
+                    }
+                    Ok(())
+                },
+            )?;
+            budget_steps = steps;
             measure(
                 &exec,
-                format!("pruning round {r}/{} + retraining", rc.rounds),
+                "pruning within the budget + retraining".into(),
                 &mut round_acc,
-            )
-        })?;
+            )?;
+            masks
+        } else {
+            let targets = target_densities(&exec, &prunable, &cfg)?;
+            prune_and_retrain(&exec, &targets, Some(&train_set), &rc, |r| {
+                measure(
+                    &exec,
+                    format!("pruning round {r}/{} + retraining", rc.rounds),
+                    &mut round_acc,
+                )
+            })?
+        };
         stages.extend(round_acc);
         for name in &prunable {
             pruned_values.insert(name.clone(), param_values(&exec, name)?);
@@ -537,6 +653,8 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             "onnx_bytes": onnx.len(),
             "accuracy_before": accuracy.map(|a| a.0),
             "accuracy_after": accuracy.map(|a| a.1),
+            "max_accuracy_drop_pp": s.max_accuracy_drop,
+            "budget_levels": budget_steps,
             "stages": stages.iter().map(|(s, a)| serde_json::json!({"stage": s, "accuracy": a})).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -594,6 +712,23 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             b * 100.0,
             a * 100.0,
             (a - b) * 100.0
+        );
+    }
+    if let (Some(budget), Some((b, a))) = (s.max_accuracy_drop, accuracy) {
+        let kept = budget_steps.iter().filter(|st| st.accepted).count();
+        let drop = (b - a) * 100.0;
+        println!(
+            "budget {budget} pp: {kept} of {} pruning levels kept (measured on the {} split); on the test set the loss is {drop:.2} pp{}",
+            budget_steps.len(),
+            match s.budget_split {
+                BudgetSplit::Test => "test",
+                BudgetSplit::Holdout => "held-out training",
+            },
+            if drop <= budget {
+                ", within the budget"
+            } else {
+                ", OVER the budget (weight sharing, or a held-out split that did not predict the test set): try a smaller --max-accuracy-drop"
+            }
         );
     }
     Ok(())

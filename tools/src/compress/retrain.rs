@@ -309,3 +309,149 @@ pub fn share_and_fine_tune(
     fine_tune_layers(exec, &mut layers, masks, data, rc)?;
     Ok(layers)
 }
+
+/// One level of [`prune_to_budget`]: the densities tried and what they kept on validation data.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BudgetStep {
+    /// One-shot loss (percentage points) each tensor was allowed on the sensitivity curves.
+    pub tolerance_pp: f64,
+    /// Densities of this level.
+    pub densities: BTreeMap<String, f64>,
+    /// Validation accuracy after pruning to them and retraining.
+    pub validation_accuracy: f64,
+    /// Whether the level stayed within the budget (and was kept).
+    pub accepted: bool,
+}
+
+/// The one-shot tolerances tried by [`prune_to_budget`], in percentage points: each level lets
+/// every tensor lose this much on its own sensitivity curve.
+pub const BUDGET_LEVELS_PP: &[f64] = &[0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// How many times [`prune_to_budget`] halves (geometrically) the step between the last level
+/// within the budget and the first over it.
+pub const BUDGET_REFINEMENTS: usize = 2;
+
+/// Prunes as far as an accuracy budget allows: per-layer densities come from the sensitivity
+/// curves at growing tolerances ([`BUDGET_LEVELS_PP`]); each level prunes further and retrains
+/// (masks fixed), and is kept while the validation accuracy stays at least
+/// `baseline − max_drop` (fractions). A level over budget is undone (weights and masks
+/// restored); then densities halfway (geometric mean, per tensor) between the last level kept and
+/// the one over budget are tried, [`BUDGET_REFINEMENTS`] times. Returns the masks of the last kept
+/// level (all true when none was) and every level tried.
+#[allow(clippy::too_many_arguments)]
+pub fn prune_to_budget(
+    exec: &GraphExecutor,
+    report: &super::sensitivity::SensitivityReport,
+    baseline: f64,
+    max_drop: f64,
+    data: &Dataset,
+    validation: &Dataset,
+    rc: &RetrainConfig,
+    mut after_step: impl FnMut(&BudgetStep) -> Result<()>,
+) -> Result<(BTreeMap<String, Vec<bool>>, Vec<BudgetStep>)> {
+    if !(max_drop.is_finite() && max_drop >= 0.0) {
+        bail!("the accuracy budget must be ≥ 0, got {max_drop}");
+    }
+    let mut masks: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+    for c in &report.curves {
+        masks.insert(c.tensor.clone(), vec![true; c.elements]);
+    }
+    let mut current: BTreeMap<String, f64> = masks.keys().map(|n| (n.clone(), 1.0)).collect();
+    let mut steps: Vec<BudgetStep> = Vec::new();
+    // Prunes to `next`, retrains, measures; undoes it all when over budget.
+    let mut try_level = |next: &BTreeMap<String, f64>,
+                         tolerance: f64,
+                         seed: u64|
+     -> Result<Option<BTreeMap<String, Vec<bool>>>> {
+        let snapshot: Vec<Tensor> = exec
+            .params()
+            .iter()
+            .map(|p| p.var.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?;
+        let mut opt = Optimizer::new(OptimizerConfig::default());
+        let mut level_masks = BTreeMap::new();
+        for (name, &d) in next {
+            let mut w = values(exec, name)?;
+            let mask = mask_by_density(&w, d)?;
+            for (v, &k) in w.iter_mut().zip(&mask) {
+                if !k {
+                    *v = 0.0;
+                }
+            }
+            set_values(exec, name, w)?;
+            let p = exec.param(name).context("pruned tensor")?.clone();
+            opt.set_mask(&p, mask_tensor(exec, name, &mask)?)?;
+            level_masks.insert(name.clone(), mask);
+        }
+        if rc.epochs_per_round > 0 {
+            let cfg = train_config(rc, rc.epochs_per_round, rc.lr, rc.seed + seed);
+            train(exec, data, None, &cfg, &mut opt)
+                .with_context(|| format!("retraining at budget level {tolerance} pp"))?;
+        }
+        let accuracy = crate::train::evaluate(exec, validation, 1000, false)?.accuracy;
+        let accepted = accuracy + 1e-12 >= baseline - max_drop;
+        let step = BudgetStep {
+            tolerance_pp: tolerance,
+            densities: next.clone(),
+            validation_accuracy: accuracy,
+            accepted,
+        };
+        after_step(&step)?;
+        steps.push(step);
+        if accepted {
+            Ok(Some(level_masks))
+        } else {
+            for (p, t) in exec.params().iter().zip(&snapshot) {
+                p.var.set(t)?;
+            }
+            Ok(None)
+        }
+    };
+    let mut over: Option<(BTreeMap<String, f64>, f64)> = None;
+    let mut current_tolerance = 0.0;
+    for (level, &tolerance) in BUDGET_LEVELS_PP.iter().enumerate() {
+        let mut next = report.densities_for_drop(tolerance / 100.0);
+        // Densities only ever fall: a level never gives back what an earlier one pruned.
+        for (name, d) in next.iter_mut() {
+            *d = d.min(current[name]);
+        }
+        if next == current {
+            continue;
+        }
+        match try_level(&next, tolerance, level as u64 + 1)? {
+            Some(m) => {
+                masks = m;
+                current = next;
+                current_tolerance = tolerance;
+            }
+            None => {
+                over = Some((next, tolerance));
+                break;
+            }
+        }
+    }
+    // Refine between the last level kept and the first over budget.
+    for r in 0..BUDGET_REFINEMENTS {
+        let Some((over_d, over_t)) = over.clone() else {
+            break;
+        };
+        let mid: BTreeMap<String, f64> = current
+            .iter()
+            .map(|(n, &d)| (n.clone(), (d * over_d[n]).sqrt()))
+            .collect();
+        // Not worth a retraining when no tensor would lose even 1% of its weights.
+        if mid.iter().all(|(n, d)| *d > current[n] * 0.99) {
+            break;
+        }
+        let mid_t = (current_tolerance * over_t).sqrt();
+        match try_level(&mid, mid_t, 100 + r as u64)? {
+            Some(m) => {
+                masks = m;
+                current = mid;
+                current_tolerance = mid_t;
+            }
+            None => over = Some((mid, mid_t)),
+        }
+    }
+    Ok((masks, steps))
+}
