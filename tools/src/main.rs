@@ -25,7 +25,7 @@ enum Command {
     /// Write a dense ONNX file from a .nnz file.
     Decompress(decompress::DecompressArgs),
     /// Compress an ONNX model: prune, retrain, share weights, fine-tune, Huffman-code.
-    Compress(compress::CompressArgs),
+    Compress(Box<compress::CompressArgs>),
     /// Measure a model (ONNX or .nnz) on labelled data.
     Eval(eval::EvalArgs),
     /// Write LeNet-300-100 or LeNet-5, randomly initialised, as ONNX.

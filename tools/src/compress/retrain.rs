@@ -327,6 +327,9 @@ pub struct BudgetStep {
 /// every tensor lose this much on its own sensitivity curve.
 pub const BUDGET_LEVELS_PP: &[f64] = &[0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
 
+/// Pruning masks by tensor name (true = kept).
+pub type Masks = BTreeMap<String, Vec<bool>>;
+
 /// How many times [`prune_to_budget`] halves (geometrically) the step between the last level
 /// within the budget and the first over it.
 pub const BUDGET_REFINEMENTS: usize = 2;
@@ -348,7 +351,7 @@ pub fn prune_to_budget(
     validation: &Dataset,
     rc: &RetrainConfig,
     mut after_step: impl FnMut(&BudgetStep) -> Result<()>,
-) -> Result<(BTreeMap<String, Vec<bool>>, Vec<BudgetStep>)> {
+) -> Result<(Masks, Vec<BudgetStep>)> {
     if !(max_drop.is_finite() && max_drop >= 0.0) {
         bail!("the accuracy budget must be ≥ 0, got {max_drop}");
     }
