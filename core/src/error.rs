@@ -14,7 +14,9 @@ pub enum NnzError {
     )]
     NotNnz,
     /// The file was written by a newer (or unknown) format version.
-    #[error("unsupported format version {found}, this build reads {supported}: update nnzip")]
+    #[error(
+        "unsupported format version {found}, this build reads versions 1 to {supported}: update nnzip"
+    )]
     UnsupportedVersion {
         /// Version found in the header.
         found: u16,

@@ -14,6 +14,9 @@ fn expected(data: &TensorData) -> Vec<f32> {
         }
         | TensorData::SharedSparse {
             codebook, indices, ..
+        }
+        | TensorData::SharedSparseAc {
+            codebook, indices, ..
         } => indices.iter().map(|&i| codebook[i as usize]).collect(),
     }
 }
@@ -123,6 +126,7 @@ proptest! {
         let _ = density;
         round_trip(vec![
             TensorRecord { name: "sparse".into(), shape: vec![n as u64], data: TensorData::SharedSparse { codebook: codebook.clone(), indices: idx.clone(), index_bits: bits, gap_bits } },
+            TensorRecord { name: "sparse-ac".into(), shape: vec![n as u64], data: TensorData::SharedSparseAc { codebook: codebook.clone(), indices: idx.clone(), index_bits: bits } },
             TensorRecord { name: "bias".into(), shape: vec![2, 2], data: TensorData::RawF32(vec![1.0, -2.0, 3.5, 0.0]) },
         ]);
     }
@@ -144,6 +148,15 @@ fn all_zero_and_empty_sparse_tensors() {
                 data,
             }]);
         }
+        round_trip(vec![TensorRecord {
+            name: "z-ac".into(),
+            shape: vec![n as u64],
+            data: TensorData::SharedSparseAc {
+                codebook: vec![0.0, 0.5],
+                indices: vec![0; n],
+                index_bits: 1,
+            },
+        }]);
     }
     let mut last_only = vec![0u16; 100];
     last_only[99] = 1;
@@ -245,4 +258,42 @@ fn encoder_refuses_inconsistent_tensors() {
         let err = w.push(rec).unwrap_err().to_string();
         assert!(err.contains(msg), "{err} should contain {msg}");
     }
+}
+
+#[test]
+fn files_without_range_coding_stay_version_1_and_version_1_files_cannot_use_it() {
+    let write = |data: TensorData| {
+        let mut w = NnzWriter::new(Metadata::default(), vec![]);
+        w.push(TensorRecord {
+            name: "t".into(),
+            shape: vec![6],
+            data,
+        })
+        .unwrap();
+        w.to_bytes().unwrap()
+    };
+    let huffman = write(TensorData::SharedSparse {
+        codebook: vec![0.0, 1.0],
+        indices: vec![0, 1, 0, 0, 1, 1],
+        index_bits: 1,
+        gap_bits: 2,
+    });
+    assert_eq!(u16::from_le_bytes([huffman[8], huffman[9]]), 1);
+    let ac = write(TensorData::SharedSparseAc {
+        codebook: vec![0.0, 1.0],
+        indices: vec![0, 1, 0, 0, 1, 1],
+        index_bits: 1,
+    });
+    assert_eq!(u16::from_le_bytes([ac[8], ac[9]]), 2);
+    assert_eq!(
+        NnzReader::parse(&ac).unwrap().tensors()[0]
+            .decode()
+            .unwrap(),
+        vec![0.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    );
+    // The same bytes labelled version 1 (checksum still valid: it covers the body only) are refused.
+    let mut v1 = ac.clone();
+    v1[8] = 1;
+    let err = NnzReader::parse(&v1).unwrap_err().to_string();
+    assert!(err.contains("version 2"), "{err}");
 }

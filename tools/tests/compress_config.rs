@@ -92,6 +92,39 @@ fn config_keys_apply_and_flags_win() {
             "{p}"
         );
     }
+    // Range coding is on by default: the file is version 2 when a tensor uses it. With
+    // `coder = "huffman"` every tensor is Huffman-coded and the file is version 1.
+    let auto = std::fs::read(&out).unwrap();
+    let uses_ac = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["encoding"] == "shared-sparse-ac");
+    assert_eq!(
+        u16::from_le_bytes([auto[8], auto[9]]),
+        if uses_ac { 2 } else { 1 }
+    );
+    let huff_cfg = tmp("huffman.toml");
+    std::fs::write(&huff_cfg, "coder = \"huffman\"\ndensity = 0.05\n").unwrap();
+    let huff_out = tmp("huffman.nnz");
+    let (ok, stdout, stderr) = compress(&[
+        "--config",
+        huff_cfg.to_str().unwrap(),
+        "--json",
+        "-o",
+        huff_out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let hv: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        hv["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["encoding"] != "shared-sparse-ac")
+    );
+    let huff = std::fs::read(&huff_out).unwrap();
+    assert_eq!(u16::from_le_bytes([huff[8], huff[9]]), 1);
     // The command line wins over the file.
     let (ok, stdout, stderr) = compress(&[
         "--config",

@@ -52,6 +52,11 @@ fn paper_densities_hold_exactly_and_decode_to_the_shared_values() {
                 index_bits,
                 ..
             }
+            | nnzip_core::format::TensorData::SharedSparseAc {
+                codebook,
+                indices,
+                index_bits,
+            }
             | nnzip_core::format::TensorData::SharedDense {
                 codebook,
                 indices,

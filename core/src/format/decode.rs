@@ -5,6 +5,7 @@
 use super::bits::BitReader;
 use super::encode::{GRAPH_STORED, GRAPH_ZLIB};
 use super::huffman::{HuffmanDecoder, HuffmanTable};
+use super::range::{AC_GAP_BITS, AC_MAX_ENTRIES_PER_BYTE, EntryModel, RangeDecoder};
 use super::{DecodeLimits, Encoding, FORMAT_VERSION, MAGIC};
 use crate::error::{NnzError, Result};
 use crate::metadata::Metadata;
@@ -221,6 +222,17 @@ impl<'a> NnzReader<'a> {
             let encoding = Encoding::from_byte(enc_byte).ok_or_else(|| {
                 NnzError::bad_tensor(&name, format!("unknown encoding {enc_byte}"))
             })?;
+            if super::required_version([encoding]) > header.version {
+                return Err(NnzError::bad_tensor(
+                    &name,
+                    format!(
+                        "encoding {} needs format version {}, the file says {}",
+                        encoding.name(),
+                        super::required_version([encoding]),
+                        header.version
+                    ),
+                ));
+            }
             let rank = c.u8("a tensor rank")? as usize;
             if rank > MAX_RANK {
                 return Err(NnzError::bad_tensor(
@@ -352,7 +364,33 @@ fn check_size(name: &str, encoding: Encoding, n: u64, payload: &[u8]) -> Result<
                 Ok(())
             }
         }
+        Encoding::SharedSparseAc => {
+            let (m, stream_len) = ac_header(&mut Cursor::new(payload, 0))?;
+            let most = (stream_len + 1).saturating_mul(AC_MAX_ENTRIES_PER_BYTE);
+            if m > most || m > n {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("declares {m} entries for {n} elements in a {stream_len}-byte stream"),
+                ));
+            }
+            let reach = (m + 1).saturating_mul(1 << AC_GAP_BITS);
+            if n > reach {
+                too_big(format!("its {m} entries reach at most {reach}"))
+            } else {
+                Ok(())
+            }
+        }
     }
+}
+
+/// The entry count and stream length of a `shared-sparse-ac` payload (codebook skipped).
+fn ac_header(c: &mut Cursor<'_>) -> Result<(u64, u64)> {
+    c.u8("index bits")?;
+    let k = c.u32("codebook size")?;
+    c.bytes(u64::from(k).saturating_mul(4), "the codebook")?;
+    let m = c.u64("entry count")?;
+    let len = c.u64("a stream length")?;
+    Ok((m, len))
 }
 
 /// One tensor record of a parsed file; its payload is decoded on demand.
@@ -547,6 +585,50 @@ pub fn decode_payload(
                             ));
                         }
                     }
+                }
+            }
+        }
+        Encoding::SharedSparseAc => {
+            let bits = c.u8("index bits").map_err(tensor_err)?;
+            let cb = read_codebook(&mut c, name, bits)?;
+            if cb[0].to_bits() != 0 {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    "codebook[0] of a shared-sparse-ac tensor is not 0.0",
+                ));
+            }
+            let m = c.u64("entry count").map_err(tensor_err)?;
+            let len = c.u64("a stream length").map_err(tensor_err)?;
+            let stream = c.bytes(len, "a range-coded stream").map_err(tensor_err)?;
+            if m > (len + 1).saturating_mul(AC_MAX_ENTRIES_PER_BYTE) || m > n as u64 {
+                return Err(NnzError::bad_tensor(
+                    name,
+                    format!("{m} entries cannot fit in {len} bytes and {n} elements"),
+                ));
+            }
+            out.fill(0.0);
+            if m > 0 {
+                let mut model = EntryModel::new(bits);
+                let mut dec = RangeDecoder::new(stream).map_err(tensor_err)?;
+                let mut pos: u64 = 0; // next position
+                for _ in 0..m {
+                    let (gap, idx) = model.decode(&mut dec).map_err(tensor_err)?;
+                    pos += u64::from(gap);
+                    let Some(o) = out.get_mut(pos as usize).filter(|_| pos < n as u64) else {
+                        return Err(NnzError::bad_tensor(
+                            name,
+                            format!("entry position {pos} beyond the {n} elements"),
+                        ));
+                    };
+                    if idx != 0 {
+                        *o = *cb.get(idx as usize).ok_or_else(|| {
+                            NnzError::bad_tensor(
+                                name,
+                                format!("index {idx} outside the codebook of {}", cb.len()),
+                            )
+                        })?;
+                    }
+                    pos += 1;
                 }
             }
         }

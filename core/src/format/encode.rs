@@ -41,6 +41,16 @@ pub enum TensorData {
         /// Gap width in bits (1–16).
         gap_bits: u8,
     },
+    /// Like [`TensorData::SharedSparse`] (codebook entry 0 = 0.0, index 0 = pruned), but the
+    /// non-zero entries are range-coded with adaptive contexts instead of Huffman tables.
+    SharedSparseAc {
+        /// Shared values; `codebook[0]` must be `0.0`; at most `2^index_bits` entries.
+        codebook: Vec<f32>,
+        /// One codebook index per element (0 = zero weight), row-major.
+        indices: Vec<u16>,
+        /// Index width in bits (1–16).
+        index_bits: u8,
+    },
 }
 
 impl TensorData {
@@ -51,6 +61,7 @@ impl TensorData {
             TensorData::RawF16(_) => Encoding::RawF16,
             TensorData::SharedDense { .. } => Encoding::SharedDense,
             TensorData::SharedSparse { .. } => Encoding::SharedSparse,
+            TensorData::SharedSparseAc { .. } => Encoding::SharedSparseAc,
         }
     }
 
@@ -58,9 +69,9 @@ impl TensorData {
     pub fn len(&self) -> usize {
         match self {
             TensorData::RawF32(v) | TensorData::RawF16(v) => v.len(),
-            TensorData::SharedDense { indices, .. } | TensorData::SharedSparse { indices, .. } => {
-                indices.len()
-            }
+            TensorData::SharedDense { indices, .. }
+            | TensorData::SharedSparse { indices, .. }
+            | TensorData::SharedSparseAc { indices, .. } => indices.len(),
         }
     }
 
@@ -145,7 +156,10 @@ impl NnzWriter {
 
         let mut file = Vec::with_capacity(24 + body.len());
         file.extend_from_slice(&MAGIC);
-        file.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // Version 1 unless a tensor needs version 2: older decoders read what they can.
+        let version = super::required_version(self.tensors.iter().map(|t| t.data.encoding()));
+        debug_assert!(version <= FORMAT_VERSION);
+        file.extend_from_slice(&version.to_le_bytes());
         file.extend_from_slice(&0u16.to_le_bytes());
         file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         put_u64(&mut file, body.len() as u64);
@@ -265,6 +279,19 @@ fn validate(t: &TensorRecord) -> Result<()> {
             if codebook[0].to_bits() != 0 {
                 return Err(bad(
                     "codebook[0] of a shared-sparse tensor must be 0.0".into()
+                ));
+            }
+            Ok(())
+        }
+        TensorData::SharedSparseAc {
+            codebook,
+            indices,
+            index_bits,
+        } => {
+            check_codebook(codebook, indices, *index_bits)?;
+            if codebook[0].to_bits() != 0 {
+                return Err(bad(
+                    "codebook[0] of a shared-sparse-ac tensor must be 0.0".into()
                 ));
             }
             Ok(())
@@ -398,6 +425,26 @@ pub fn encode_tensor(tensor: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
             st.codebook_size = codebook.len() as u32;
             st.density = nonzero(codebook, indices) as f64 / n.max(1) as f64;
             st.fillers = entries.iter().filter(|e| e.1 == 0).count() as u64;
+        }
+        TensorData::SharedSparseAc {
+            codebook,
+            indices,
+            index_bits,
+        } => {
+            p.push(*index_bits);
+            put_u32(&mut p, codebook.len() as u32);
+            for c in codebook {
+                p.extend_from_slice(&c.to_le_bytes());
+            }
+            let (m, stream) = super::range::encode_entries(indices, *index_bits);
+            put_u64(&mut p, m);
+            put_u64(&mut p, stream.len() as u64);
+            p.extend_from_slice(&stream);
+            st.bits = *index_bits;
+            st.gap_bits = super::range::AC_GAP_BITS as u8;
+            st.codebook_size = codebook.len() as u32;
+            st.density = nonzero(codebook, indices) as f64 / n.max(1) as f64;
+            st.fillers = m - indices.iter().filter(|&&i| i != 0).count() as u64;
         }
     }
     Ok((p, st))

@@ -9,6 +9,7 @@ pub mod bits;
 pub mod decode;
 pub mod encode;
 pub mod huffman;
+pub mod range;
 
 pub use decode::{NnzReader, TensorView};
 pub use encode::{NnzWriter, TensorData, TensorRecord};
@@ -18,8 +19,19 @@ pub use huffman::HuffmanTable;
 /// catch text-mode transfers).
 pub const MAGIC: [u8; 8] = *b"\x89NNZ\r\n\x1a\n";
 
-/// The format version this build writes, and the highest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The highest format version this build reads and writes. Version 2 added the
+/// `shared-sparse-ac` encoding; a file that does not use it is written as version 1, so older
+/// decoders still read it, and version-1 files decode unchanged.
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The format version a file needs: 2 if any tensor is `shared-sparse-ac`, else 1.
+pub fn required_version(encodings: impl IntoIterator<Item = Encoding>) -> u16 {
+    if encodings.into_iter().any(|e| e == Encoding::SharedSparseAc) {
+        2
+    } else {
+        1
+    }
+}
 
 /// How a tensor's values are stored (the `encoding` byte of a tensor record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,16 +46,21 @@ pub enum Encoding {
     /// Codebook (entry 0 is 0.0) + Huffman-coded indices of the stored entries + Huffman-coded
     /// relative positions (gaps) of fixed width, with filler zeros for long gaps.
     SharedSparse = 3,
+    /// Codebook (entry 0 is 0.0) + the non-zero weights' gaps and indices, range-coded with
+    /// adaptive binary contexts (no code tables; format version 2).
+    SharedSparseAc = 4,
 }
 
 impl Encoding {
-    /// Name used in reports and metadata (`raw-f32`, `raw-f16`, `shared-dense`, `shared-sparse`).
+    /// Name used in reports and metadata (`raw-f32`, `raw-f16`, `shared-dense`, `shared-sparse`,
+    /// `shared-sparse-ac`).
     pub fn name(self) -> &'static str {
         match self {
             Encoding::RawF32 => "raw-f32",
             Encoding::RawF16 => "raw-f16",
             Encoding::SharedDense => "shared-dense",
             Encoding::SharedSparse => "shared-sparse",
+            Encoding::SharedSparseAc => "shared-sparse-ac",
         }
     }
 
@@ -54,6 +71,7 @@ impl Encoding {
             1 => Encoding::RawF16,
             2 => Encoding::SharedDense,
             3 => Encoding::SharedSparse,
+            4 => Encoding::SharedSparseAc,
             _ => return None,
         })
     }

@@ -2,7 +2,7 @@
 
 use crate::compress::kmeans::KmeansInit;
 use crate::compress::pipeline::{
-    CompressConfig, PruneRule, compress_weights_with, is_prunable_shape,
+    Coder, CompressConfig, PruneRule, compress_weights_with, is_prunable_shape,
 };
 use crate::compress::retrain::{BudgetStep, prune_to_budget};
 use crate::compress::retrain::{
@@ -109,6 +109,10 @@ pub struct CompressArgs {
     /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
     #[arg(long)]
     pub raw_f16: bool,
+    /// Entropy coders: auto (Huffman or adaptive range coding, whichever is smaller per tensor;
+    /// range coding needs format version 2) or huffman (version-1 files) [default: auto].
+    #[arg(long, value_enum)]
+    pub coder: Option<Coder>,
     /// Choose the per-layer densities automatically: prune as far as this accuracy loss allows
     /// (percentage points, on --budget-split; needs --data; replaces --density / --quality /
     /// --paper-densities).
@@ -179,6 +183,8 @@ pub struct CompressSettings {
     pub temperature: f64,
     /// Raw tensors as f16.
     pub raw_f16: bool,
+    /// Entropy coders to choose from.
+    pub coder: Coder,
     /// Accuracy budget in percentage points: densities are chosen to fit it.
     pub max_accuracy_drop: Option<f64>,
     /// Where the budget is measured.
@@ -255,6 +261,7 @@ impl Default for CompressSettings {
             distill: 0.0,
             temperature: 4.0,
             raw_f16: false,
+            coder: Coder::Auto,
             max_accuracy_drop: None,
             budget_split: BudgetSplit::Test,
         }
@@ -305,7 +312,8 @@ impl CompressSettings {
             fine_tune_lr,
             batch,
             distill,
-            temperature
+            temperature,
+            coder
         );
         if args.paper_densities.is_some() {
             s.paper_densities = args.paper_densities.clone();
@@ -396,6 +404,7 @@ fn config(s: &CompressSettings) -> Result<CompressConfig> {
         init: s.init.parse::<KmeansInit>()?,
         seed: s.seed,
         raw_f16: s.raw_f16,
+        coder: s.coder,
         ..Default::default()
     };
     if let Some(q) = s.quality {
@@ -777,11 +786,14 @@ fn write_histograms(
         let (codebook, indices, sparse) = match &rec.data {
             TensorData::SharedSparse {
                 codebook, indices, ..
+            }
+            | TensorData::SharedSparseAc {
+                codebook, indices, ..
             } => (codebook, indices, true),
             TensorData::SharedDense {
                 codebook, indices, ..
             } => (codebook, indices, false),
-            _ => continue,
+            TensorData::RawF32(_) | TensorData::RawF16(_) => continue,
         };
         let stored: Vec<f32> = indices
             .iter()

@@ -43,6 +43,29 @@ pub struct CompressConfig {
     pub min_shared_elements: usize,
     /// Store the raw tensors (biases, BatchNorm parameters, small weights) as f16 instead of f32.
     pub raw_f16: bool,
+    /// Entropy coders to choose from, per tensor, by size.
+    pub coder: Coder,
+}
+
+/// Which entropy coders a shared tensor may use; the smallest payload wins.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Coder {
+    /// The paper's Huffman coding (format version 1) or adaptive range coding (version 2).
+    #[default]
+    Auto,
+    /// Huffman only: files any version-1 decoder reads.
+    Huffman,
 }
 
 impl Default for CompressConfig {
@@ -57,6 +80,7 @@ impl Default for CompressConfig {
             seed: 0,
             min_shared_elements: 256,
             raw_f16: false,
+            coder: Coder::Auto,
         }
     }
 }
@@ -209,6 +233,9 @@ pub fn compress_weights_with(
                     let mut c: Vec<TensorData> =
                         gap_widths(cfg).map(|g| layer.to_tensor_data(g)).collect();
                     c.push(dense.to_tensor_data(0));
+                    if cfg.coder == Coder::Auto {
+                        c.extend(layer.to_ac_tensor_data());
+                    }
                     c
                 }
                 None => {
@@ -222,6 +249,9 @@ pub fn compress_weights_with(
                     let mut c = Vec::new();
                     let layer = share_weights(&values, bits, true, cfg.init, cfg.seed)?;
                     c.extend(gap_widths(cfg).map(|g| layer.to_tensor_data(g)));
+                    if cfg.coder == Coder::Auto {
+                        c.extend(layer.to_ac_tensor_data());
+                    }
                     let layer = share_weights(&values, bits, false, cfg.init, cfg.seed)?;
                     c.push(layer.to_tensor_data(0));
                     c
@@ -232,6 +262,9 @@ pub fn compress_weights_with(
                     indices, codebook, ..
                 }
                 | TensorData::SharedDense {
+                    indices, codebook, ..
+                }
+                | TensorData::SharedSparseAc {
                     indices, codebook, ..
                 } => {
                     let mask: Vec<bool> = indices

@@ -44,6 +44,15 @@ impl SharedLayer {
             }
         }
     }
+
+    /// The range-coded payload (`shared-sparse-ac`, format version 2), for sparse layers only.
+    pub fn to_ac_tensor_data(&self) -> Option<TensorData> {
+        self.sparse.then(|| TensorData::SharedSparseAc {
+            codebook: self.codebook.clone(),
+            indices: self.indices.clone(),
+            index_bits: self.bits,
+        })
+    }
 }
 
 /// Clusters a layer's weights into `2^bits` shared values. With `sparse`, exact zeros stay zero
