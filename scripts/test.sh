@@ -12,3 +12,9 @@ fi
 # One build of everything, then the tests (dev profile: dependencies optimised, see Cargo.toml).
 cargo build --workspace --all-targets
 cargo test --workspace
+
+# Mobile step (separate, after the cargo tests): the Kotlin bindings on the JVM — JUnit 5 through
+# JNA against target/debug/libnnzip.so, built above — and the Android app's Kotlin compiled against
+# the Android API jar. Reuses the build above (no second compile of tract). See mobile/README.md.
+echo "== mobile: Kotlin bindings on the JVM + Android compile check (scripts/test-mobile.sh) =="
+bash scripts/test-mobile.sh

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the host shared library with the phone profile (`mobile`: opt-level s, fat LTO, one
+# codegen unit, panic = unwind) and prints its stripped size against the 6 MB goal, the sizes of
+# its sections and the crates whose code dominates it.
+#
+#   bash scripts/lib-size.sh
+#
+# The build keeps its symbols (CARGO_PROFILE_MOBILE_STRIP=false) so that they can be attributed to
+# crates; the size printed is that of a `strip --strip-all` copy, which is what the profile's
+# `strip = true` ships. A host (x86_64 Linux) build stands in for the phone ABIs: arm64 code is of
+# similar size (armeabi-v7a's Thumb-2 somewhat smaller).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Only the cdylib: nothing else is shipped, and the rlib would add fat-LTO work for nothing.
+CARGO_PROFILE_MOBILE_STRIP=false cargo rustc -p nnzip-bindings --lib --profile mobile --crate-type cdylib
+LIB=target/mobile/libnnzip.so
+[ -f "$LIB" ] || { echo "lib-size.sh: $LIB not built (this script measures Linux ELF builds)" >&2; exit 1; }
+STRIPPED=target/mobile/libnnzip.stripped.so
+strip --strip-all -o "$STRIPPED" "$LIB"
+BYTES=$(wc -c < "$STRIPPED")
+awk -v b="$BYTES" 'BEGIN { printf "lib-size.sh: stripped libnnzip.so (profile mobile, x86_64): %d bytes = %.2f MB (goal: at most 6 MB)\n", b, b / 1e6 }'
+if [ "$BYTES" -le 6000000 ]; then echo "lib-size.sh: within the goal"; else echo "lib-size.sh: OVER the goal"; fi
+
+echo
+echo "Largest sections (bytes):"
+size -A "$STRIPPED" | awk '$2 ~ /^[0-9]+$/ && $2 > 50000 { printf "  %-20s %10d\n", $1, $2 }' | sort -k2 -nr
+
+echo
+echo "Code and constants by crate (symbol sizes; generic code counts for the crate that defines it):"
+nm -S -C --defined-only "$LIB" | awk '
+  function hex(s,   i, n) { n = 0; for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return n }
+  NF >= 4 && $2 ~ /^[0-9a-f]+$/ {
+    size = hex($2)
+    name = $0
+    sub(/^[^ ]+ [^ ]+ [^ ]+ /, "", name)
+    sub(/^(<|&|\*const |\*mut |dyn |\(|\[)+/, "", name)
+    crate = name
+    if (match(name, /^[A-Za-z_][A-Za-z0-9_]*::/)) crate = substr(name, 1, RLENGTH - 2)
+    else crate = "(C / unnamed)"
+    total[crate] += size; all += size
+  }
+  END {
+    for (c in total) printf "  %-28s %10d  %5.1f%%\n", c, total[c], 100 * total[c] / all
+    printf "  %-28s %10d\n", "(all symbols)", all > "/dev/stderr"
+  }' 2>/tmp/lib-size-total.$$ | sort -k2 -nr | head -20
+cat /tmp/lib-size-total.$$; rm -f /tmp/lib-size-total.$$

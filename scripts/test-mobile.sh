@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The Kotlin side, tested on the JVM (scripts/test.sh runs this after the cargo tests):
+#   mobile/jvm           generates the bindings (scripts/bindings.sh), packs EfficientNet-Lite0 and
+#                        LeNet-5 from ../shared/models with `nnzip pack`, runs the JUnit 5 tests against
+#                        the real target/debug/libnnzip.so through JNA;
+#   mobile/android-check compiles the Android app's Kotlin against Robolectric's android-all jar.
+#
+# Needs: Rust, JDK 17, Maven 3.8+ (plugins and jars come from Maven Central),
+# ../shared/{models,images} (or NNZIP_SHARED), Debian's dataset-fashion-mnist.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+SHARED="${NNZIP_SHARED:-$ROOT/../shared}"
+
+for tool in java mvn; do
+  command -v "$tool" >/dev/null || { echo "test-mobile.sh: $tool not found: install JDK 17 and Maven (apt-get install openjdk-17-jdk-headless maven)" >&2; exit 1; }
+done
+[ -f "$SHARED/models/efficientnet_lite0.onnx" ] || { echo "test-mobile.sh: $SHARED/models/efficientnet_lite0.onnx not found: put shared/ beside the project or set NNZIP_SHARED" >&2; exit 1; }
+
+mvn -B -ntp -f mobile/pom.xml test -Dnnzip.root="$ROOT" -Dnnzip.shared="$SHARED"
+echo "test-mobile.sh: JVM tests passed and the Android app's Kotlin compiles (reports: mobile/jvm/target/surefire-reports)"
