@@ -66,10 +66,13 @@ fn efficientnet() -> &'static Arc<Classifier> {
     })
 }
 
+/// A core error and the check its binding variant must pass.
+type MappingCase = (NnzError, fn(&NnzipError) -> bool);
+
 #[test]
 fn every_core_error_maps_to_a_named_variant_and_keeps_its_message() {
     let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-    let cases: Vec<(NnzError, fn(&NnzipError) -> bool)> = vec![
+    let cases: Vec<MappingCase> = vec![
         (NnzError::NotNnz, |e| matches!(e, NnzipError::BadFile(_))),
         (
             NnzError::UnsupportedVersion {
