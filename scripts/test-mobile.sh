@@ -12,9 +12,13 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 SHARED="${NNZIP_SHARED:-$ROOT/../shared}"
 
-for tool in java mvn; do
-  command -v "$tool" >/dev/null || { echo "test-mobile.sh: $tool not found: install JDK 17 and Maven (apt-get install openjdk-17-jdk-headless maven)" >&2; exit 1; }
-done
+# JDK 17 and Maven from Debian when missing (as root, or through sudo).
+if ! command -v javac >/dev/null || ! command -v mvn >/dev/null; then
+  echo "test-mobile.sh: installing JDK 17 and Maven from Debian"
+  if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven
+fi
 [ -f "$SHARED/models/efficientnet_lite0.onnx" ] || { echo "test-mobile.sh: $SHARED/models/efficientnet_lite0.onnx not found: put shared/ beside the project or set NNZIP_SHARED" >&2; exit 1; }
 
 mvn -B -ntp -f mobile/pom.xml test -Dnnzip.root="$ROOT" -Dnnzip.shared="$SHARED"
