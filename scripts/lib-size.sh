@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds the host shared library with the phone profile (`mobile`: opt-level s, fat LTO, one
-# codegen unit, panic = unwind) and prints its stripped size against the 6 MB goal, the sizes of
-# its sections and the crates whose code dominates it.
+# Builds the host shared library with the phone profile (`mobile` in Cargo.toml: opt-level z, fat
+# LTO, one codegen unit, panic = unwind) and prints its stripped size against the 6 MB goal, the
+# sizes of its sections and the crates whose code dominates it.
 #
 #   bash scripts/lib-size.sh
+#   CARGO_PROFILE_MOBILE_PANIC=abort bash scripts/lib-size.sh      # try another setting
 #
 # The build keeps its symbols (CARGO_PROFILE_MOBILE_STRIP=false) so that they can be attributed to
 # crates; the size printed is that of a `strip --strip-all` copy, which is what the profile's
-# `strip = true` ships. A host (x86_64 Linux) build stands in for the phone ABIs: arm64 code is of
-# similar size (armeabi-v7a's Thumb-2 somewhat smaller).
+# `strip = true` ships. Attribution is by symbol name after LTO inlining, so it is approximate.
+# A host (x86_64 Linux) build stands in for the phone ABIs, which cannot be built here (no Android
+# targets or NDK); it overstates them somewhat: rustfft (pulled in by tract-core, default features)
+# compiles both its AVX and SSE planners on x86_64, and only its NEON one on arm64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
