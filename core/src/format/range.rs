@@ -350,7 +350,7 @@ mod tests {
         // Garbage decodes to something or fails, never panics.
         for seed in 0..200u32 {
             let mut g: Vec<u8> = (0..64)
-                .map(|i| ((i as u32 * 2654435761u32) ^ seed) as u8)
+                .map(|i| ((i as u32).wrapping_mul(2654435761u32) ^ seed) as u8)
                 .collect();
             g[0] = 0;
             let mut model = EntryModel::new(5);
