@@ -523,24 +523,27 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             // Densities are chosen to fit the budget on the test split (the reference models were
             // trained on every training image, so no training image is unseen), or on a split
             // held out of the training data.
-            let val = match s.budget_split {
-                BudgetSplit::Test => test.clone(),
+            let holdout;
+            let val: &data::Dataset = match s.budget_split {
+                BudgetSplit::Test => &test,
                 BudgetSplit::Holdout => {
-                    let (train_part, val) =
+                    let (train_part, held) =
                         train_set.split_validation(VALIDATION_FRACTION, s.seed)?;
                     train_set = train_part;
-                    val
+                    holdout = held;
+                    &holdout
                 }
             };
-            let baseline = crate::train::evaluate(&exec, &val, 1000, false)?.accuracy;
-            let report = sensitivity(&exec, &prunable, DEFAULT_LADDER, &val, !args.json)?;
+            // The sensitivity report's baseline is the unpruned model's accuracy on `val`.
+            let report = sensitivity(&exec, &prunable, DEFAULT_LADDER, val, !args.json)?;
+            let baseline = report.baseline;
             let (masks, steps) = prune_to_budget(
                 &exec,
                 &report,
                 baseline,
                 budget_pp / 100.0 * PRUNING_SHARE_OF_BUDGET,
                 &train_set,
-                &val,
+                val,
                 &rc,
                 |step| {
                     if !args.json {

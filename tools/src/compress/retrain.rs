@@ -4,7 +4,7 @@
 //! assignment stays fixed).
 
 use super::pipeline::{CompressConfig, PruneRule};
-use super::prune::{mask_by_density, mask_by_quality};
+use super::prune::{apply_mask, mask_by_density, mask_by_quality};
 use super::share::{SharedLayer, cluster_gradient_sums, share_weights};
 use crate::data::Dataset;
 use crate::onnx::GraphExecutor;
@@ -143,6 +143,23 @@ fn train_config(rc: &RetrainConfig, epochs: usize, lr: f64, seed: u64) -> TrainC
     }
 }
 
+/// Prunes `name` to `density` by magnitude (pruned weights become exactly zero) and registers the
+/// mask with `opt`, so retraining keeps them zero. Returns the mask (true = kept).
+fn prune_layer(
+    exec: &GraphExecutor,
+    name: &str,
+    density: f64,
+    opt: &mut Optimizer,
+) -> Result<Vec<bool>> {
+    let mut w = values(exec, name)?;
+    let mask = mask_by_density(&w, density)?;
+    apply_mask(&mut w, &mask);
+    set_values(exec, name, w)?;
+    let p = exec.param(name).context("pruned tensor")?.clone();
+    opt.set_mask(&p, mask_tensor(exec, name, &mask)?)?;
+    Ok(mask)
+}
+
 /// Prunes every tensor in `targets` to its density in `rc.rounds` rounds, retraining on `data`
 /// after each with the masks fixed (no retraining without data). `after_round(r)` is called after
 /// each round (for measurements). Returns the final masks (true = kept).
@@ -159,17 +176,7 @@ pub fn prune_and_retrain(
         let mut opt = Optimizer::new(OptimizerConfig::default());
         for (name, &target) in targets {
             let d = rc.schedule.density(target, r, rounds);
-            let mut w = values(exec, name)?;
-            let mask = mask_by_density(&w, d)?;
-            for (v, &k) in w.iter_mut().zip(&mask) {
-                if !k {
-                    *v = 0.0;
-                }
-            }
-            set_values(exec, name, w)?;
-            let p = exec.param(name).context("pruned tensor")?.clone();
-            opt.set_mask(&p, mask_tensor(exec, name, &mask)?)?;
-            masks.insert(name.clone(), mask);
+            masks.insert(name.clone(), prune_layer(exec, name, d, &mut opt)?);
         }
         if let Some(data) = data
             && rc.epochs_per_round > 0
@@ -374,17 +381,7 @@ pub fn prune_to_budget(
         let mut opt = Optimizer::new(OptimizerConfig::default());
         let mut level_masks = BTreeMap::new();
         for (name, &d) in next {
-            let mut w = values(exec, name)?;
-            let mask = mask_by_density(&w, d)?;
-            for (v, &k) in w.iter_mut().zip(&mask) {
-                if !k {
-                    *v = 0.0;
-                }
-            }
-            set_values(exec, name, w)?;
-            let p = exec.param(name).context("pruned tensor")?.clone();
-            opt.set_mask(&p, mask_tensor(exec, name, &mask)?)?;
-            level_masks.insert(name.clone(), mask);
+            level_masks.insert(name.clone(), prune_layer(exec, name, d, &mut opt)?);
         }
         if rc.epochs_per_round > 0 {
             let cfg = train_config(rc, rc.epochs_per_round, rc.lr, rc.seed + seed);
