@@ -349,6 +349,14 @@ fn stream(symbols: impl Iterator<Item = u16>, table: &HuffmanTable) -> Result<Ve
     Ok(w.finish())
 }
 
+/// Writes `u32 k` then the `k` codebook values as f32.
+fn put_codebook(p: &mut Vec<u8>, codebook: &[f32]) {
+    put_u32(p, codebook.len() as u32);
+    for c in codebook {
+        p.extend_from_slice(&c.to_le_bytes());
+    }
+}
+
 /// Encodes one tensor's payload (the bytes after the record header) and its statistics.
 pub fn encode_tensor(tensor: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
     validate(tensor)?;
@@ -383,10 +391,7 @@ pub fn encode_tensor(tensor: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
             index_bits,
         } => {
             p.push(*index_bits);
-            put_u32(&mut p, codebook.len() as u32);
-            for c in codebook {
-                p.extend_from_slice(&c.to_le_bytes());
-            }
+            put_codebook(&mut p, codebook);
             let (table, _) = huffman_for(indices.iter().copied(), codebook.len())?;
             write_table(&mut p, &table);
             let s = stream(indices.iter().copied(), &table)?;
@@ -405,10 +410,7 @@ pub fn encode_tensor(tensor: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
             let entries = sparse_entries(indices, *gap_bits);
             p.push(*index_bits);
             p.push(*gap_bits);
-            put_u32(&mut p, codebook.len() as u32);
-            for c in codebook {
-                p.extend_from_slice(&c.to_le_bytes());
-            }
+            put_codebook(&mut p, codebook);
             put_u64(&mut p, entries.len() as u64);
             let (itable, _) = huffman_for(entries.iter().map(|e| e.1), codebook.len())?;
             let (gtable, _) = huffman_for(entries.iter().map(|e| e.0), 1 << gap_bits)?;
@@ -432,10 +434,7 @@ pub fn encode_tensor(tensor: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
             index_bits,
         } => {
             p.push(*index_bits);
-            put_u32(&mut p, codebook.len() as u32);
-            for c in codebook {
-                p.extend_from_slice(&c.to_le_bytes());
-            }
+            put_codebook(&mut p, codebook);
             let (m, stream) = super::range::encode_entries(indices, *index_bits);
             put_u64(&mut p, m);
             put_u64(&mut p, stream.len() as u64);
