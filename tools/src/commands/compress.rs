@@ -1,10 +1,8 @@
 //! `nnzip compress MODEL.onnx -o MODEL.nnz`: prune, share weights, Huffman-code (one shot).
 
 use crate::compress::kmeans::KmeansInit;
-use crate::compress::pipeline::{
-    Coder, CompressConfig, PruneRule, compress_weights_with, is_prunable_shape,
-};
-use crate::compress::retrain::{BudgetStep, prune_to_budget};
+use crate::compress::pipeline::{Coder, CompressConfig, PruneRule, compress_weights_with};
+use crate::compress::retrain::{BudgetStep, prunable_tensors, prune_to_budget};
 use crate::compress::retrain::{
     PruneSchedule, RetrainConfig, fine_tune_layers, prune_and_retrain, share_layers,
     target_densities,
@@ -494,11 +492,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
                 stages.push((what, acc));
                 Ok(())
             };
-        let prunable: Vec<String> = exec
-            .trainable()
-            .filter(|p| is_prunable_shape(p.var.rank(), p.var.elem_count(), &cfg))
-            .map(|p| p.name.clone())
-            .collect();
+        let prunable = prunable_tensors(&exec, &cfg);
         if prunable.is_empty() {
             bail!(
                 "{}: the model has no prunable tensor (convolution or fully connected weights with ≥ {} elements): nothing to compress",

@@ -2,7 +2,8 @@
 //! print the accuracy table, plot the curves, and suggest per-layer densities for a budget.
 
 use super::data_args::DataArgs;
-use crate::compress::pipeline::{CompressConfig, is_prunable_shape};
+use crate::compress::pipeline::CompressConfig;
+use crate::compress::retrain::prunable_tensors;
 use crate::compress::sensitivity::{DEFAULT_LADDER, check_ladder, sensitivity};
 use crate::data::Split;
 use crate::onnx::GraphExecutor;
@@ -70,11 +71,7 @@ pub fn run(args: &SensitivityArgs) -> Result<()> {
         min_shared_elements: args.min_elements,
         ..Default::default()
     };
-    let tensors: Vec<String> = exec
-        .trainable()
-        .filter(|p| is_prunable_shape(p.var.rank(), p.var.elem_count(), &cfg))
-        .map(|p| p.name.clone())
-        .collect();
+    let tensors = prunable_tensors(&exec, &cfg);
     if tensors.is_empty() {
         bail!(
             "{}: no prunable tensor (convolution or fully connected weights with ≥ {} elements)",

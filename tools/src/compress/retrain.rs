@@ -98,6 +98,15 @@ fn set_values(exec: &GraphExecutor, name: &str, v: Vec<f32>) -> Result<()> {
     Ok(())
 }
 
+/// The model's tensors that are pruned and shared under `cfg` (convolution and fully connected
+/// weights, [`super::pipeline::is_prunable_shape`]), in initializer order.
+pub fn prunable_tensors(exec: &GraphExecutor, cfg: &CompressConfig) -> Vec<String> {
+    exec.trainable()
+        .filter(|p| super::pipeline::is_prunable_shape(p.var.rank(), p.var.elem_count(), cfg))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// Final density per prunable tensor, from `cfg`'s rules applied to the current (dense) weights:
 /// a quality rule becomes the density its threshold `q × std` gives.
 pub fn target_densities(
