@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use nnzip_tools::commands::{
-    classify, compress, decompress, eval, init, inspect, pack, sensitivity, train,
+    bench, classify, compress, decompress, eval, init, inspect, pack, sensitivity, train,
 };
 use std::process::ExitCode;
 
@@ -34,6 +34,8 @@ enum Command {
     Sensitivity(sensitivity::SensitivityArgs),
     /// Train an ONNX classifier on labelled data and write it back as ONNX.
     Train(train::TrainArgs),
+    /// Time loading and batch-1 inference of a model in the core runtime.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Init(a) => init::run(a),
         Command::Train(a) => train::run(a),
         Command::Sensitivity(a) => sensitivity::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

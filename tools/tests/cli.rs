@@ -68,6 +68,17 @@ fn pack_inspect_classify_decompress() {
     assert_eq!(v["top"][0]["label"], "espresso", "{out}");
     assert_eq!(v["top"].as_array().unwrap().len(), 3);
 
+    let (ok, out, err) = nnzip(&["bench", &nnz_s, "--runs", "3", "--loads", "1", "--json"]);
+    assert!(ok, "bench failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(
+        v["input_shape"],
+        serde_json::json!([1, 3, 224, 224]),
+        "{out}"
+    );
+    assert!(v["latency_ms"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(v["load_ms"].as_f64().unwrap() > 0.0, "{out}");
+
     let onnx = tmp("effnet.onnx");
     let (ok, _, err) = nnzip(&["decompress", &nnz_s, "-o", &onnx.display().to_string()]);
     assert!(ok, "decompress failed: {err}");

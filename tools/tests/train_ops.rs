@@ -418,3 +418,26 @@ fn unsupported_ops_are_refused_up_front_with_op_and_node_names() {
         "{err}"
     );
 }
+
+#[test]
+fn batch_one_exports_reshape_mini_batches_along_the_batch_axis() {
+    // Exported at batch 1 (EfficientNet-Lite0 in ../shared/models ends in Reshape [1, -1]): a
+    // mini-batch of 3 must come out as [3, 4], not [1, 12].
+    let n = node("Reshape", "reshape", &["x", "shape"], &["y"], vec![]);
+    let model = single_node_model(n, &[1, 4, 1, 1], vec![int_tensor("shape", &[2], &[1, -1])]);
+    let exec = GraphExecutor::new(model, "batch-1 export").unwrap();
+    let x = Tensor::arange(0f32, 12.0, exec.device())
+        .unwrap()
+        .reshape((3, 4, 1, 1))
+        .unwrap();
+    let y = exec.forward(&x, Mode::Eval).unwrap();
+    assert_eq!(y.dims(), &[3, 4]);
+    let one = exec
+        .forward(&x.narrow(0, 1, 1).unwrap(), Mode::Eval)
+        .unwrap();
+    assert_eq!(one.dims(), &[1, 4]);
+    assert_eq!(
+        one.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![4.0, 5.0, 6.0, 7.0]
+    );
+}

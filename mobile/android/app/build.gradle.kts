@@ -3,7 +3,8 @@
 // Before compiling, three tasks run the Rust side from the workspace root (two levels up):
 //   cargoNdk       cargo-ndk builds libnnzip.so (profile `mobile`) for arm64-v8a, armeabi-v7a, x86_64
 //   uniffiBindings scripts/bindings.sh: the workspace's host build, then the Kotlin bindings into target/bindings/kotlin
-//   packModel      target/debug/nnzip pack (or $NNZIP_MODEL if set) makes the bundled assets/model.nnz
+//   packModel      scripts/compress-efficientnet.sh (or $NNZIP_MODEL if set) makes the bundled assets/model.nnz:
+//                  EfficientNet-Lite0 compressed without labels, cached in out/ (the first run takes ~25 min)
 // Needs: Android SDK + NDK (ANDROID_NDK_HOME), `cargo install cargo-ndk`,
 // `rustup target add aarch64-linux-android armv7-linux-androideabi x86_64-linux-android`.
 plugins {
@@ -78,9 +79,7 @@ val uniffiBindings by tasks.registering(Exec::class) {
 }
 
 val packModel by tasks.registering(Exec::class) {
-    description = "Packs the bundled model into assets/model.nnz (or copies \$NNZIP_MODEL)."
-    // target/debug/nnzip comes from the workspace build that uniffiBindings runs.
-    dependsOn(uniffiBindings)
+    description = "Bundles the compressed EfficientNet-Lite0 as assets/model.nnz (or copies \$NNZIP_MODEL)."
     workingDir = workspace
     val out = assetsOut.get().asFile.resolve("model.nnz")
     doFirst { out.parentFile.mkdirs() }
@@ -88,10 +87,11 @@ val packModel by tasks.registering(Exec::class) {
     if (given != null) {
         commandLine("cp", given, out.absolutePath)
     } else {
+        // Compresses once into out/ (kept between builds), then copies.
+        environment("NNZIP_SHARED", shared.path)
         commandLine(
-            workspace.resolve("target/debug/nnzip").path,
-            "pack", shared.resolve("models/efficientnet_lite0.onnx").path, "-o", out.absolutePath,
-            "--preprocess", "efficientnet-lite", "--labels", shared.resolve("models/imagenet_labels.txt").path,
+            "bash", "-c",
+            "bash scripts/compress-efficientnet.sh out/efficientnet_lite0.nnz && cp out/efficientnet_lite0.nnz '${out.absolutePath}'",
         )
     }
 }

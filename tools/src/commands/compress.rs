@@ -1,7 +1,9 @@
 //! `nnzip compress MODEL.onnx -o MODEL.nnz`: prune, share weights, Huffman-code (one shot).
 
 use crate::compress::kmeans::KmeansInit;
-use crate::compress::pipeline::{Coder, CompressConfig, PruneRule, compress_weights_with};
+use crate::compress::pipeline::{
+    Coder, CompressConfig, LayerReport, PruneRule, compress_weights_with,
+};
 use crate::compress::retrain::{BudgetStep, prunable_tensors, prune_to_budget};
 use crate::compress::retrain::{
     PruneSchedule, RetrainConfig, fine_tune_layers, prune_and_retrain, share_layers,
@@ -125,6 +127,39 @@ pub struct CompressArgs {
     /// pruning (and retraining), and those again with the shared centroids marked.
     #[arg(long)]
     pub plots: Option<PathBuf>,
+    /// Compress without labels: a folder of photos (any photos, searched recursively) on which
+    /// the dense model is the teacher; bits per layer are chosen by agreement with it.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// With --calibration: photos never used for a decision, on which agreement is reported.
+    #[arg(long)]
+    pub holdout: Option<PathBuf>,
+    /// With --calibration: views per photo (the photo itself plus random crops and mirror
+    /// images) [default: 8].
+    #[arg(long)]
+    pub views: Option<usize>,
+    /// With --calibration: the smallest top-1 agreement with the dense model on the calibration
+    /// views, in percent [default: 99.5].
+    #[arg(long)]
+    pub min_agreement: Option<f64>,
+    /// With --calibration: make the file this many times smaller than the ONNX file, with the
+    /// best agreement that size allows (instead of the smallest file that reaches
+    /// --min-agreement).
+    #[arg(long)]
+    pub target_ratio: Option<f64>,
+    /// With --calibration: how layers are shared: uniform (a grid, entropy-coded; smaller at the
+    /// same error) or kmeans (the paper's, exact 1-D) [default: uniform].
+    #[arg(long, value_enum)]
+    pub quantizer: Option<QuantizerKind>,
+    /// With --calibration and --quantizer kmeans: bit widths tried per layer, most first
+    /// [default: 8,6,5,4,3].
+    #[arg(long, value_delimiter = ',')]
+    pub bits_ladder: Option<Vec<u8>>,
+    /// With --calibration and --quantizer uniform: grid steps tried per layer, in standard
+    /// deviations of the layer, finest first, after 8-bit k-means (which keeps layers whose
+    /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6].
+    #[arg(long, value_delimiter = ',')]
+    pub grid_steps: Option<Vec<f64>>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -187,6 +222,34 @@ pub struct CompressSettings {
     pub max_accuracy_drop: Option<f64>,
     /// Where the budget is measured.
     pub budget_split: BudgetSplit,
+    /// Unlabelled photos to compress against the dense model.
+    pub calibration: Option<PathBuf>,
+    /// Unlabelled photos to report agreement on.
+    pub holdout: Option<PathBuf>,
+    /// Views per photo.
+    pub views: usize,
+    /// Smallest top-1 agreement on the calibration views, percent.
+    pub min_agreement: f64,
+    /// Bit widths tried per layer.
+    pub bits_ladder: Vec<u8>,
+    /// Size goal: times smaller than the ONNX file.
+    pub target_ratio: Option<f64>,
+    /// How layers are shared in label-free compression.
+    pub quantizer: QuantizerKind,
+    /// Grid steps tried per layer (uniform quantizer), in standard deviations.
+    pub grid_steps: Vec<f64>,
+}
+
+/// The quantizer of label-free compression.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantizerKind {
+    /// A uniform grid per layer, entropy-coded.
+    Uniform,
+    /// Exact 1-D k-means per layer (the paper's weight sharing).
+    Kmeans,
 }
 
 /// The images on which `--max-accuracy-drop` is measured.
@@ -262,6 +325,14 @@ impl Default for CompressSettings {
             coder: Coder::Auto,
             max_accuracy_drop: None,
             budget_split: BudgetSplit::Test,
+            calibration: None,
+            holdout: None,
+            views: 8,
+            min_agreement: 99.5,
+            bits_ladder: vec![8, 6, 5, 4, 3],
+            target_ratio: None,
+            quantizer: QuantizerKind::Uniform,
+            grid_steps: vec![0.04, 0.08, 0.15, 0.3, 0.6],
         }
     }
 }
@@ -303,6 +374,16 @@ impl CompressSettings {
             rounds,
             retrain_epochs
         );
+        take!(views, min_agreement, bits_ladder, quantizer, grid_steps);
+        if args.calibration.is_some() {
+            s.calibration = args.calibration.clone();
+        }
+        if args.holdout.is_some() {
+            s.holdout = args.holdout.clone();
+        }
+        if args.target_ratio.is_some() {
+            s.target_ratio = args.target_ratio;
+        }
         take!(
             retrain_lr,
             schedule,
@@ -366,6 +447,45 @@ impl CompressSettings {
         }
         if s.batch == 0 {
             bail!("batch must be at least 1");
+        }
+        if s.calibration.is_some() && s.data.is_some() {
+            bail!("give either --data (labelled) or --calibration (unlabelled photos), not both");
+        }
+        if s.holdout.is_some() && s.calibration.is_none() {
+            bail!("holdout photos only make sense with --calibration");
+        }
+        if !(s.min_agreement.is_finite() && (0.0..=100.0).contains(&s.min_agreement)) {
+            bail!(
+                "min-agreement must be a percentage from 0 to 100, got {}",
+                s.min_agreement
+            );
+        }
+        if let Some(r) = s.target_ratio {
+            if !(r.is_finite() && r >= 1.0) {
+                bail!("target-ratio must be a number ≥ 1, got {r}");
+            }
+            if s.calibration.is_none() {
+                bail!("target-ratio works with --calibration");
+            }
+        }
+        if s.views == 0 {
+            bail!("views must be at least 1");
+        }
+        if s.grid_steps.is_empty()
+            || s.grid_steps
+                .iter()
+                .any(|g| !(g.is_finite() && *g > 0.001 && *g <= 10.0))
+        {
+            bail!(
+                "grid-steps must list steps from 0.001 to 10 standard deviations, got {:?}",
+                s.grid_steps
+            );
+        }
+        if s.bits_ladder.is_empty() || s.bits_ladder.iter().any(|b| !(2..=12).contains(b)) {
+            bail!(
+                "bits-ladder must list bit widths from 2 to 12, got {:?}",
+                s.bits_ladder
+            );
         }
         if let Some(b) = s.max_accuracy_drop {
             if !(b.is_finite() && b >= 0.0) {
@@ -445,6 +565,9 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         labels,
         f16: false,
     };
+    if s.calibration.is_some() {
+        return super::compress_calibrated::run(args, s, &cfg, &onnx, &opts);
+    }
     // With data, the retraining stages run on the training engine; the weights they leave
     // (pruned, shared, fine-tuned) are what gets encoded.
     let retrain = s.data.is_some() && (s.retrain_epochs > 0 || s.fine_tune_epochs > 0);
@@ -666,36 +789,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let mut t = Table::new(&[
-        "tensor", "shape", "kept", "bits", "gap bits", "encoding", "dense B", "stored B", "ratio",
-    ]);
-    for r in &reports {
-        t.row(vec![
-            r.name.clone(),
-            format!("{:?}", r.shape),
-            format!("{:.1}%", r.density * 100.0),
-            if r.bits > 0 {
-                r.bits.to_string()
-            } else if r.encoding == "raw-f16" {
-                "16".into()
-            } else {
-                "32".into()
-            },
-            if r.gap_bits > 0 {
-                r.gap_bits.to_string()
-            } else {
-                "-".into()
-            },
-            r.encoding.clone(),
-            r.dense_bytes.to_string(),
-            r.stored_bytes.to_string(),
-            format!(
-                "{:.1}×",
-                r.dense_bytes as f64 / r.stored_bytes.max(1) as f64
-            ),
-        ]);
-    }
-    print!("{}", t.render());
+    print!("{}", layer_table(&reports).render());
     println!(
         "\n{}: {} → {} ({:.1}× vs dense f32 weights, {:.1}× vs the ONNX file, everything included)",
         args.output.display(),
@@ -738,6 +832,40 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The per-tensor table of the report: shape, kept fraction, bits, encoding, bytes.
+pub(crate) fn layer_table(reports: &[LayerReport]) -> Table {
+    let mut t = Table::new(&[
+        "tensor", "shape", "kept", "bits", "gap bits", "encoding", "dense B", "stored B", "ratio",
+    ]);
+    for r in reports {
+        t.row(vec![
+            r.name.clone(),
+            format!("{:?}", r.shape),
+            format!("{:.1}%", r.density * 100.0),
+            if r.bits > 0 {
+                r.bits.to_string()
+            } else if r.encoding == "raw-f16" {
+                "16".into()
+            } else {
+                "32".into()
+            },
+            if r.gap_bits > 0 {
+                r.gap_bits.to_string()
+            } else {
+                "-".into()
+            },
+            r.encoding.clone(),
+            r.dense_bytes.to_string(),
+            r.stored_bytes.to_string(),
+            format!(
+                "{:.1}×",
+                r.dense_bytes as f64 / r.stored_bytes.max(1) as f64
+            ),
+        ]);
+    }
+    t
 }
 
 /// The model on the training engine and the data to retrain and measure it with.

@@ -1,7 +1,9 @@
 //! The subcommands of `nnzip`, each a function over parsed arguments; `main.rs` only dispatches.
 
+pub mod bench;
 pub mod classify;
 pub mod compress;
+pub mod compress_calibrated;
 pub mod data_args;
 pub mod decompress;
 pub mod eval;

@@ -1,6 +1,7 @@
 //! The compression pipeline's stages, as library functions: pruning, weight sharing, and
 //! turning the result into `.nnz` tensors.
 
+pub mod calibrate;
 pub mod kmeans;
 pub mod pipeline;
 pub mod prune;

@@ -218,10 +218,10 @@ pub fn compress_weights_with(
                 .get(&w.name)
                 .copied()
                 .unwrap_or(cfg.default_rule);
-            let bits = if w.shape.len() == 4 {
-                cfg.bits_conv
-            } else {
-                cfg.bits_fc
+            let bits = match shared.get(&w.name) {
+                Some(layer) => layer.bits,
+                None if w.shape.len() == 4 => cfg.bits_conv,
+                None => cfg.bits_fc,
             };
             let candidates: Vec<TensorData> = match shared.get(&w.name) {
                 Some(layer) => {

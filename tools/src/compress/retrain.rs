@@ -89,7 +89,7 @@ fn values(exec: &GraphExecutor, name: &str) -> Result<Vec<f32>> {
     Ok(p.var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn set_values(exec: &GraphExecutor, name: &str, v: Vec<f32>) -> Result<()> {
+pub(crate) fn set_values(exec: &GraphExecutor, name: &str, v: Vec<f32>) -> Result<()> {
     let p = exec
         .param(name)
         .with_context(|| format!("'{name}' is not a trainable tensor of the model"))?;

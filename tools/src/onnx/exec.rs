@@ -57,6 +57,9 @@ pub struct GraphExecutor {
     opset: i64,
     dtype: DType,
     device: Device,
+    /// The input declares a fixed batch of 1 (a common export): its Reshapes to `[1, …]` then
+    /// mean "keep the batch", so that the model trains on mini-batches.
+    batch_one_export: bool,
 }
 
 impl std::fmt::Debug for GraphExecutor {
@@ -249,7 +252,11 @@ impl GraphExecutor {
             opset,
             dtype,
             device,
+            batch_one_export: false,
         };
+        executor.batch_one_export = executor
+            .input_shape()
+            .is_some_and(|s| s.first() == Some(&Some(1)));
         executor.check_output_declaration()?;
         // Constant nodes are evaluated once.
         let graph = executor.model.graph.as_ref().expect("checked");
@@ -522,9 +529,17 @@ impl GraphExecutor {
             "Flatten" => ops::flatten(n, &x()?)?,
             "Reshape" => {
                 let x = x()?;
-                let shape = self
+                let mut shape = self
                     .ints(env, n, 1)?
                     .context("Reshape needs a shape input")?;
+                // Exported at batch 1, run on a mini-batch: the leading 1 is the batch axis.
+                if self.batch_one_export
+                    && attr_int(n, "allowzero", 0) == 0
+                    && shape.first() == Some(&1)
+                    && x.dims().first().is_some_and(|&b| b > 1)
+                {
+                    shape[0] = 0;
+                }
                 let dims = ops::reshape_dims(x.dims(), &shape, attr_int(n, "allowzero", 0) != 0)?;
                 x.reshape(dims)?
             }

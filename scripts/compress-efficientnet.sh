@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The app's bundled model: EfficientNet-Lite0 (../shared/models) compressed without labels, the
+# dense model as the teacher, on the calibration photos of scripts/photos.sh; agreement reported
+# on the evaluation photos, which no decision sees.
+#
+#   bash scripts/compress-efficientnet.sh [OUT.nnz]     # default out/efficientnet_lite0.nnz
+#
+# Takes about 25 minutes on 2 cores (per-layer sensitivity, bit allocation, fine-tuning by
+# distillation); does nothing when OUT exists and is newer than this script (delete it to redo).
+# The report goes to OUT.txt (tables) and OUT.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-out/efficientnet_lite0.nnz}
+shared=${NNZIP_SHARED:-../shared}
+if [ -f "$out" ] && [ "$out" -nt "$0" ]; then
+  echo "$out is up to date" >&2
+  exit 0
+fi
+mkdir -p "$(dirname "$out")"
+{ read -r cal; read -r eval; } < <(bash scripts/photos.sh)
+cargo build -q --release -p nnzip-tools --bin nnzip
+target/release/nnzip compress "$shared/models/efficientnet_lite0.onnx" -o "$out" \
+  --preprocess efficientnet-lite --labels "$shared/models/imagenet_labels.txt" \
+  --calibration "$cal" --holdout "$eval" \
+  --target-ratio 8 --fine-tune-epochs 2 --fine-tune-lr 0.0001 | tee "$out.txt"
+target/release/nnzip classify "$out" "$shared"/images/*.jpg --top-k 3

@@ -1,0 +1,497 @@
+//! `nnzip compress MODEL.onnx --calibration PHOTOS/ -o MODEL.nnz`: compression without labels.
+//!
+//! The dense model is the teacher. Each weight tensor is shared alone at each width of the bits
+//! ladder (exact 1-D k-means) and measured against the teacher on views of the calibration
+//! photos; then bits are allocated across tensors (smallest bytes + λ·KL per tensor) and λ is
+//! searched for the smallest file whose top-1 agreement on all calibration views stays at or
+//! above `--min-agreement`. Photos in `--holdout` are never used for a decision: agreement on
+//! them is reported after each stage.
+
+use super::compress::{CompressArgs, CompressSettings, QuantizerKind, layer_table};
+use crate::compress::calibrate::{
+    Agreement, BitsCurve, CONFIDENT, DistillFineTune, PhotoFolder, Quantizer, SharedCache,
+    StudentBuilder, Views, agreement, allocate, bits_sensitivity, fine_tune_by_distillation,
+    load_photos, logits, make_views, predicted_bytes,
+};
+use crate::compress::pipeline::{CompressConfig, compress_weights_with, is_prunable};
+use crate::compress::share::SharedLayer;
+use crate::eval::progress_bar;
+use crate::fsutil;
+use crate::pack::{PackOptions, pack_onnx};
+use crate::table::{Table, human_bytes};
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+
+/// A layer whose KL divergence alone exceeds this is not tried with fewer bits.
+const STOP_KL: f64 = 0.1;
+/// Views per photo used to measure each layer's sensitivity (the first is the whole photo).
+const SENSITIVITY_VIEWS_PER_PHOTO: usize = 1;
+/// Largest mini-batch of fine-tuning on photos (activations of 224-pixel images add up fast).
+const MAX_FINE_TUNE_BATCH: usize = 16;
+
+/// Photos and their views, with the teacher's logits.
+struct PhotoSet {
+    folder: PhotoFolder,
+    views: Views,
+    teacher: Vec<Vec<f32>>,
+}
+
+impl PhotoSet {
+    fn load(
+        dir: &std::path::Path,
+        s: &CompressSettings,
+        pre: &nnzip_core::Preprocessing,
+        seed: u64,
+        teacher: &nnzip_core::Model,
+    ) -> Result<PhotoSet> {
+        let folder = load_photos(dir, pre)?;
+        let views = make_views(&folder, s.views, pre, seed)?;
+        let teacher = logits(teacher, &views)?;
+        Ok(PhotoSet {
+            folder,
+            views,
+            teacher,
+        })
+    }
+
+    fn measure(&self, model: &nnzip_core::Model) -> Result<Agreement> {
+        Ok(agreement(&self.teacher, &logits(model, &self.views)?))
+    }
+}
+
+/// Bytes of everything but the shared tensors' payloads: graph, metadata, raw tensors, and a
+/// margin for each shared tensor's record header.
+fn overhead_bytes(builder: &StudentBuilder, shared: &[String]) -> Result<u64> {
+    let mut w = builder.empty_writer();
+    for t in builder
+        .weights()
+        .iter()
+        .filter(|t| !shared.contains(&t.name))
+    {
+        w.push(nnzip_core::format::TensorRecord {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            data: nnzip_core::format::TensorData::RawF32(t.values.clone()),
+        })?;
+    }
+    let headers: u64 = shared.iter().map(|n| n.len() as u64 + 64).sum();
+    Ok(w.to_bytes()?.len() as u64 + headers)
+}
+
+/// The shared layers of an allocation, from the cache.
+fn allocation_layers(
+    bits: &BTreeMap<String, usize>,
+    cache: &SharedCache,
+) -> Result<BTreeMap<String, SharedLayer>> {
+    bits.iter()
+        .map(|(name, &b)| {
+            let layer = cache
+                .get(&(name.clone(), b))
+                .with_context(|| format!("'{name}' was not measured at ladder step {b}"))?;
+            Ok((name.clone(), layer.clone()))
+        })
+        .collect()
+}
+
+fn values_of(layers: &BTreeMap<String, SharedLayer>) -> BTreeMap<String, Vec<f32>> {
+    layers
+        .iter()
+        .map(|(n, l)| (n.clone(), l.values()))
+        .collect()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", x * 100.0)
+}
+
+/// Runs the label-free path of `nnzip compress`.
+pub fn run(
+    args: &CompressArgs,
+    s: &CompressSettings,
+    cfg: &CompressConfig,
+    onnx: &[u8],
+    opts: &PackOptions,
+) -> Result<()> {
+    let cal_dir = s.calibration.as_ref().context("no calibration folder")?;
+    let pre = opts.preprocessing.clone().context(
+        "label-free compression feeds photos to the model: give its preprocessing with --preprocess (e.g. efficientnet-lite, imagenet)",
+    )?;
+    let show = !args.json;
+    let say = |msg: String| {
+        if show {
+            eprintln!("{msg}");
+        }
+    };
+    let builder = StudentBuilder::new(
+        pack_onnx(onnx, opts).with_context(|| format!("cannot read {}", args.model.display()))?,
+    );
+    let teacher = builder.model(&BTreeMap::new())?;
+    let cal = PhotoSet::load(cal_dir, s, &pre, s.seed, &teacher)?;
+    say(format!(
+        "calibration: {} photos ({} skipped) × {} views = {} views from {}",
+        cal.folder.photos.len(),
+        cal.folder.skipped.len(),
+        s.views,
+        cal.views.len(),
+        cal_dir.display()
+    ));
+    let hold = match &s.holdout {
+        Some(d) => {
+            let h = PhotoSet::load(d, s, &pre, s.seed ^ 0x5eed, &teacher)?;
+            let overlap = h
+                .folder
+                .photos
+                .iter()
+                .filter(|(p, _)| cal.folder.photos.iter().any(|(q, _)| q == p))
+                .count();
+            if overlap > 0 {
+                bail!(
+                    "{overlap} holdout photos are also calibration photos: keep the two folders apart"
+                );
+            }
+            say(format!(
+                "holdout: {} photos ({} skipped) × {} views = {} views from {}",
+                h.folder.photos.len(),
+                h.folder.skipped.len(),
+                s.views,
+                h.views.len(),
+                d.display()
+            ));
+            Some(h)
+        }
+        None => None,
+    };
+
+    // 1. Sensitivity: each layer alone at each width of the ladder.
+    let layers: Vec<String> = builder
+        .weights()
+        .iter()
+        .filter(|w| is_prunable(w, cfg))
+        .map(|w| w.name.clone())
+        .collect();
+    if layers.is_empty() {
+        bail!("the model has no convolution or fully connected weights to share");
+    }
+    let sub: Vec<usize> = (0..cal.views.len())
+        .filter(|&i| i % s.views < SENSITIVITY_VIEWS_PER_PHOTO)
+        .collect();
+    let sub_views = cal.views.subset(&sub);
+    let sub_teacher: Vec<Vec<f32>> = sub.iter().map(|&i| cal.teacher[i].clone()).collect();
+    let ladder: Vec<Quantizer> = match s.quantizer {
+        // Grids are in units of the layer's spread: layers whose channels differ by orders of
+        // magnitude (depthwise convolutions with BatchNorm folded in) lose their small channels
+        // in the zero bin of any affordable grid. 8-bit k-means, which puts centroids where the
+        // weights are, goes first for them; it is the finest step, and tiny layers can afford it.
+        QuantizerKind::Uniform => std::iter::once(Quantizer::Kmeans { bits: 8 })
+            .chain(s.grid_steps.iter().map(|&step| Quantizer::Uniform { step }))
+            .collect(),
+        QuantizerKind::Kmeans => s
+            .bits_ladder
+            .iter()
+            .map(|&bits| Quantizer::Kmeans { bits })
+            .collect(),
+    };
+    let bar = progress_bar(show, layers.len(), "sensitivity");
+    let mut last = String::new();
+    let (curves, cache) = bits_sensitivity(
+        &builder,
+        &sub_teacher,
+        &sub_views,
+        &layers,
+        &ladder,
+        STOP_KL,
+        |name, p| {
+            if name != last {
+                if !last.is_empty() {
+                    bar.inc(1);
+                }
+                last = name.to_string();
+            }
+            let msg = format!(
+                "{name} @ {} ({} bits): {} B, KL {:.4}, top-1 {:.1}%",
+                p.quantizer.label(),
+                p.bits,
+                p.bytes,
+                p.agreement.kl,
+                p.agreement.top1 * 100.0
+            );
+            // Logs (no terminal) get one line per measurement instead of a bar.
+            if show && bar.is_hidden() {
+                eprintln!("  {msg}");
+            }
+            bar.set_message(msg);
+        },
+    )?;
+    bar.finish_and_clear();
+
+    // 2. Bit allocation: the smallest predicted file whose agreement on every calibration view
+    // reaches the goal. Allocations for growing λ use more bytes; bisect over them.
+    let mut candidates: Vec<(u64, BTreeMap<String, usize>)> = Vec::new();
+    for i in 0..=80 {
+        let lambda = 10f64.powf(2.0 + i as f64 * 0.1);
+        let bits = allocate(&curves, lambda);
+        let bytes = predicted_bytes(&curves, &bits);
+        if candidates.last().is_none_or(|(_, b)| *b != bits) {
+            candidates.push((bytes, bits));
+        }
+    }
+    candidates.sort_by_key(|(b, _)| *b);
+    candidates.dedup_by(|a, b| a.1 == b.1);
+    let goal = s.min_agreement / 100.0;
+    let mut tried: Vec<(u64, Agreement)> = Vec::new();
+    let mut measure_allocation = |i: usize| -> Result<Agreement> {
+        let layers = allocation_layers(&candidates[i].1, &cache)?;
+        let a = cal.measure(&builder.model(&values_of(&layers))?)?;
+        say(format!(
+            "  allocation {i}: {} predicted, calibration top-1 {}, KL {:.4}",
+            human_bytes(candidates[i].0),
+            pct(a.top1),
+            a.kl
+        ));
+        tried.push((candidates[i].0, a));
+        Ok(a)
+    };
+    let chosen = if let Some(ratio) = s.target_ratio {
+        // The biggest allocation whose file fits: payload budget = goal − everything else.
+        let goal_bytes = (onnx.len() as f64 / ratio) as u64;
+        let overhead = overhead_bytes(&builder, &layers)?;
+        let budget = goal_bytes.saturating_sub(overhead);
+        let fit = candidates.iter().rposition(|(b, _)| *b <= budget);
+        let Some(i) = fit else {
+            bail!(
+                "{ratio}× means a file of {} at most, and even the fewest bits of the ladder need {} (+ {} of graph, biases and metadata): add fewer bits to --bits-ladder or lower --target-ratio",
+                human_bytes(goal_bytes),
+                human_bytes(candidates[0].0),
+                human_bytes(overhead)
+            );
+        };
+        say(format!(
+            "size goal {ratio}×: {} for the file, {} for the shared tensors ({} go to the graph, raw tensors and metadata)",
+            human_bytes(goal_bytes),
+            human_bytes(budget),
+            human_bytes(overhead)
+        ));
+        measure_allocation(i)?;
+        i
+    } else {
+        let (mut lo, mut hi) = (0usize, candidates.len() - 1);
+        let top = measure_allocation(hi)?;
+        if top.top1 < goal {
+            say(format!(
+                "warning: even the most bits of the ladder reach only {} top-1 agreement on the calibration views (goal {}): add wider bits to --bits-ladder",
+                pct(top.top1),
+                pct(goal)
+            ));
+            hi
+        } else {
+            // Invariant: candidates[hi] meets the goal; everything below lo is known to fail.
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if measure_allocation(mid)?.top1 >= goal {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            hi
+        }
+    };
+    let bits = candidates[chosen].1.clone();
+    let mut shared = allocation_layers(&bits, &cache)?;
+    let mut stages: Vec<(String, Agreement, Option<Agreement>)> = Vec::new();
+    let shared_model = builder.model(&values_of(&shared))?;
+    let sharing = cal.measure(&shared_model)?;
+    stages.push((
+        "weight sharing (allocated bits)".into(),
+        sharing,
+        hold.as_ref()
+            .map(|h| h.measure(&shared_model))
+            .transpose()?,
+    ));
+    drop(shared_model);
+
+    // 3. Centroid fine-tuning by distillation on the calibration views (no labels); kept only if
+    // it brings the model closer to the teacher on them.
+    let mut builder = builder;
+    if s.fine_tune_epochs > 0 {
+        let mut tuned_layers = shared.clone();
+        let ft = DistillFineTune {
+            epochs: s.fine_tune_epochs,
+            lr: s.fine_tune_lr,
+            batch: s.batch.min(MAX_FINE_TUNE_BATCH),
+            temperature: s.temperature,
+            seed: s.seed,
+            progress: show,
+        };
+        let tuned_onnx =
+            fine_tune_by_distillation(onnx, &mut tuned_layers, &cal.views, &cal.teacher, &ft)?;
+        let tuned = StudentBuilder::new(pack_onnx(&tuned_onnx, opts)?);
+        let model = tuned.model(&values_of(&tuned_layers))?;
+        let a = cal.measure(&model)?;
+        let h = hold.as_ref().map(|h| h.measure(&model)).transpose()?;
+        if a.kl < sharing.kl {
+            stages.push(("centroid fine-tuning (distillation)".into(), a, h));
+            shared = tuned_layers;
+            builder = tuned;
+        } else {
+            say(format!(
+                "centroid fine-tuning did not help (calibration KL {:.4} → {:.4}): kept the shared model as it was; try a smaller --fine-tune-lr",
+                sharing.kl, a.kl
+            ));
+            stages.push(("centroid fine-tuning (not kept)".into(), a, h));
+        }
+    }
+
+    // 4. Encode and measure the decoded file in the core runtime.
+    let (records, reports) = compress_weights_with(builder.weights(), cfg, &shared)?;
+    let mut writer = builder.empty_writer();
+    for r in records {
+        writer.push(r)?;
+    }
+    let bytes = writer.to_bytes()?;
+    let decoded = nnzip_core::Model::from_bytes(&bytes)?;
+    let final_cal = cal.measure(&decoded)?;
+    let final_hold = hold.as_ref().map(|h| h.measure(&decoded)).transpose()?;
+    stages.push(("decoded .nnz (core runtime)".into(), final_cal, final_hold));
+    let agree = final_hold.unwrap_or(final_cal);
+    writer
+        .metadata
+        .extra
+        .insert("agreement_top1".into(), format!("{:.4}", agree.top1));
+    writer.metadata.extra.insert(
+        "agreement_measured_on".into(),
+        if final_hold.is_some() {
+            "holdout photos".into()
+        } else {
+            "calibration photos".into()
+        },
+    );
+    let bytes = writer.to_bytes()?;
+    fsutil::write_atomic(&args.output, &bytes)?;
+
+    let dense: u64 = reports.iter().map(|r| r.dense_bytes).sum();
+    let skipped: Vec<_> = cal
+        .folder
+        .skipped
+        .iter()
+        .chain(hold.iter().flat_map(|h| &h.folder.skipped))
+        .collect();
+    if args.json {
+        let v = serde_json::json!({
+            "layers": reports,
+            "file_bytes": bytes.len(),
+            "dense_weight_bytes": dense,
+            "ratio_vs_dense_weights": dense as f64 / bytes.len() as f64,
+            "onnx_bytes": onnx.len(),
+            "sensitivity": curves,
+            "allocations_tried": tried.iter().map(|(b, a)| serde_json::json!({"predicted_bytes": b, "calibration": a})).collect::<Vec<_>>(),
+            "stages": stages.iter().map(|(st, c, h)| serde_json::json!({"stage": st, "calibration": c, "holdout": h})).collect::<Vec<_>>(),
+            "skipped": skipped,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    print!("{}", layer_table(&reports).render());
+    println!();
+    print!("{}", sensitivity_table(&curves, &bits).render());
+    println!(
+        "\n{}: {} → {} ({:.1}× vs dense f32 weights, {:.1}× vs the ONNX file, everything included)",
+        args.output.display(),
+        human_bytes(dense),
+        human_bytes(bytes.len() as u64),
+        dense as f64 / bytes.len() as f64,
+        onnx.len() as f64 / bytes.len() as f64
+    );
+    let mut t = Table::new(&[
+        "stage",
+        "cal top-1",
+        "cal top-5",
+        "cal KL",
+        "cal confident top-1",
+        "holdout top-1",
+        "holdout top-5",
+        "holdout KL",
+        "holdout confident top-1",
+    ]);
+    let confident = |a: &Agreement| format!("{} of {}", pct(a.confident_top1), a.confident_views);
+    for (st, c, h) in &stages {
+        let (h1, h5, hk, hc) = match h {
+            Some(h) => (
+                pct(h.top1),
+                pct(h.top5),
+                format!("{:.4}", h.kl),
+                confident(h),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        t.row(vec![
+            st.clone(),
+            pct(c.top1),
+            pct(c.top5),
+            format!("{:.4}", c.kl),
+            confident(c),
+            h1,
+            h5,
+            hk,
+            hc,
+        ]);
+    }
+    println!();
+    print!("{}", t.render());
+    println!(
+        "agreement with the dense model: top-1 = the same class; top-5 = the dense model's class among the compressed model's first five; confident = views where the dense model gives its class ≥ {:.0}%; {} calibration views{}",
+        CONFIDENT * 100.0,
+        final_cal.views,
+        final_hold
+            .map(|h| format!(
+                ", {} holdout views (photos never used for a decision)",
+                h.views
+            ))
+            .unwrap_or_default()
+    );
+    if !skipped.is_empty() {
+        println!("skipped {} files:", skipped.len());
+        for sk in skipped.iter().take(10) {
+            println!("  {}: {}", sk.path.display(), sk.reason);
+        }
+        if skipped.len() > 10 {
+            println!("  … and {} more", skipped.len() - 10);
+        }
+    }
+    Ok(())
+}
+
+/// Per layer: KL divergence alone at each ladder step tried, and the step chosen.
+fn sensitivity_table(curves: &[BitsCurve], chosen: &BTreeMap<String, usize>) -> Table {
+    let steps = curves.iter().map(|c| c.points.len()).max().unwrap_or(0);
+    let labels: Vec<String> = (0..steps)
+        .map(|i| {
+            curves
+                .iter()
+                .find_map(|c| c.points.get(i))
+                .map(|p| format!("KL@{}", p.quantizer.label()))
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut head: Vec<&str> = vec!["tensor", "weights"];
+    head.extend(labels.iter().map(|s| s.as_str()));
+    head.extend(["chosen", "bits", "bytes"]);
+    let mut t = Table::new(&head);
+    for c in curves {
+        let mut row = vec![c.name.clone(), c.elements.to_string()];
+        for i in 0..steps {
+            row.push(
+                c.points
+                    .get(i)
+                    .map(|p| format!("{:.4}", p.agreement.kl))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        let pick = chosen.get(&c.name).and_then(|&i| c.points.get(i));
+        row.push(pick.map(|p| p.quantizer.label()).unwrap_or_default());
+        row.push(pick.map(|p| p.bits.to_string()).unwrap_or_default());
+        row.push(pick.map(|p| p.bytes.to_string()).unwrap_or_default());
+        t.row(row);
+    }
+    t
+}

@@ -1,0 +1,844 @@
+//! Label-free compression: the dense model is the teacher, and every decision (bits per layer,
+//! how far to go) is measured by how well the compressed model agrees with it on unlabelled
+//! photos — top-1 agreement, the teacher's top-1 inside the student's top-5, and the KL
+//! divergence of the softmax outputs.
+//!
+//! The photos are stretched with augmentation (random crops of varying scale and aspect, mirror
+//! images): a wallpaper of 2560×1600 pixels holds many different 224-pixel views. Candidate
+//! models run in the core runtime (tract), exactly as the phone will run the file.
+
+use super::kmeans::KmeansInit;
+use super::share::{SharedLayer, share_weights};
+use anyhow::{Context, Result, bail};
+use image::DynamicImage;
+use nnzip_core::format::encode::encode_tensor;
+use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
+use nnzip_core::graph::Weight;
+use nnzip_core::metadata::Resize;
+use nnzip_core::{Model, Preprocessing, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A photo that was left out, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Skipped {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it was not used.
+    pub reason: String,
+}
+
+/// The usable photos of a folder (searched recursively), and the files that were skipped.
+#[derive(Debug)]
+pub struct PhotoFolder {
+    /// The folder.
+    pub root: PathBuf,
+    /// Decoded photos (downscaled to twice the preprocessing's resize, which keeps crops sharp
+    /// and memory small), with their paths, in file-name order.
+    pub photos: Vec<(PathBuf, DynamicImage)>,
+    /// Files that are not JPEG/PNG, do not decode, or are smaller than the model's crop.
+    pub skipped: Vec<Skipped>,
+}
+
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "cannot read the folder {} (give a readable folder of JPEG/PNG photos)",
+            dir.display()
+        )
+    })?;
+    for e in entries {
+        let path = e
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            files_under(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The smallest side a photo needs for `pre`: its crop (or its resize when it does not crop).
+fn min_side(pre: &Preprocessing) -> u32 {
+    match (pre.crop, pre.resize) {
+        (Some((w, h)), _) => w.min(h),
+        (None, Resize::ShortSide { size }) => size,
+        (None, Resize::Exact { width, height }) => width.min(height),
+        (None, Resize::None) => 1,
+    }
+}
+
+/// Loads every JPEG/PNG under `dir`. Files that are not images, do not decode, or whose short
+/// side is below the model's crop are skipped and listed (a small photo would have to be blown
+/// up, which teaches the model nothing about real inputs). No usable photo at all is an error.
+pub fn load_photos(dir: &Path, pre: &Preprocessing) -> Result<PhotoFolder> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a folder: --calibration wants a folder of JPEG/PNG photos (any photos, no labels; `bash scripts/photos.sh` fetches some)",
+            dir.display()
+        );
+    }
+    let mut files = Vec::new();
+    files_under(dir, &mut files)?;
+    files.sort();
+    let need = min_side(pre);
+    let keep_side = match pre.resize {
+        Resize::ShortSide { size } => 2 * size,
+        Resize::Exact { width, height } => 2 * width.max(height),
+        Resize::None => u32::MAX,
+    };
+    let loaded: Vec<std::result::Result<(PathBuf, DynamicImage), Skipped>> = files
+        .par_iter()
+        .map(|path| {
+            let skip = |reason: String| Skipped {
+                path: path.clone(),
+                reason,
+            };
+            let ext = path
+                .extension()
+                .map(|e| e.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            if !matches!(ext.as_str(), "jpg" | "jpeg" | "png") {
+                return Err(skip("not a .jpg/.jpeg/.png file".into()));
+            }
+            let bytes = std::fs::read(path).map_err(|e| skip(format!("cannot read: {e}")))?;
+            let img = nnzip_core::preprocess::decode_image(&bytes)
+                .map_err(|e| skip(format!("cannot decode: {e}")))?;
+            let (w, h) = (img.width(), img.height());
+            if w.min(h) < need {
+                return Err(skip(format!(
+                    "{w}×{h} is smaller than the model's {need}-pixel crop"
+                )));
+            }
+            let short = w.min(h);
+            let img = if short > keep_side {
+                let scale = keep_side as f64 / short as f64;
+                let (nw, nh) = (
+                    ((w as f64 * scale).round() as u32).max(1),
+                    ((h as f64 * scale).round() as u32).max(1),
+                );
+                DynamicImage::ImageRgb8(image::imageops::resize(
+                    &img.to_rgb8(),
+                    nw,
+                    nh,
+                    image::imageops::FilterType::Triangle,
+                ))
+            } else {
+                DynamicImage::ImageRgb8(img.to_rgb8())
+            };
+            Ok((path.clone(), img))
+        })
+        .collect();
+    let mut photos = Vec::new();
+    let mut skipped = Vec::new();
+    for r in loaded {
+        match r {
+            Ok(p) => photos.push(p),
+            Err(s) => skipped.push(s),
+        }
+    }
+    if photos.is_empty() {
+        bail!(
+            "{}: no usable photo ({} files, {} skipped{}): give a folder of JPEG/PNG photos at least {need} pixels on their short side",
+            dir.display(),
+            files.len(),
+            skipped.len(),
+            skipped
+                .first()
+                .map(|s| format!(", e.g. {}: {}", s.path.display(), s.reason))
+                .unwrap_or_default()
+        );
+    }
+    Ok(PhotoFolder {
+        root: dir.to_path_buf(),
+        photos,
+        skipped,
+    })
+}
+
+/// Model inputs cut from photos.
+#[derive(Debug, Clone)]
+pub struct Views {
+    /// One preprocessed input tensor (batch 1) per view.
+    pub inputs: Vec<Tensor>,
+    /// The photo each view comes from.
+    pub photo: Vec<usize>,
+}
+
+impl Views {
+    /// Number of views.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// The views with these indices.
+    pub fn subset(&self, idx: &[usize]) -> Views {
+        Views {
+            inputs: idx.iter().map(|&i| self.inputs[i].clone()).collect(),
+            photo: idx.iter().map(|&i| self.photo[i]).collect(),
+        }
+    }
+}
+
+/// `per_photo` views of every photo: the first is the photo as the model's preprocessing sees
+/// it (the whole photo, centre crop); the others are random crops (8–100% of the area, aspect
+/// 3:4 to 4:3), half of them mirrored, then the same preprocessing. Seeded: the same seed gives
+/// the same views.
+pub fn make_views(
+    folder: &PhotoFolder,
+    per_photo: usize,
+    pre: &Preprocessing,
+    seed: u64,
+) -> Result<Views> {
+    let per_photo = per_photo.max(1);
+    let need = min_side(pre);
+    let jobs: Vec<(usize, usize)> = (0..folder.photos.len())
+        .flat_map(|p| (0..per_photo).map(move |v| (p, v)))
+        .collect();
+    let inputs: Vec<Tensor> = jobs
+        .par_iter()
+        .map(|&(p, v)| {
+            let img = &folder.photos[p].1;
+            let view = if v == 0 {
+                img.clone()
+            } else {
+                let mut rng = StdRng::seed_from_u64(
+                    seed ^ (p as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (v as u64) << 40,
+                );
+                random_crop(img, need, &mut rng)
+            };
+            nnzip_core::preprocess::image_to_tensor(&view, pre)
+                .with_context(|| format!("preprocessing {}", folder.photos[p].0.display()))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Views {
+        inputs,
+        photo: jobs.iter().map(|&(p, _)| p).collect(),
+    })
+}
+
+/// A random crop of at least `need` pixels a side (when the photo allows), mirrored half the time.
+fn random_crop(img: &DynamicImage, need: u32, rng: &mut StdRng) -> DynamicImage {
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let area = w
+        * h
+        * rng
+            .random_range(0.08f64..=1.0)
+            .max((need as f64).powi(2) / (w * h));
+    let aspect = (rng.random_range((0.75f64).ln()..=(4.0f64 / 3.0).ln())).exp();
+    let cw = ((area * aspect).sqrt().clamp(need as f64, w)) as u32;
+    let ch = ((area / aspect).sqrt().clamp(need as f64, h)) as u32;
+    let (cw, ch) = (cw.min(img.width()), ch.min(img.height()));
+    let x = rng.random_range(0..=img.width() - cw);
+    let y = rng.random_range(0..=img.height() - ch);
+    let crop = img.crop_imm(x, y, cw, ch);
+    if rng.random_bool(0.5) {
+        crop.fliph()
+    } else {
+        crop
+    }
+}
+
+/// The logits of every view (rows of `classes` values), computed on all cores.
+pub fn logits(model: &Model, views: &Views) -> Result<Vec<Vec<f32>>> {
+    views
+        .inputs
+        .par_iter()
+        .map(|x| {
+            let out = model.run(x.clone())?;
+            Ok(out
+                .cast_to::<f32>()?
+                .to_plain_array_view::<f32>()?
+                .iter()
+                .copied()
+                .collect())
+        })
+        .collect()
+}
+
+/// How well a student's outputs agree with the teacher's, view by view.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Agreement {
+    /// Views compared.
+    pub views: usize,
+    /// Fraction whose top-1 class is the teacher's.
+    pub top1: f64,
+    /// Fraction where the teacher's top-1 class is among the student's top 5.
+    pub top5: f64,
+    /// Mean KL divergence KL(teacher ‖ student) of the softmax outputs, in nats.
+    pub kl: f64,
+    /// Views on which the teacher is confident (top-1 probability ≥ 0.5).
+    pub confident_views: usize,
+    /// Top-1 agreement on those views (1 when there is none).
+    pub confident_top1: f64,
+}
+
+/// Teacher probability above which a view counts as confident in [`Agreement`].
+pub const CONFIDENT: f64 = 0.5;
+
+fn softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+fn argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Compares student logits with the teacher's (same views, same order).
+pub fn agreement(teacher: &[Vec<f32>], student: &[Vec<f32>]) -> Agreement {
+    let n = teacher.len().min(student.len());
+    if n == 0 {
+        return Agreement::default();
+    }
+    let (mut top1, mut top5, mut kl) = (0usize, 0usize, 0f64);
+    let (mut confident, mut confident_top1) = (0usize, 0usize);
+    for (t, s) in teacher.iter().zip(student) {
+        let ti = argmax(t);
+        let same = argmax(s) == ti;
+        if same {
+            top1 += 1;
+        }
+        let above = s.iter().filter(|&&v| v > s[ti]).count();
+        if above < 5 {
+            top5 += 1;
+        }
+        let (pt, ps) = (softmax(t), softmax(s));
+        if pt[ti] >= CONFIDENT {
+            confident += 1;
+            confident_top1 += usize::from(same);
+        }
+        kl += pt
+            .iter()
+            .zip(&ps)
+            .filter(|(p, _)| **p > 0.0)
+            .map(|(p, q)| p * (p / q.max(1e-30)).ln())
+            .sum::<f64>();
+    }
+    Agreement {
+        views: n,
+        top1: top1 as f64 / n as f64,
+        top5: top5 as f64 / n as f64,
+        kl: kl / n as f64,
+        confident_views: confident,
+        confident_top1: if confident == 0 {
+            1.0
+        } else {
+            confident_top1 as f64 / confident as f64
+        },
+    }
+}
+
+/// Builds runnable models from the teacher's graph and weights with some weights replaced.
+#[derive(Debug, Clone)]
+pub struct StudentBuilder {
+    writer: NnzWriter,
+    weights: Vec<Weight>,
+}
+
+impl StudentBuilder {
+    /// From a packed (lossless) teacher.
+    pub fn new(mut packed: NnzWriter) -> Self {
+        let weights = packed
+            .tensors
+            .drain(..)
+            .filter_map(|t| match t.data {
+                TensorData::RawF32(values) => Some(Weight {
+                    name: t.name,
+                    shape: t.shape,
+                    values,
+                }),
+                _ => None,
+            })
+            .collect();
+        StudentBuilder {
+            writer: packed,
+            weights,
+        }
+    }
+
+    /// The teacher's weights.
+    pub fn weights(&self) -> &[Weight] {
+        &self.weights
+    }
+
+    /// The teacher's metadata, graph and no tensors: the writer to fill with the final tensors.
+    pub fn empty_writer(&self) -> NnzWriter {
+        self.writer.clone()
+    }
+
+    /// The teacher with the weights in `replace` (by name) swapped in, as a core model.
+    pub fn model(&self, replace: &BTreeMap<String, Vec<f32>>) -> Result<Model> {
+        let mut w = self.writer.clone();
+        for t in &self.weights {
+            let values = replace.get(&t.name).unwrap_or(&t.values).clone();
+            w.push(TensorRecord {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                data: TensorData::RawF32(values),
+            })?;
+        }
+        Ok(Model::from_bytes(&w.to_bytes()?)?)
+    }
+}
+
+/// How a layer's weights become a codebook and indices.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quantizer {
+    /// The paper's k-means (here the exact 1-D optimum) with `2^bits − 1` shared values.
+    Kmeans {
+        /// Index bits.
+        bits: u8,
+    },
+    /// A uniform grid of step `step × std(layer)`, each value the mean of its weights; the bin
+    /// around zero is the zero of the sparse encodings (so small weights are pruned by it).
+    /// Entropy-coded, it beats k-means at the same size: k-means spreads its centroids so that
+    /// every index is about equally likely, which leaves the entropy coder nothing to gain.
+    Uniform {
+        /// Grid step in standard deviations of the layer.
+        step: f64,
+    },
+}
+
+impl Quantizer {
+    /// Short name for tables: `8b` or `0.10σ`.
+    pub fn label(&self) -> String {
+        match self {
+            Quantizer::Kmeans { bits } => format!("{bits}b"),
+            Quantizer::Uniform { step } => format!("{step:.2}σ"),
+        }
+    }
+
+    /// Shares one layer's weights (index 0 is always the zero).
+    pub fn share(&self, w: &Weight) -> Result<SharedLayer> {
+        match *self {
+            Quantizer::Kmeans { bits } => {
+                share_weights(&w.values, bits, true, KmeansInit::Optimal, 0)
+            }
+            Quantizer::Uniform { step } => share_uniform(&w.values, step),
+        }
+        .with_context(|| format!("weight sharing of '{}'", w.name))
+    }
+}
+
+/// Uniform-grid sharing (see [`Quantizer::Uniform`]): weight `x` goes to bin `round(x / Δ)`
+/// with `Δ = step · std`; bin 0 is index 0 (the exact zero); the other bins that occur get the
+/// next indices in increasing order and the mean of their weights as shared value.
+pub fn share_uniform(w: &[f32], step: f64) -> Result<SharedLayer> {
+    if !(step.is_finite() && step > 0.0) {
+        bail!("grid step must be > 0, got {step}");
+    }
+    let n = w.len().max(1) as f64;
+    let mean = w.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let std = (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+    if std == 0.0 {
+        return share_weights(w, 1, true, KmeansInit::Linear, 0);
+    }
+    let delta = step * std;
+    let bins: Vec<i64> = w
+        .iter()
+        .map(|&x| (x as f64 / delta).round() as i64)
+        .collect();
+    let mut used: Vec<i64> = bins.iter().copied().filter(|&b| b != 0).collect();
+    used.sort_unstable();
+    used.dedup();
+    if used.len() + 1 > 1 << 16 {
+        bail!(
+            "a grid step of {step} std gives {} levels: more than 16-bit indices hold",
+            used.len() + 1
+        );
+    }
+    let index_of = |b: i64| -> u16 {
+        if b == 0 {
+            0
+        } else {
+            (used.binary_search(&b).expect("bin listed") + 1) as u16
+        }
+    };
+    let indices: Vec<u16> = bins.iter().map(|&b| index_of(b)).collect();
+    let mut sums = vec![0f64; used.len() + 1];
+    let mut counts = vec![0u64; used.len() + 1];
+    for (&i, &x) in indices.iter().zip(w) {
+        sums[i as usize] += x as f64;
+        counts[i as usize] += 1;
+    }
+    let mut codebook: Vec<f32> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(&s, &c)| if c > 0 { (s / c as f64) as f32 } else { 0.0 })
+        .collect();
+    codebook[0] = 0.0;
+    let bits = (usize::BITS - used.len().leading_zeros()).max(1) as u8;
+    Ok(SharedLayer {
+        codebook,
+        indices,
+        bits,
+        sparse: true,
+    })
+}
+
+/// One point of a layer's sensitivity.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct BitsPoint {
+    /// How the layer was shared.
+    pub quantizer: Quantizer,
+    /// Index bits that took.
+    pub bits: u8,
+    /// Bytes of the layer's payload with the range coder.
+    pub bytes: u64,
+    /// Agreement with the teacher with only this layer shared.
+    pub agreement: Agreement,
+}
+
+/// How one layer reacts to coarser sharing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BitsCurve {
+    /// Initializer name.
+    pub name: String,
+    /// Number of weights.
+    pub elements: usize,
+    /// One point per ladder step tried, finest first.
+    pub points: Vec<BitsPoint>,
+}
+
+/// Payload bytes of a shared layer with the range coder (the coder that wins on all but the
+/// smallest layers; the final encoding still picks the smallest of all).
+pub fn coded_bytes(w: &Weight, layer: &SharedLayer) -> Result<u64> {
+    let data = layer
+        .to_ac_tensor_data()
+        .context("a shared layer without the zero index")?;
+    let rec = TensorRecord {
+        name: w.name.clone(),
+        shape: w.shape.clone(),
+        data,
+    };
+    Ok(encode_tensor(&rec)?.0.len() as u64)
+}
+
+/// For each layer in `layers`, along `ladder` (finest first): share it alone, measure agreement
+/// with the teacher on `views`, and stop once the KL divergence exceeds `stop_kl` (coarser steps
+/// would only be worse). `on_step` is called after every measurement.
+pub fn bits_sensitivity(
+    builder: &StudentBuilder,
+    teacher: &[Vec<f32>],
+    views: &Views,
+    layers: &[String],
+    ladder: &[Quantizer],
+    stop_kl: f64,
+    mut on_step: impl FnMut(&str, &BitsPoint),
+) -> Result<(Vec<BitsCurve>, SharedCache)> {
+    let mut curves = Vec::new();
+    let mut cache = SharedCache::new();
+    for name in layers {
+        let w = builder
+            .weights
+            .iter()
+            .find(|w| &w.name == name)
+            .with_context(|| format!("no weight named '{name}'"))?;
+        let mut points = Vec::new();
+        for (level, q) in ladder.iter().enumerate() {
+            let layer = q.share(w)?;
+            let bytes = coded_bytes(w, &layer)?;
+            let replace = BTreeMap::from([(name.clone(), layer.values())]);
+            let student = logits(&builder.model(&replace)?, views)?;
+            let point = BitsPoint {
+                quantizer: *q,
+                bits: layer.bits,
+                bytes,
+                agreement: agreement(teacher, &student),
+            };
+            on_step(name, &point);
+            points.push(point);
+            cache.insert((name.clone(), level), layer);
+            if point.agreement.kl > stop_kl {
+                break;
+            }
+        }
+        curves.push(BitsCurve {
+            name: name.clone(),
+            elements: w.values.len(),
+            points,
+        });
+    }
+    Ok((curves, cache))
+}
+
+/// Shared layers by (name, ladder position), as measured by [`bits_sensitivity`]: the
+/// allocation reuses them instead of sharing again.
+pub type SharedCache = BTreeMap<(String, usize), SharedLayer>;
+
+/// Per layer, the ladder position that minimises `bytes + λ · KL` (λ in bytes per nat of mean
+/// KL divergence: how many bytes a unit of disagreement is worth). The KL of layers shared
+/// together is taken to add up, which holds for small perturbations.
+pub fn allocate(curves: &[BitsCurve], lambda: f64) -> BTreeMap<String, usize> {
+    curves
+        .iter()
+        .filter_map(|c| {
+            c.points
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| {
+                    let ca = a.bytes as f64 + lambda * a.agreement.kl;
+                    let cb = b.bytes as f64 + lambda * b.agreement.kl;
+                    ca.total_cmp(&cb)
+                })
+                .map(|(i, _)| (c.name.clone(), i))
+        })
+        .collect()
+}
+
+/// The predicted payload bytes of an allocation (from the curves).
+pub fn predicted_bytes(curves: &[BitsCurve], levels: &BTreeMap<String, usize>) -> u64 {
+    curves
+        .iter()
+        .filter_map(|c| c.points.get(*levels.get(&c.name)?).map(|p| p.bytes))
+        .sum()
+}
+
+/// Settings of [`fine_tune_by_distillation`].
+#[derive(Debug, Clone)]
+pub struct DistillFineTune {
+    /// Passes over the views.
+    pub epochs: usize,
+    /// Learning rate (cosine schedule).
+    pub lr: f64,
+    /// Views per mini-batch.
+    pub batch: usize,
+    /// Softening temperature of the teacher's and the student's outputs.
+    pub temperature: f64,
+    /// Seed of shuffling.
+    pub seed: u64,
+    /// Progress bars on stderr.
+    pub progress: bool,
+}
+
+/// The paper's centroid fine-tuning without labels: the model with `shared` written in trains on
+/// `views` towards the teacher's logits (distillation with weight 1: no label is used), every
+/// cluster moving by the sum of its weights' gradients, the raw tensors (biases) free. Updates
+/// the codebooks in `shared` and returns the model (all weights) as ONNX bytes.
+pub fn fine_tune_by_distillation(
+    onnx: &[u8],
+    shared: &mut BTreeMap<String, SharedLayer>,
+    views: &Views,
+    teacher: &[Vec<f32>],
+    ft: &DistillFineTune,
+) -> Result<Vec<u8>> {
+    use crate::compress::retrain::{RetrainConfig, fine_tune_layers, set_values};
+    use crate::data::Dataset;
+    use crate::onnx::GraphExecutor;
+    use crate::train::Distillation;
+    use prost::Message;
+    let Some(first) = views.inputs.first() else {
+        bail!("no views to fine-tune on");
+    };
+    let dims = first.shape().to_vec();
+    if dims.len() != 4 || dims[0] != 1 {
+        bail!("fine-tuning needs image inputs [1, C, H, W], got {dims:?}");
+    }
+    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let exec = GraphExecutor::new(proto, "teacher")?;
+    for (name, layer) in shared.iter() {
+        set_values(&exec, name, layer.values())?;
+    }
+    let masks: BTreeMap<String, Vec<bool>> = shared
+        .iter()
+        .map(|(n, l)| {
+            let kept = l.indices.iter().map(|&i| !(l.sparse && i == 0)).collect();
+            (n.clone(), kept)
+        })
+        .collect();
+    let mut images = Vec::with_capacity(views.len() * first.len());
+    for x in &views.inputs {
+        images.extend(x.to_plain_array_view::<f32>()?.iter().copied());
+    }
+    let classes = teacher.first().map_or(0, |t| t.len());
+    let data = Dataset {
+        source: "calibration views".into(),
+        images,
+        labels: teacher.iter().map(|t| argmax(t) as u32).collect(),
+        sample_shape: [dims[1], dims[2], dims[3]],
+        class_names: Vec::new(),
+    };
+    let rc = RetrainConfig {
+        fine_tune_epochs: ft.epochs,
+        fine_tune_lr: ft.lr,
+        batch: ft.batch,
+        seed: ft.seed,
+        progress: ft.progress,
+        distill: Some(Distillation {
+            teacher_logits: std::sync::Arc::new(teacher.concat()),
+            classes,
+            temperature: ft.temperature,
+            alpha: 1.0,
+        }),
+        ..Default::default()
+    };
+    fine_tune_layers(&exec, shared, &masks, Some(&data), &rc)?;
+    Ok(exec.to_model_proto()?.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_grid_keeps_zero_at_index_zero_and_beats_kmeans_when_entropy_coded() {
+        // Laplace-distributed weights (heavy-tailed, like trained layers), unit variance.
+        let mut x = 12345u64;
+        let w: Vec<f32> = (0..20_000)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                let v = -(2.0 * (u - 0.5).abs()).ln() / 2f64.sqrt();
+                (if u < 0.5 { -v } else { v }) as f32
+            })
+            .collect();
+        let grid = share_uniform(&w, 0.15).unwrap();
+        assert_eq!(grid.codebook[0], 0.0);
+        assert!(grid.sparse);
+        for (&i, &x) in grid.indices.iter().zip(&w) {
+            if i == 0 {
+                assert!(x.abs() <= 0.08, "{x} is not in the zero bin");
+            } else {
+                assert!(
+                    (grid.codebook[i as usize] - x).abs() <= 0.16,
+                    "{x} is not in its bin"
+                );
+            }
+        }
+        let weight = Weight {
+            name: "w".into(),
+            shape: vec![w.len() as u64],
+            values: w.clone(),
+        };
+        let mse = |l: &SharedLayer| {
+            l.values()
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        };
+        let km = Quantizer::Kmeans { bits: 5 }.share(&weight).unwrap();
+        let km_bytes = coded_bytes(&weight, &km).unwrap();
+        // The finest grid that is no bigger than 5-bit k-means has clearly less error.
+        let same_size = (10..40)
+            .map(|i| share_uniform(&w, i as f64 * 0.01).unwrap())
+            .find(|g| coded_bytes(&weight, g).unwrap() <= km_bytes)
+            .unwrap();
+        assert!(
+            mse(&same_size) < 0.8 * mse(&km),
+            "{} vs {}",
+            mse(&same_size),
+            mse(&km)
+        );
+        assert!(share_uniform(&w, 0.0).is_err());
+    }
+
+    fn curve(name: &str, pts: &[(u8, u64, f64)]) -> BitsCurve {
+        BitsCurve {
+            name: name.into(),
+            elements: 100,
+            points: pts
+                .iter()
+                .map(|&(bits, bytes, kl)| BitsPoint {
+                    quantizer: Quantizer::Kmeans { bits },
+                    bits,
+                    bytes,
+                    agreement: Agreement {
+                        views: 1,
+                        top1: 1.0,
+                        top5: 1.0,
+                        kl,
+                        ..Default::default()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn agreement_counts_top1_top5_and_kl() {
+        let teacher = vec![vec![3.0, 1.0, 0.0], vec![0.0, 2.0, 1.0]];
+        let same = agreement(&teacher, &teacher);
+        assert_eq!((same.top1, same.top5), (1.0, 1.0));
+        assert!(same.kl.abs() < 1e-12);
+        let student = vec![vec![1.0, 3.0, 0.0], vec![0.0, 2.0, 1.0]];
+        let a = agreement(&teacher, &student);
+        assert_eq!(a.top1, 0.5);
+        assert_eq!(a.top5, 1.0, "3 classes: always within the top 5");
+        // Both teacher views are confident (top-1 probabilities 0.84 and 0.67); one agrees.
+        assert_eq!((a.confident_views, a.confident_top1), (2, 0.5));
+        let unsure = agreement(&[vec![0.1, 0.0, 0.0]], &[vec![0.0, 0.1, 0.0]]);
+        assert_eq!((unsure.confident_views, unsure.confident_top1), (0, 1.0));
+        assert!(a.kl > 0.1);
+    }
+
+    #[test]
+    fn allocation_trades_bytes_for_kl() {
+        let curves = vec![
+            curve("a", &[(8, 800, 0.0), (4, 400, 0.001), (2, 200, 0.5)]),
+            curve("b", &[(8, 800, 0.0), (4, 400, 0.2), (2, 200, 1.0)]),
+        ];
+        // Bytes only: the fewest bits everywhere.
+        let cheap = allocate(&curves, 0.0);
+        assert_eq!((cheap["a"], cheap["b"]), (2, 2), "positions of 2 bits");
+        // KL expensive: the robust layer goes to 4 bits, the sensitive one stays at 8.
+        let careful = allocate(&curves, 10_000.0);
+        assert_eq!((careful["a"], careful["b"]), (1, 0), "4 bits and 8 bits");
+        assert_eq!(predicted_bytes(&curves, &careful), 1200);
+    }
+
+    #[test]
+    fn photo_folder_errors_and_skips() {
+        let pre = Preprocessing::efficientnet_lite();
+        let missing = load_photos(Path::new("/nonexistent/photos"), &pre).unwrap_err();
+        assert!(format!("{missing:#}").contains("is not a folder"));
+        let dir = std::env::temp_dir().join(format!("nnzip-photos-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"hello").unwrap();
+        std::fs::write(dir.join("broken.jpg"), b"\xff\xd8 not really").unwrap();
+        image::RgbImage::new(100, 80)
+            .save(dir.join("small.png"))
+            .unwrap();
+        let empty = load_photos(&dir, &pre).unwrap_err();
+        let msg = format!("{empty:#}");
+        assert!(
+            msg.contains("no usable photo") && msg.contains("3 skipped"),
+            "{msg}"
+        );
+        image::RgbImage::from_fn(300, 240, |x, y| image::Rgb([x as u8, y as u8, 7]))
+            .save(dir.join("ok.png"))
+            .unwrap();
+        let folder = load_photos(&dir, &pre).unwrap();
+        assert_eq!(folder.photos.len(), 1);
+        assert_eq!(folder.skipped.len(), 3);
+        let views = make_views(&folder, 3, &pre, 1).unwrap();
+        assert_eq!(views.len(), 3);
+        assert_eq!(views.inputs[0].shape(), &[1, 3, 224, 224]);
+        let again = make_views(&folder, 3, &pre, 1).unwrap();
+        assert_eq!(views.inputs[2], again.inputs[2], "seeded views repeat");
+        assert_ne!(views.inputs[1], views.inputs[2]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
