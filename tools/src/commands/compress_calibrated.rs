@@ -60,7 +60,7 @@ impl PhotoSet {
 }
 
 /// Bytes of everything but the shared tensors' payloads: graph, metadata, raw tensors, and a
-/// margin for each shared tensor's record header.
+/// margin for what each shared tensor adds besides its payload.
 fn overhead_bytes(builder: &StudentBuilder, shared: &[String]) -> Result<u64> {
     let mut w = builder.empty_writer();
     for t in builder
@@ -74,8 +74,10 @@ fn overhead_bytes(builder: &StudentBuilder, shared: &[String]) -> Result<u64> {
             data: nnzip_core::format::TensorData::RawF32(t.values.clone()),
         })?;
     }
-    let headers: u64 = shared.iter().map(|n| n.len() as u64 + 64).sum();
-    Ok(w.to_bytes()?.len() as u64 + headers)
+    // Each shared tensor adds a record header and an entry in the metadata's statistics (both
+    // name it), and the report adds agreement figures to the metadata.
+    let headers: u64 = shared.iter().map(|n| 2 * n.len() as u64 + 160).sum();
+    Ok(w.to_bytes()?.len() as u64 + headers + 512)
 }
 
 /// The shared layers of an allocation, from the cache.
@@ -367,6 +369,16 @@ pub fn run(
         },
     );
     let bytes = writer.to_bytes()?;
+    if let Some(ratio) = s.target_ratio {
+        let goal = (onnx.len() as f64 / ratio) as u64;
+        if bytes.len() as u64 > goal {
+            eprintln!(
+                "warning: the file is {} bytes, {} over the {ratio}× goal (the size model missed); try a slightly higher --target-ratio",
+                bytes.len(),
+                bytes.len() as u64 - goal
+            );
+        }
+    }
     fsutil::write_atomic(&args.output, &bytes)?;
 
     let dense: u64 = reports.iter().map(|r| r.dense_bytes).sum();

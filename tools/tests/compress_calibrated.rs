@@ -1,0 +1,129 @@
+//! Label-free compression end to end through the `nnzip` binary, on LeNet-5 (small enough for
+//! CI) with photos as unlabelled calibration data: the structure of the report, the size goal,
+//! agreement measured on photos kept apart, and bad folders refused without output.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn shared(rel: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared")
+        .join(rel);
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+fn nnzip(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nnzip"))
+        .args(args)
+        .output()
+        .expect("run nnzip");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn folder(dir: &Path, photos: &[&str]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for p in photos {
+        std::fs::copy(shared(&format!("images/{p}")), dir.join(p)).unwrap();
+    }
+    dir.display().to_string()
+}
+
+#[test]
+fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
+    let tmp = std::env::temp_dir().join(format!("nnzip-calib-{}", std::process::id()));
+    let cal = folder(
+        &tmp.join("cal"),
+        &["astronaut.jpg", "rocket.jpg", "coffee.jpg"],
+    );
+    std::fs::write(tmp.join("cal/readme.txt"), "not a photo").unwrap();
+    let hold = folder(&tmp.join("hold"), &["chelsea.jpg"]);
+    let out = tmp.join("lenet5.nnz");
+    let out_s = out.display().to_string();
+    let model = shared("models/lenet5.onnx").display().to_string();
+    let base = [
+        "compress",
+        model.as_str(),
+        "-o",
+        out_s.as_str(),
+        "--preprocess",
+        "mnist",
+        "--calibration",
+    ];
+
+    // Bad folders: clear errors, no file.
+    let (ok, _, err) = nnzip(&[&base[..], &["/nonexistent/photos"]].concat());
+    assert!(!ok && err.contains("is not a folder"), "{err}");
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, _, err) = nnzip(&[&base[..], &[empty.to_str().unwrap()]].concat());
+    assert!(!ok && err.contains("no usable photo"), "{err}");
+    let (ok, _, err) = nnzip(&[&base[..], &[cal.as_str(), "--holdout", cal.as_str()]].concat());
+    assert!(!ok && err.contains("keep the two folders apart"), "{err}");
+    assert!(!out.exists(), "a failed run left {}", out.display());
+
+    let (ok, stdout, err) = nnzip(
+        &[
+            &base[..],
+            &[
+                cal.as_str(),
+                "--holdout",
+                hold.as_str(),
+                "--views",
+                "6",
+                "--target-ratio",
+                "8",
+                "--fine-tune-epochs",
+                "1",
+                "--json",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(ok, "compress failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let file = v["file_bytes"].as_u64().unwrap();
+    let onnx = v["onnx_bytes"].as_u64().unwrap();
+    assert!(onnx as f64 / file as f64 >= 8.0, "{onnx} / {file} < 8×");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), file);
+    // Every shared tensor was measured along the ladder, finest (8-bit k-means) first.
+    let curves = v["sensitivity"].as_array().unwrap();
+    assert_eq!(curves.len(), 4, "conv1, conv2, fc1, fc2");
+    for c in curves {
+        assert_eq!(c["points"][0]["quantizer"]["kmeans"]["bits"], 8, "{c}");
+    }
+    // Stages: sharing, fine-tuning (kept or not), decoded file; views counted.
+    let stages = v["stages"].as_array().unwrap();
+    assert!(stages.len() >= 2, "{stages:?}");
+    let last = stages.last().unwrap();
+    assert_eq!(last["stage"], "decoded .nnz (core runtime)");
+    assert_eq!(last["calibration"]["views"], 18, "3 photos × 6 views");
+    assert_eq!(last["holdout"]["views"], 6);
+    for key in ["top1", "top5"] {
+        let a = last["holdout"][key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{key} {a}");
+    }
+    let skipped = v["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a .jpg")
+    );
+
+    // The file classifies in the core runtime, with its preprocessing.
+    let (ok, out_c, err) = nnzip(&[
+        "classify",
+        &out_s,
+        shared("images/coffee.jpg").to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "classify failed: {err}");
+    assert!(out_c.contains("probability"), "{out_c}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
