@@ -5,6 +5,7 @@
 #
 #   bash scripts/lib-size.sh
 #   CARGO_PROFILE_MOBILE_PANIC=abort bash scripts/lib-size.sh      # try another setting
+#   bash scripts/lib-size.sh --features …                         # extra arguments go to cargo rustc
 #
 # The build keeps its symbols (CARGO_PROFILE_MOBILE_STRIP=false) so that they can be attributed to
 # crates; the size printed is that of a `strip --strip-all` copy, which is what the profile's
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Only the cdylib: nothing else is shipped, and the rlib would add fat-LTO work for nothing.
-CARGO_PROFILE_MOBILE_STRIP=false cargo rustc -p nnzip-bindings --lib --profile mobile --crate-type cdylib
+CARGO_PROFILE_MOBILE_STRIP=false cargo rustc -p nnzip-bindings --lib --profile mobile --crate-type cdylib "$@"
 LIB=target/mobile/libnnzip.so
 [ -f "$LIB" ] || { echo "lib-size.sh: $LIB not built (this script measures Linux ELF builds)" >&2; exit 1; }
 STRIPPED=target/mobile/libnnzip.stripped.so
