@@ -11,8 +11,15 @@
 # crates; the size printed is that of a `strip --strip-all` copy, which is what the profile's
 # `strip = true` ships. Attribution is by symbol name after LTO inlining, so it is approximate.
 # A host (x86_64 Linux) build stands in for the phone ABIs, which cannot be built here (no Android
-# targets or NDK); it overstates them somewhat: rustfft (pulled in by tract-core, default features)
-# compiles both its AVX and SSE planners on x86_64, and only its NEON one on arm64.
+# targets or NDK); tract-linalg's kernels differ per ABI (x86_64: AVX2/FMA and AVX-512; arm64: NEON,
+# plus fp16 ones), so the phone sizes differ somewhat.
+#
+# Measured (stripped, x86_64): 11.97 MB with tract-onnx's full operator registry; 10.37 MB with only
+# nnzip's operators registered in tract-onnx (a trial on a local copy: rustfft and tract-nnef stayed,
+# kept alive by the NNEF "patch" model transform tract-nnef submits through `inventory`, a static
+# constructor that no linker drops, which builds the whole NNEF registry of tract-core operators);
+# 6.60 MB with nnzip-core reading ONNX itself over tract-hir (core/src/onnx), tract-onnx, tract-nnef
+# and rustfft no longer linked. What is left is mostly tract-core's operators (see the table below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
