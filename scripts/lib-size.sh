@@ -5,18 +5,26 @@
 #
 #   bash scripts/lib-size.sh
 #   CARGO_PROFILE_MOBILE_PANIC=abort bash scripts/lib-size.sh      # try another setting
+#   bash scripts/lib-size.sh --features …                         # extra arguments go to cargo rustc
 #
 # The build keeps its symbols (CARGO_PROFILE_MOBILE_STRIP=false) so that they can be attributed to
 # crates; the size printed is that of a `strip --strip-all` copy, which is what the profile's
 # `strip = true` ships. Attribution is by symbol name after LTO inlining, so it is approximate.
 # A host (x86_64 Linux) build stands in for the phone ABIs, which cannot be built here (no Android
-# targets or NDK); it overstates them somewhat: rustfft (pulled in by tract-core, default features)
-# compiles both its AVX and SSE planners on x86_64, and only its NEON one on arm64.
+# targets or NDK); tract-linalg's kernels differ per ABI (x86_64: AVX2/FMA and AVX-512; arm64: NEON,
+# plus fp16 ones), so the phone sizes differ somewhat.
+#
+# Measured (stripped, x86_64): 11.97 MB with tract-onnx's full operator registry; 10.37 MB with only
+# nnzip's operators registered in tract-onnx (a trial on a local copy: rustfft and tract-nnef stayed,
+# kept alive by the NNEF "patch" model transform tract-nnef submits through `inventory`, a static
+# constructor that no linker drops, which builds the whole NNEF registry of tract-core operators);
+# 6.60 MB with nnzip-core reading ONNX itself over tract-hir (core/src/onnx), tract-onnx, tract-nnef
+# and rustfft no longer linked. What is left is mostly tract-core's operators (see the table below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Only the cdylib: nothing else is shipped, and the rlib would add fat-LTO work for nothing.
-CARGO_PROFILE_MOBILE_STRIP=false cargo rustc -p nnzip-bindings --lib --profile mobile --crate-type cdylib
+CARGO_PROFILE_MOBILE_STRIP=false cargo rustc -p nnzip-bindings --lib --profile mobile --crate-type cdylib "$@"
 LIB=target/mobile/libnnzip.so
 [ -f "$LIB" ] || { echo "lib-size.sh: $LIB not built (this script measures Linux ELF builds)" >&2; exit 1; }
 STRIPPED=target/mobile/libnnzip.stripped.so

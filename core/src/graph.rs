@@ -6,8 +6,9 @@
 
 use crate::error::{NnzError, Result};
 use crate::metadata::InputSpec;
+pub use crate::onnx::pb;
+use pb::tensor_proto::DataType;
 use prost::Message;
-use tract_onnx::pb::{self, tensor_proto::DataType};
 
 /// A float32 ONNX initializer, taken out of the graph.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,6 +15,15 @@
 
 #![deny(missing_docs)]
 
+// tract's operator macros (`tvec!`, `op_as_typed_op!`, …) and derive-new's `#[derive(new)]`, used
+// by the ONNX reader copied from tract-onnx (`onnx`).
+#[cfg(feature = "runtime")]
+#[macro_use]
+extern crate tract_hir;
+#[cfg(feature = "runtime")]
+#[macro_use]
+extern crate derive_new;
+
 pub mod classify;
 pub mod error;
 pub mod format;
@@ -23,6 +32,8 @@ pub mod graph;
 pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod model;
+#[cfg(feature = "runtime")]
+mod onnx;
 #[cfg(feature = "runtime")]
 pub mod preprocess;
 
@@ -34,4 +45,4 @@ pub use model::Model;
 
 /// tract's tensor type, the input and output of [`Model::run`].
 #[cfg(feature = "runtime")]
-pub use tract_onnx::prelude::Tensor;
+pub use tract_hir::prelude::Tensor;

@@ -10,9 +10,9 @@ use crate::preprocess;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use tract_onnx::prelude::*;
-use tract_onnx::tract_hir::internal::InferenceFact;
-use tract_onnx::tract_hir::ops::konst::Const;
+use tract_hir::internal::InferenceFact;
+use tract_hir::ops::konst::Const;
+use tract_hir::prelude::*;
 
 /// A decoded, optimised, runnable model. `Send + Sync`: one instance serves many threads, each
 /// call runs with its own state.
@@ -135,8 +135,8 @@ impl Model {
 /// constant decoded from the file, writing straight into the tensor tract will keep.
 fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
     let proto = parse_model_proto(reader.graph())?;
-    let parsed = tract_onnx::onnx()
-        .parse(&proto, None)
+    let parsed = crate::onnx::onnx()
+        .parse(&proto)
         .map_err(|e| NnzError::model(format!("tract cannot read the graph: {e:#}")))?;
     let mut model = parsed.model;
     let unresolved: HashSet<&str> = parsed
@@ -189,4 +189,93 @@ fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
         .collect();
     model.set_input_outlets(&inputs).map_err(NnzError::model)?;
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::NnzWriter;
+    use crate::metadata::InputSpec;
+    use crate::onnx::pb;
+    use prost::Message;
+
+    /// A one-node graph `y = op(x)` on a `[1, 4]` float input, packed without weights.
+    fn one_node_nnz(op_type: &str) -> Vec<u8> {
+        let tensor_type = |name: &str| pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: pb::tensor_proto::DataType::Float as i32,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: [1, 4]
+                            .iter()
+                            .map(|&d| pb::tensor_shape_proto::Dimension {
+                                value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "one-node".into(),
+                node: vec![pb::NodeProto {
+                    name: "the-node".into(),
+                    op_type: op_type.into(),
+                    input: vec!["x".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }],
+                input: vec![tensor_type("x")],
+                output: vec![tensor_type("y")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let metadata = Metadata {
+            model_name: "one-node".into(),
+            input: InputSpec {
+                name: "x".into(),
+                shape: vec![1, 4],
+            },
+            ..Default::default()
+        };
+        NnzWriter::new(metadata, proto.encode_to_vec())
+            .to_bytes()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_supported_operator_runs() {
+        let model = Model::from_bytes(&one_node_nnz("Relu")).unwrap();
+        let x = Tensor::from_shape(&[1, 4], &[-1f32, 0.5, -2., 3.]).unwrap();
+        let y = model.run(x).unwrap();
+        assert_eq!(
+            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
+            &[0., 0.5, 0., 3.]
+        );
+    }
+
+    #[test]
+    fn an_unsupported_operator_is_named() {
+        let err = Model::from_bytes(&one_node_nnz("Erf"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "ONNX operator Erf (node 'the-node') is not supported by this build of nnzip"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("Conv") && err.contains("Softmax"), "{err}");
+    }
 }
