@@ -5,7 +5,7 @@
 #
 #   bash scripts/compress-efficientnet.sh [OUT.nnz]     # default out/efficientnet_lite0.nnz
 #
-# Takes about 25 minutes on 2 cores (per-layer sensitivity, bit allocation, fine-tuning by
+# Takes about 30 minutes on 2 cores (per-layer sensitivity, bit allocation, fine-tuning by
 # distillation); does nothing when OUT exists and is newer than this script (delete it to redo).
 # The report goes to OUT.txt (tables) and OUT.json.
 set -euo pipefail
