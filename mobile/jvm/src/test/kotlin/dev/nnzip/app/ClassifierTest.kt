@@ -222,6 +222,22 @@ class ClassifierTest {
         assertEquals("18.6 MB", Format.bytes(18_608_032))
         assertEquals("812 B", Format.bytes(812))
         assertEquals("39.1×", Format.ratio(39.1))
+        assertEquals(
+            listOf(
+                "accuracy: top-1 89.1%",
+                "same top class as the uncompressed model: 64.7% on holdout photos",
+                "source: tests",
+            ),
+            Format.extraLines(
+                mapOf(
+                    "source" to "tests",
+                    "agreement_top1" to "0.6466",
+                    "agreement_measured_on" to "holdout photos",
+                    "accuracy" to "0.8914",
+                ),
+            ),
+        )
+        assertEquals(listOf("accuracy: n/a"), Format.extraLines(mapOf("accuracy" to "n/a")))
     }
 
     private companion object {

@@ -59,6 +59,26 @@ object Format {
         if (info.tensors.isNotEmpty()) {
             append("\n${info.tensors.size} weight tensors, $shared pruned/shared")
         }
-        for ((k, v) in info.extra.toSortedMap()) append("\n$k: $v")
+        for (line in extraLines(info.extra)) append("\n$line")
+    }
+
+    /**
+     * The metadata's measurements in words: `accuracy` (a fraction, labelled test data) and
+     * `agreement_top1` (a fraction: how often the compressed model picks the dense model's class,
+     * for files compressed without labels, on the photos named by `agreement_measured_on`);
+     * other keys as `key: value`.
+     */
+    fun extraLines(extra: Map<String, String>): List<String> {
+        val known = setOf("accuracy", "agreement_top1", "agreement_measured_on")
+        val lines = mutableListOf<String>()
+        extra["accuracy"]?.toDoubleOrNull()?.let { lines += "accuracy: top-1 ${percent(it.toFloat())}" }
+        extra["agreement_top1"]?.toDoubleOrNull()?.let {
+            val on = extra["agreement_measured_on"]?.let { w -> " on $w" } ?: ""
+            lines += "same top class as the uncompressed model: ${percent(it.toFloat())}$on"
+        }
+        for ((k, v) in extra.toSortedMap()) {
+            if (k !in known || (k != "agreement_measured_on" && v.toDoubleOrNull() == null)) lines += "$k: $v"
+        }
+        return lines
     }
 }
