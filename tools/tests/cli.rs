@@ -130,3 +130,51 @@ fn bad_inputs_are_clear_errors_and_leave_no_output() {
     assert!(!ok);
     assert!(err.contains("unknown preprocessing preset 'vgg'"), "{err}");
 }
+
+#[test]
+fn ctrl_c_during_compress_leaves_no_file() {
+    // Interrupt a retraining compression before it finishes: the output, written whole through a
+    // temporary file and a rename at the very end, must not exist, nor any temporary file.
+    let dir = tmp("ctrl-c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("interrupted.nnz");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnzip"))
+        .args([
+            "compress",
+            &shared("models/lenet300.onnx"),
+            "--data",
+            "fashion-mnist",
+            "--density",
+            "0.1",
+            "--rounds",
+            "3",
+            "--retrain-epochs",
+            "5",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nnzip");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "compress ended within 3 s: nothing was interrupted"
+    );
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "an interrupted run must not report success"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "an interrupted compress left {left:?}");
+}
