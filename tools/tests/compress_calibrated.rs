@@ -43,6 +43,7 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     std::fs::write(tmp.join("cal/readme.txt"), "not a photo").unwrap();
     let hold = folder(&tmp.join("hold"), &["chelsea.jpg"]);
     let out = tmp.join("lenet5.nnz");
+    let cache_s = tmp.join("sensitivity.json").display().to_string();
     let out_s = out.display().to_string();
     let model = shared("models/lenet5.onnx").display().to_string();
     let base = [
@@ -79,6 +80,8 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
                 "8",
                 "--fine-tune-epochs",
                 "1",
+                "--sensitivity-cache",
+                cache_s.as_str(),
                 "--json",
             ],
         ]
@@ -114,6 +117,40 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
             .as_str()
             .unwrap()
             .contains("not a .jpg")
+    );
+
+    // Again from the sensitivity written by the first run: nothing measured twice, and the same
+    // seed gives the same file, byte for byte.
+    let cached: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache_s).unwrap()).unwrap();
+    assert_eq!(cached, v["sensitivity"]);
+    let first = std::fs::read(&out).unwrap();
+    let again = tmp.join("again.nnz");
+    let (ok, _, err) = nnzip(&[
+        "compress",
+        &model,
+        "-o",
+        again.to_str().unwrap(),
+        "--preprocess",
+        "mnist",
+        "--calibration",
+        &cal,
+        "--holdout",
+        &hold,
+        "--views",
+        "6",
+        "--target-ratio",
+        "8",
+        "--fine-tune-epochs",
+        "1",
+        "--sensitivity-cache",
+        &cache_s,
+        "--json",
+    ]);
+    assert!(ok, "compress from the cache failed: {err}");
+    assert!(
+        std::fs::read(&again).unwrap() == first,
+        "same settings, different file"
     );
 
     // The file classifies in the core runtime, with its preprocessing.

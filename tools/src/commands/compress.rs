@@ -142,6 +142,11 @@ pub struct CompressArgs {
     /// views, in percent [default: 99.5].
     #[arg(long)]
     pub min_agreement: Option<f64>,
+    /// With --calibration: read the per-layer sensitivity from this JSON file if it exists (it
+    /// must match the model's tensors and the ladder), else measure it and write it there; lets
+    /// allocation and fine-tuning be re-run without measuring again.
+    #[arg(long)]
+    pub sensitivity_cache: Option<PathBuf>,
     /// With --calibration: make the file this many times smaller than the ONNX file, with the
     /// best agreement that size allows (instead of the smallest file that reaches
     /// --min-agreement).
@@ -234,6 +239,8 @@ pub struct CompressSettings {
     pub bits_ladder: Vec<u8>,
     /// Size goal: times smaller than the ONNX file.
     pub target_ratio: Option<f64>,
+    /// Where the label-free sensitivity is kept between runs.
+    pub sensitivity_cache: Option<PathBuf>,
     /// How layers are shared in label-free compression.
     pub quantizer: QuantizerKind,
     /// Grid steps tried per layer (uniform quantizer), in standard deviations.
@@ -331,6 +338,7 @@ impl Default for CompressSettings {
             min_agreement: 99.5,
             bits_ladder: vec![8, 6, 5, 4, 3],
             target_ratio: None,
+            sensitivity_cache: None,
             quantizer: QuantizerKind::Uniform,
             grid_steps: vec![0.04, 0.08, 0.15, 0.3, 0.6],
         }
@@ -383,6 +391,9 @@ impl CompressSettings {
         }
         if args.target_ratio.is_some() {
             s.target_ratio = args.target_ratio;
+        }
+        if args.sensitivity_cache.is_some() {
+            s.sensitivity_cache = args.sensitivity_cache.clone();
         }
         take!(
             retrain_lr,

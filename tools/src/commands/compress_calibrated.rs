@@ -80,17 +80,32 @@ fn overhead_bytes(builder: &StudentBuilder, shared: &[String]) -> Result<u64> {
     Ok(w.to_bytes()?.len() as u64 + headers + 512)
 }
 
-/// The shared layers of an allocation, from the cache.
+/// The shared layers of an allocation: from the cache, or shared again (curves read from a
+/// `--sensitivity-cache` file come without layers).
 fn allocation_layers(
-    bits: &BTreeMap<String, usize>,
+    levels: &BTreeMap<String, usize>,
     cache: &SharedCache,
+    curves: &[BitsCurve],
+    builder: &StudentBuilder,
 ) -> Result<BTreeMap<String, SharedLayer>> {
-    bits.iter()
-        .map(|(name, &b)| {
-            let layer = cache
-                .get(&(name.clone(), b))
-                .with_context(|| format!("'{name}' was not measured at ladder step {b}"))?;
-            Ok((name.clone(), layer.clone()))
+    levels
+        .iter()
+        .map(|(name, &i)| {
+            if let Some(layer) = cache.get(&(name.clone(), i)) {
+                return Ok((name.clone(), layer.clone()));
+            }
+            let q = curves
+                .iter()
+                .find(|c| &c.name == name)
+                .and_then(|c| c.points.get(i))
+                .with_context(|| format!("'{name}' was not measured at ladder step {i}"))?
+                .quantizer;
+            let w = builder
+                .weights()
+                .iter()
+                .find(|w| &w.name == name)
+                .with_context(|| format!("no weight named '{name}'"))?;
+            Ok((name.clone(), q.share(w)?))
         })
         .collect()
 }
@@ -193,38 +208,66 @@ pub fn run(
             .map(|&bits| Quantizer::Kmeans { bits })
             .collect(),
     };
-    let bar = progress_bar(show, layers.len(), "sensitivity");
-    let mut last = String::new();
-    let (curves, cache) = bits_sensitivity(
-        &builder,
-        &sub_teacher,
-        &sub_views,
-        &layers,
-        &ladder,
-        STOP_KL,
-        |name, p| {
-            if name != last {
-                if !last.is_empty() {
-                    bar.inc(1);
-                }
-                last = name.to_string();
+    let cached: Option<Vec<BitsCurve>> = match &s.sensitivity_cache {
+        Some(p) if p.exists() => {
+            let curves: Vec<BitsCurve> = serde_json::from_slice(&fsutil::read(p)?)
+                .with_context(|| format!("{} is not a sensitivity cache", p.display()))?;
+            let names: Vec<&String> = curves.iter().map(|c| &c.name).collect();
+            let same_ladder = curves
+                .iter()
+                .all(|c| c.points.iter().zip(&ladder).all(|(p, q)| p.quantizer == *q));
+            if names != layers.iter().collect::<Vec<_>>() || !same_ladder {
+                bail!(
+                    "{} was measured on other tensors or another ladder: delete it to measure again",
+                    p.display()
+                );
             }
-            let msg = format!(
-                "{name} @ {} ({} bits): {} B, KL {:.4}, top-1 {:.1}%",
-                p.quantizer.label(),
-                p.bits,
-                p.bytes,
-                p.agreement.kl,
-                p.agreement.top1 * 100.0
-            );
-            // Logs (no terminal) get one line per measurement instead of a bar.
-            if show && bar.is_hidden() {
-                eprintln!("  {msg}");
+            say(format!("sensitivity read from {}", p.display()));
+            Some(curves)
+        }
+        _ => None,
+    };
+    let (curves, cache) = match cached {
+        Some(c) => (c, SharedCache::new()),
+        None => {
+            let bar = progress_bar(show, layers.len(), "sensitivity");
+            let mut last = String::new();
+            let (curves, cache) = bits_sensitivity(
+                &builder,
+                &sub_teacher,
+                &sub_views,
+                &layers,
+                &ladder,
+                STOP_KL,
+                |name, p| {
+                    if name != last {
+                        if !last.is_empty() {
+                            bar.inc(1);
+                        }
+                        last = name.to_string();
+                    }
+                    let msg = format!(
+                        "{name} @ {} ({} bits): {} B, KL {:.4}, top-1 {:.1}%",
+                        p.quantizer.label(),
+                        p.bits,
+                        p.bytes,
+                        p.agreement.kl,
+                        p.agreement.top1 * 100.0
+                    );
+                    // Logs (no terminal) get one line per measurement instead of a bar.
+                    if show && bar.is_hidden() {
+                        eprintln!("  {msg}");
+                    }
+                    bar.set_message(msg);
+                },
+            )?;
+            bar.finish_and_clear();
+            if let Some(p) = &s.sensitivity_cache {
+                fsutil::write_atomic(p, &serde_json::to_vec(&curves)?)?;
             }
-            bar.set_message(msg);
-        },
-    )?;
-    bar.finish_and_clear();
+            (curves, cache)
+        }
+    };
 
     // 2. Bit allocation: the smallest predicted file whose agreement on every calibration view
     // reaches the goal. Allocations for growing λ use more bytes; bisect over them.
@@ -242,7 +285,7 @@ pub fn run(
     let goal = s.min_agreement / 100.0;
     let mut tried: Vec<(u64, Agreement)> = Vec::new();
     let mut measure_allocation = |i: usize| -> Result<Agreement> {
-        let layers = allocation_layers(&candidates[i].1, &cache)?;
+        let layers = allocation_layers(&candidates[i].1, &cache, &curves, &builder)?;
         let a = cal.measure(&builder.model(&values_of(&layers))?)?;
         say(format!(
             "  allocation {i}: {} predicted, calibration top-1 {}, KL {:.4}",
@@ -299,7 +342,7 @@ pub fn run(
         }
     };
     let bits = candidates[chosen].1.clone();
-    let mut shared = allocation_layers(&bits, &cache)?;
+    let mut shared = allocation_layers(&bits, &cache, &curves, &builder)?;
     let mut stages: Vec<(String, Agreement, Option<Agreement>)> = Vec::new();
     let shared_model = builder.model(&values_of(&shared))?;
     let sharing = cal.measure(&shared_model)?;

@@ -267,7 +267,7 @@ pub fn logits(model: &Model, views: &Views) -> Result<Vec<Vec<f32>>> {
 }
 
 /// How well a student's outputs agree with the teacher's, view by view.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Agreement {
     /// Views compared.
     pub views: usize,
@@ -401,7 +401,7 @@ impl StudentBuilder {
 }
 
 /// How a layer's weights become a codebook and indices.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Quantizer {
     /// The paper's k-means (here the exact 1-D optimum) with `2^bits − 1` shared values.
@@ -497,7 +497,7 @@ pub fn share_uniform(w: &[f32], step: f64) -> Result<SharedLayer> {
 }
 
 /// One point of a layer's sensitivity.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct BitsPoint {
     /// How the layer was shared.
     pub quantizer: Quantizer,
@@ -510,7 +510,7 @@ pub struct BitsPoint {
 }
 
 /// How one layer reacts to coarser sharing.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BitsCurve {
     /// Initializer name.
     pub name: String,
