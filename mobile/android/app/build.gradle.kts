@@ -4,7 +4,7 @@
 //   cargoNdk       cargo-ndk builds libnnzip.so (profile `mobile`) for arm64-v8a, armeabi-v7a, x86_64
 //   uniffiBindings scripts/bindings.sh: the workspace's host build, then the Kotlin bindings into target/bindings/kotlin
 //   packModel      scripts/compress-efficientnet.sh (or $NNZIP_MODEL if set) makes the bundled assets/model.nnz:
-//                  EfficientNet-Lite0 compressed without labels, cached in out/ (the first run takes ~30 min)
+//                  EfficientNet-Lite0 compressed without labels, cached in out/ (the first run takes ~45 min)
 // Needs: Android SDK + NDK (ANDROID_NDK_HOME), `cargo install cargo-ndk`,
 // `rustup target add aarch64-linux-android armv7-linux-androideabi x86_64-linux-android`.
 plugins {
