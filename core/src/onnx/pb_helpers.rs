@@ -345,7 +345,7 @@ impl NodeProto {
     pub fn expect_ok_or_else<T, R: Reason>(&self, result: Option<T>, what: R) -> TractResult<T> {
         match result {
             Some(v) => Ok(v),
-            None => Err(self.expect(false, what).unwrap_err()),
+            None => self.bail(&format!("expected {}", what.reason())),
         }
     }
 

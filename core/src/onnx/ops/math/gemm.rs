@@ -79,8 +79,7 @@ impl Expansion for Gemm {
                 &[alpha, wire],
             )?[0];
         }
-        if self.beta != 0.0f32 && c.is_some() {
-            let mut c = c.copied().unwrap();
+        if let Some(&(mut c)) = c.filter(|_| self.beta != 0.0f32) {
             while model.outlet_fact(wire)?.rank() > model.outlet_fact(c)?.rank() {
                 c = model.wire_node(
                     format!("{}.c_add_axis_{}", name, model.outlet_fact(c)?.rank()),
