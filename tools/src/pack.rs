@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
-use nnzip_core::graph::split_onnx;
+use nnzip_core::graph::{Weight, split_onnx};
 use nnzip_core::metadata::{Metadata, Preprocessing};
 
 /// How `pack` stores weights and what it writes into the metadata.
@@ -79,4 +79,22 @@ pub fn pack_onnx(onnx: &[u8], opts: &PackOptions) -> Result<NnzWriter> {
         })?;
     }
     Ok(writer)
+}
+
+/// Takes the raw f32 tensors out of a packed writer (everything [`pack_onnx`] stores without
+/// `f16`), as weights to compress; the writer keeps its metadata and graph, ready for the
+/// compressed tensors.
+pub fn take_raw_weights(writer: &mut NnzWriter) -> Vec<Weight> {
+    writer
+        .tensors
+        .drain(..)
+        .filter_map(|t| match t.data {
+            TensorData::RawF32(values) => Some(Weight {
+                name: t.name,
+                shape: t.shape,
+                values,
+            }),
+            _ => None,
+        })
+        .collect()
 }

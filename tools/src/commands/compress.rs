@@ -15,7 +15,7 @@ use crate::data::{self, ImageTransform, Split};
 use crate::eval::evaluate;
 use crate::fsutil;
 use crate::onnx::GraphExecutor;
-use crate::pack::{PackOptions, pack_onnx, preset, read_labels};
+use crate::pack::{PackOptions, pack_onnx, preset, read_labels, take_raw_weights};
 use crate::table::{Table, human_bytes};
 use crate::train::Distillation;
 use anyhow::{Context, Result, bail};
@@ -383,18 +383,22 @@ impl CompressSettings {
             retrain_epochs
         );
         take!(views, min_agreement, bits_ladder, quantizer, grid_steps);
-        if args.calibration.is_some() {
-            s.calibration = args.calibration.clone();
+        // Settings that are optional themselves: the flag, when given, replaces the file's.
+        macro_rules! take_some {
+            ($($field:ident),*) => {$(
+                if args.$field.is_some() {
+                    s.$field = args.$field.clone();
+                }
+            )*};
         }
-        if args.holdout.is_some() {
-            s.holdout = args.holdout.clone();
-        }
-        if args.target_ratio.is_some() {
-            s.target_ratio = args.target_ratio;
-        }
-        if args.sensitivity_cache.is_some() {
-            s.sensitivity_cache = args.sensitivity_cache.clone();
-        }
+        take_some!(
+            calibration,
+            holdout,
+            target_ratio,
+            sensitivity_cache,
+            paper_densities
+        );
+        take_some!(data, labels, train_limit, max_accuracy_drop);
         take!(
             retrain_lr,
             schedule,
@@ -405,18 +409,6 @@ impl CompressSettings {
             temperature,
             coder
         );
-        if args.paper_densities.is_some() {
-            s.paper_densities = args.paper_densities.clone();
-        }
-        if args.data.is_some() {
-            s.data = args.data.clone();
-        }
-        if args.labels.is_some() {
-            s.labels = args.labels.clone();
-        }
-        if args.train_limit.is_some() {
-            s.train_limit = args.train_limit;
-        }
         if let Some(g) = &args.gap_bits {
             s.gap_bits = GapBits::parse(g)?;
         }
@@ -425,9 +417,6 @@ impl CompressSettings {
         }
         if let Some(b) = args.budget_split {
             s.budget_split = b;
-        }
-        if args.max_accuracy_drop.is_some() {
-            s.max_accuracy_drop = args.max_accuracy_drop;
         }
         for d in &args.density {
             let parse = |v: &str| {
@@ -731,18 +720,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     };
     let mut writer = pack_onnx(source_onnx, &opts)
         .with_context(|| format!("cannot read {}", args.model.display()))?;
-    let weights: Vec<nnzip_core::graph::Weight> = writer
-        .tensors
-        .drain(..)
-        .filter_map(|t| match t.data {
-            nnzip_core::format::TensorData::RawF32(values) => Some(nnzip_core::graph::Weight {
-                name: t.name,
-                shape: t.shape,
-                values,
-            }),
-            _ => None,
-        })
-        .collect();
+    let weights = take_raw_weights(&mut writer);
     let (records, reports) = compress_weights_with(&weights, &cfg, &shared)?;
     if let Some(dir) = &args.plots {
         write_histograms(dir, &weights, &records, &dense_values, &pruned_values)?;

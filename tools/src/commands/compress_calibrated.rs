@@ -344,16 +344,19 @@ pub fn run(
     let bits = candidates[chosen].1.clone();
     let mut shared = allocation_layers(&bits, &cache, &curves, &builder)?;
     let mut stages: Vec<(String, Agreement, Option<Agreement>)> = Vec::new();
-    let shared_model = builder.model(&values_of(&shared))?;
-    let sharing = cal.measure(&shared_model)?;
+    // Agreement on the calibration views, and on the holdout views when there are some.
+    let measure = |model: &nnzip_core::Model| -> Result<(Agreement, Option<Agreement>)> {
+        Ok((
+            cal.measure(model)?,
+            hold.as_ref().map(|h| h.measure(model)).transpose()?,
+        ))
+    };
+    let (sharing, sharing_hold) = measure(&builder.model(&values_of(&shared))?)?;
     stages.push((
         "weight sharing (allocated bits)".into(),
         sharing,
-        hold.as_ref()
-            .map(|h| h.measure(&shared_model))
-            .transpose()?,
+        sharing_hold,
     ));
-    drop(shared_model);
 
     // 3. Centroid fine-tuning by distillation on the calibration views (no labels); kept only if
     // it brings the model closer to the teacher on them.
@@ -371,9 +374,7 @@ pub fn run(
         let tuned_onnx =
             fine_tune_by_distillation(onnx, &mut tuned_layers, &cal.views, &cal.teacher, &ft)?;
         let tuned = StudentBuilder::new(pack_onnx(&tuned_onnx, opts)?);
-        let model = tuned.model(&values_of(&tuned_layers))?;
-        let a = cal.measure(&model)?;
-        let h = hold.as_ref().map(|h| h.measure(&model)).transpose()?;
+        let (a, h) = measure(&tuned.model(&values_of(&tuned_layers))?)?;
         if a.kl < sharing.kl {
             stages.push(("centroid fine-tuning (distillation)".into(), a, h));
             shared = tuned_layers;
@@ -394,9 +395,7 @@ pub fn run(
         writer.push(r)?;
     }
     let bytes = writer.to_bytes()?;
-    let decoded = nnzip_core::Model::from_bytes(&bytes)?;
-    let final_cal = cal.measure(&decoded)?;
-    let final_hold = hold.as_ref().map(|h| h.measure(&decoded)).transpose()?;
+    let (final_cal, final_hold) = measure(&nnzip_core::Model::from_bytes(&bytes)?)?;
     stages.push(("decoded .nnz (core runtime)".into(), final_cal, final_hold));
     let agree = final_hold.unwrap_or(final_cal);
     writer

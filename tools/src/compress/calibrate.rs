@@ -99,11 +99,7 @@ pub fn load_photos(dir: &Path, pre: &Preprocessing) -> Result<PhotoFolder> {
                 path: path.clone(),
                 reason,
             };
-            let ext = path
-                .extension()
-                .map(|e| e.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            if !matches!(ext.as_str(), "jpg" | "jpeg" | "png") {
+            if !crate::data::image_folder::is_image(path) {
                 return Err(skip("not a .jpg/.jpeg/.png file".into()));
             }
             let bytes = std::fs::read(path).map_err(|e| skip(format!("cannot read: {e}")))?;
@@ -286,6 +282,8 @@ pub struct Agreement {
 /// Teacher probability above which a view counts as confident in [`Agreement`].
 pub const CONFIDENT: f64 = 0.5;
 
+/// In f64, unlike the core's `classify::softmax`: a KL divergence of 1e-4 sums a thousand small
+/// differences of probabilities.
 fn softmax(x: &[f32]) -> Vec<f64> {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let e: Vec<f64> = x.iter().map(|&v| (v as f64 - m).exp()).collect();
@@ -357,18 +355,7 @@ pub struct StudentBuilder {
 impl StudentBuilder {
     /// From a packed (lossless) teacher.
     pub fn new(mut packed: NnzWriter) -> Self {
-        let weights = packed
-            .tensors
-            .drain(..)
-            .filter_map(|t| match t.data {
-                TensorData::RawF32(values) => Some(Weight {
-                    name: t.name,
-                    shape: t.shape,
-                    values,
-                }),
-                _ => None,
-            })
-            .collect();
+        let weights = crate::pack::take_raw_weights(&mut packed);
         StudentBuilder {
             writer: packed,
             weights,

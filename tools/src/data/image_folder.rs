@@ -81,7 +81,8 @@ impl ImageTransform {
     }
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether a file name ends in .jpg, .jpeg or .png (any case): the formats the core decodes.
+pub(crate) fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
