@@ -18,7 +18,7 @@
 
 #![deny(missing_docs)]
 
-use nnzip_core::{Model, NnzError};
+use nnzip_core::{LoadOptions, Model, NnzError};
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
@@ -162,8 +162,14 @@ impl Classifier {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Arc<Self>, NnzipError> {
         init_logging();
         let start = Instant::now();
-        let model =
-            Model::from_bytes(&bytes).inspect_err(|e| log::warn!("cannot load model: {e}"))?;
+        // The facade only classifies single images: a plan for batch 1 runs faster than one
+        // for a dynamic batch (tract specialises every shape).
+        let options = LoadOptions {
+            batch: Some(1),
+            ..LoadOptions::default()
+        };
+        let model = Model::from_bytes_with(&bytes, &options)
+            .inspect_err(|e| log::warn!("cannot load model: {e}"))?;
         log::info!(
             "loaded model '{}' ({} bytes) in {:.1} ms",
             model.metadata().model_name,

@@ -1,7 +1,9 @@
 //! Core benchmarks, side by side in one run:
-//! - Huffman decode throughput of a `shared-dense` tensor (symbols/s, one thread);
+//! - Huffman decode throughput of a `shared-dense` tensor (symbols/s, one thread), and the range
+//!   decoder's on a `shared-sparse-ac` tensor (entries/s);
 //! - load-to-ready: `.nnz` → runnable plan vs dense ONNX → runnable plan with tract;
-//! - batch-1 inference latency of the decoded model vs tract on the ONNX.
+//! - batch-1 inference latency of the decoded model (loaded for batch 1, as the bindings do) vs
+//!   tract on the ONNX given a batch-1 input fact.
 //!
 //! `cargo bench -p nnzip-core` (reference models from `../shared/models/` beside the project).
 //! A ratio table is printed at the end.
@@ -119,6 +121,45 @@ fn main() {
         format!("{:.0} M symbols/s", n as f64 / t.as_secs_f64() / 1e6),
     ));
 
+    // Range decoder (`shared-sparse-ac`, what compressed files mostly hold): a 1M-weight tensor
+    // with a third of its weights kept, 5-bit indices.
+    let sparse: Vec<u16> = skewed_indices(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| if i % 3 == 0 { s.max(1) } else { 0 })
+        .collect();
+    let kept = sparse.iter().filter(|&&s| s != 0).count();
+    let rec = TensorRecord {
+        name: "w".into(),
+        shape: vec![n as u64],
+        data: TensorData::SharedSparseAc {
+            codebook: (0..32).map(|i| i as f32 * 0.01).collect(),
+            indices: sparse,
+            index_bits: 5,
+        },
+    };
+    let (payload, _) = encode_tensor(&rec).expect("encode");
+    let mut g = c.benchmark_group("range");
+    g.throughput(Throughput::Elements(kept as u64));
+    g.bench_function(
+        "decode shared-sparse-ac 1M weights, 33% kept, 5 bits",
+        |b| {
+            b.iter(|| {
+                decode_payload("w", Encoding::SharedSparseAc, black_box(&payload), &mut out)
+                    .unwrap()
+            })
+        },
+    );
+    g.finish();
+    let t = median(
+        || decode_payload("w", Encoding::SharedSparseAc, &payload, &mut out).unwrap(),
+        21,
+    );
+    summary.push((
+        "Range decode (shared-sparse-ac, 5-bit, 33% kept)".into(),
+        format!("{:.0} M entries/s", kept as f64 / t.as_secs_f64() / 1e6),
+    ));
+
     for (file, shape) in [
         ("lenet5", vec![1usize, 1, 28, 28]),
         ("efficientnet_lite0", vec![1, 3, 224, 224]),
@@ -149,7 +190,12 @@ fn main() {
             ),
         ));
 
-        let model = Model::from_bytes(&nnz).unwrap();
+        // As on a phone (the bindings): a plan for batch 1.
+        let batch1 = nnzip_core::LoadOptions {
+            batch: Some(1),
+            ..Default::default()
+        };
+        let model = Model::from_bytes_with(&nnz, &batch1).unwrap();
         let plan = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(&onnx))
             .unwrap()

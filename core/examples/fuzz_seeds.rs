@@ -71,12 +71,8 @@ fn tiny_graph() -> Vec<u8> {
     model.encode_to_vec()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::path::PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "fuzz/corpus".into()),
-    );
+/// The runnable two-layer model; `range_coded` stores `w1` as `shared-sparse-ac` (a v2 file).
+fn tiny_model(range_coded: bool) -> Result<NnzWriter, Box<dyn std::error::Error>> {
     let meta = Metadata {
         model_name: "tiny".into(),
         input: InputSpec {
@@ -90,14 +86,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idx1: Vec<u16> = (0..48)
         .map(|i| if i % 3 == 0 { 1 + (i % 7) as u16 } else { 0 })
         .collect();
+    let codebook: Vec<f32> = (0..8).map(|i| i as f32 * 0.1).collect();
     w.push(TensorRecord {
         name: "w1".into(),
         shape: vec![6, 8],
-        data: TensorData::SharedSparse {
-            codebook: (0..8).map(|i| i as f32 * 0.1).collect(),
-            indices: idx1,
-            index_bits: 3,
-            gap_bits: 2,
+        data: if range_coded {
+            TensorData::SharedSparseAc {
+                codebook,
+                indices: idx1,
+                index_bits: 3,
+            }
+        } else {
+            TensorData::SharedSparse {
+                codebook,
+                indices: idx1,
+                index_bits: 3,
+                gap_bits: 2,
+            }
         },
     })?;
     w.push(TensorRecord {
@@ -119,23 +124,85 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shape: vec![3],
         data: TensorData::RawF32(vec![0.0, 0.5, -0.5]),
     })?;
-    let model = w.to_bytes()?;
-    // Check that it is runnable before it becomes a seed.
-    nnzip_core::Model::from_bytes(&model)?;
-    for target in ["nnz_reader", "model_from_bytes"] {
-        std::fs::create_dir_all(dir.join(target))?;
-        std::fs::write(dir.join(target).join("seed-tiny-model.nnz"), &model)?;
+    Ok(w)
+}
+
+/// A 5-bit sparse tensor with a skewed index distribution (codes up to 10+ bits long, gaps that
+/// overflow a 3-bit width and need fillers): exercises the decoders' slow paths.
+fn skewed_sparse(range_coded: bool) -> TensorRecord {
+    let mut s = 0x2545_f491_4f6c_dd1du64;
+    let indices: Vec<u16> = (0..600)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            if !s.is_multiple_of(5) {
+                0
+            } else {
+                (1 + (s >> 32).trailing_zeros().min(30)) as u16
+            }
+        })
+        .collect();
+    let codebook: Vec<f32> = (0..32).map(|i| i as f32 * 0.03).collect();
+    TensorRecord {
+        name: "skewed".into(),
+        shape: vec![20, 30],
+        data: if range_coded {
+            TensorData::SharedSparseAc {
+                codebook,
+                indices,
+                index_bits: 5,
+            }
+        } else {
+            TensorData::SharedSparse {
+                codebook,
+                indices,
+                index_bits: 5,
+                gap_bits: 3,
+            }
+        },
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::path::PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
+    let mut payloads = Vec::new();
+    for (version, range_coded) in [("v1", false), ("v2", true)] {
+        let w = tiny_model(range_coded)?;
+        let model = w.to_bytes()?;
+        // Check that it is runnable before it becomes a seed.
+        nnzip_core::Model::from_bytes(&model)?;
+        // The whole-file targets read a mode byte first (0: header made consistent with the body).
+        let mut seed = vec![0u8];
+        seed.extend_from_slice(&model);
+        for target in ["nnz_reader", "model_from_bytes"] {
+            std::fs::create_dir_all(dir.join(target))?;
+            std::fs::write(
+                dir.join(target)
+                    .join(format!("seed-tiny-model-{version}.nnz")),
+                &seed,
+            )?;
+        }
+        payloads.extend(w.tensors.iter().cloned());
+        payloads.push(skewed_sparse(range_coded));
     }
     // Tensor payload seeds: encoding byte, element count, payload.
     std::fs::create_dir_all(dir.join("tensor_payload"))?;
-    for (i, t) in w.tensors.iter().enumerate() {
+    for (i, t) in payloads.iter().enumerate() {
         let (payload, _) = nnzip_core::format::encode::encode_tensor(t)?;
         let mut seed = vec![t.data.encoding() as u8];
         seed.extend_from_slice(&(t.data.len() as u16).to_le_bytes());
         seed.extend_from_slice(&payload);
         std::fs::write(
-            dir.join("tensor_payload")
-                .join(format!("seed-{i}-{}.bin", t.name)),
+            dir.join("tensor_payload").join(format!(
+                "seed-{i}-{}-{}.bin",
+                t.name,
+                t.data.encoding().name()
+            )),
             seed,
         )?;
     }

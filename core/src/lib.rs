@@ -41,7 +41,7 @@ pub use classify::Prediction;
 pub use error::{NnzError, Result};
 pub use metadata::{Metadata, Preprocessing};
 #[cfg(feature = "runtime")]
-pub use model::Model;
+pub use model::{LoadOptions, Model};
 
 /// tract's tensor type, the input and output of [`Model::run`].
 #[cfg(feature = "runtime")]

@@ -14,6 +14,19 @@ use tract_hir::internal::InferenceFact;
 use tract_hir::ops::konst::Const;
 use tract_hir::prelude::*;
 
+/// How [`Model::from_bytes_with`] prepares a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Memory guards for decoding.
+    pub limits: DecodeLimits,
+    /// Fixes a dynamic batch dimension of the input (the first one, `-1` in the metadata) to
+    /// this size, so that tract plans for concrete shapes: e.g. `Some(1)` where only single
+    /// images are classified, as on a phone (measured: LeNet-5 batch-1 latency 1.3× tract-on-ONNX
+    /// with a dynamic batch, see `cargo bench -p nnzip-core`). [`Model::run`] then accepts only
+    /// inputs of that batch size. `None` (the default) keeps the batch dynamic.
+    pub batch: Option<usize>,
+}
+
 /// A decoded, optimised, runnable model. `Send + Sync`: one instance serves many threads, each
 /// call runs with its own state.
 #[derive(Debug)]
@@ -21,6 +34,8 @@ pub struct Model {
     metadata: Metadata,
     file_bytes: u64,
     plan: Arc<TypedSimplePlan>,
+    /// The batch size the plan was fixed to at load, if it was.
+    fixed_batch: Option<usize>,
 }
 
 impl Model {
@@ -31,8 +46,23 @@ impl Model {
 
     /// As [`Model::from_bytes`], with explicit memory guards.
     pub fn from_bytes_with_limits(bytes: &[u8], limits: DecodeLimits) -> Result<Model> {
-        let reader = NnzReader::parse_with_limits(bytes, limits)?;
-        let model = build_inference_model(&reader)?;
+        Self::from_bytes_with(
+            bytes,
+            &LoadOptions {
+                limits,
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// As [`Model::from_bytes`], with explicit [`LoadOptions`].
+    pub fn from_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Model> {
+        let reader = NnzReader::parse_with_limits(bytes, options.limits)?;
+        let mut model = build_inference_model(&reader)?;
+        let fixed_batch = match options.batch {
+            Some(batch) => fix_batch(&mut model, &reader.metadata().input.shape, batch)?,
+            None => None,
+        };
         let plan = model
             .into_optimized()
             .and_then(|m| m.into_runnable())
@@ -41,6 +71,7 @@ impl Model {
             metadata: reader.metadata().clone(),
             file_bytes: bytes.len() as u64,
             plan,
+            fixed_batch,
         })
     }
 
@@ -66,6 +97,14 @@ impl Model {
 
     /// Runs the model on one input tensor and returns its first output.
     pub fn run(&self, input: Tensor) -> Result<Tensor> {
+        if let Some(batch) = self.fixed_batch
+            && input.shape().first() != Some(&batch)
+        {
+            return Err(NnzError::model(format!(
+                "this model was loaded for batch {batch} (LoadOptions::batch), the input has shape {:?}; load it without a fixed batch to run other batch sizes",
+                input.shape()
+            )));
+        }
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.plan.run(tvec!(input.into_tvalue()))
         }));
@@ -145,20 +184,19 @@ fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
         .map(|s| s.as_str())
         .collect();
     let mut filled = HashSet::new();
-    for view in reader.tensors() {
-        if !unresolved.contains(view.name.as_str()) {
-            return Err(NnzError::malformed(format!(
-                "tensor '{}' is not used by the graph (or is defined twice)",
-                view.name
-            )));
-        }
-        let shape: Vec<usize> = view.shape.iter().map(|&d| d as usize).collect();
-        let mut tensor = Tensor::zero::<f32>(&shape).map_err(NnzError::model)?;
-        {
-            let mut plain = tensor.try_as_plain_ram_mut().map_err(NnzError::model)?;
-            let out = plain.as_slice_mut::<f32>().map_err(NnzError::model)?;
-            view.decode_into(out)?;
-        }
+    if let Some(view) = reader
+        .tensors()
+        .iter()
+        .find(|v| !unresolved.contains(v.name.as_str()))
+    {
+        return Err(NnzError::malformed(format!(
+            "tensor '{}' is not used by the graph (or is defined twice)",
+            view.name
+        )));
+    }
+    let tensors = decode_tensors(reader.tensors())?;
+    for (view, tensor) in reader.tensors().iter().zip(tensors) {
+        let shape = tensor.shape().to_vec();
         let outlet = *parsed
             .outlets_by_name
             .get(view.name.as_str())
@@ -191,6 +229,98 @@ fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
     Ok(model)
 }
 
+/// Gives the graph's input a concrete batch size when the file declares it dynamic (`-1` first)
+/// and every other dimension is known; otherwise leaves the graph as it is. Returns the batch
+/// size fixed, if any.
+fn fix_batch(model: &mut InferenceModel, declared: &[i64], batch: usize) -> Result<Option<usize>> {
+    if batch == 0 {
+        return Err(NnzError::InvalidInput(
+            "a batch size of 0 cannot be planned".into(),
+        ));
+    }
+    let Some((&first, rest)) = declared.split_first() else {
+        return Ok(None);
+    };
+    if first != -1 || rest.iter().any(|&d| d <= 0) {
+        return Ok(None);
+    }
+    let shape: Vec<usize> = std::iter::once(batch)
+        .chain(rest.iter().map(|&d| d as usize))
+        .collect();
+    let fact = model
+        .input_fact(0)
+        .map_err(NnzError::model)?
+        .clone()
+        .with_shape(shape);
+    model.set_input_fact(0, fact).map_err(NnzError::model)?;
+    Ok(Some(batch))
+}
+
+/// Files with fewer weights than this decode on the calling thread: starting threads would cost
+/// more than it saves.
+const PARALLEL_DECODE_MIN_ELEMENTS: usize = 1 << 18;
+/// At most this many decoding threads (phones have 4–8 cores; the decoder is memory-light).
+const MAX_DECODE_THREADS: usize = 4;
+
+/// Decodes every tensor of the file into a tract tensor of its shape, each straight into its
+/// final buffer. Tensors are independent, so a large file is decoded on several threads,
+/// largest tensors first (the entropy decoders are serial within a tensor). The error reported
+/// is that of the first failing tensor in file order, whatever the threads' timing.
+fn decode_tensors(views: &[crate::format::TensorView<'_>]) -> Result<Vec<Tensor>> {
+    let mut tensors = views
+        .iter()
+        .map(|v| {
+            let shape: Vec<usize> = v.shape.iter().map(|&d| d as usize).collect();
+            Tensor::zero::<f32>(&shape).map_err(NnzError::model)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let decode_one = |i: usize, tensor: &mut Tensor| -> Result<()> {
+        let mut plain = tensor.try_as_plain_ram_mut().map_err(NnzError::model)?;
+        let out = plain.as_slice_mut::<f32>().map_err(NnzError::model)?;
+        views[i].decode_into(out)
+    };
+    let total: usize = views.iter().map(|v| v.element_count()).sum();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_DECODE_THREADS)
+        .min(views.len());
+    if total < PARALLEL_DECODE_MIN_ELEMENTS || threads < 2 {
+        for (i, tensor) in tensors.iter_mut().enumerate() {
+            decode_one(i, tensor)?;
+        }
+        return Ok(tensors);
+    }
+    let mut work: Vec<(usize, &mut Tensor)> = tensors.iter_mut().enumerate().collect();
+    work.sort_by_key(|(i, _)| std::cmp::Reverse(views[*i].element_count()));
+    let queue = std::sync::Mutex::new(work.into_iter());
+    let first_error: std::sync::Mutex<Option<(usize, NnzError)>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    // A poisoned lock means another decoder panicked; that panic propagates.
+                    let next = match queue.lock() {
+                        Ok(mut q) => q.next(),
+                        Err(_) => None,
+                    };
+                    let Some((i, tensor)) = next else { break };
+                    if let Err(e) = decode_one(i, tensor)
+                        && let Ok(mut first) = first_error.lock()
+                        && first.as_ref().is_none_or(|(j, _)| i < *j)
+                    {
+                        *first = Some((i, e));
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner() {
+        Ok(Some((_, e))) => Err(e),
+        Ok(None) => Ok(tensors),
+        Err(_) => Err(NnzError::model("a tensor decoder failed")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,16 +331,25 @@ mod tests {
 
     /// A one-node graph `y = op(x)` on a `[1, 4]` float input, packed without weights.
     fn one_node_nnz(op_type: &str) -> Vec<u8> {
+        one_node_nnz_shaped(op_type, &[1, 4])
+    }
+
+    /// As [`one_node_nnz`] with an input of this shape (`-1`: a dynamic dimension "N").
+    fn one_node_nnz_shaped(op_type: &str, dims: &[i64]) -> Vec<u8> {
         let tensor_type = |name: &str| pb::ValueInfoProto {
             name: name.into(),
             r#type: Some(pb::TypeProto {
                 value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
                     elem_type: pb::tensor_proto::DataType::Float as i32,
                     shape: Some(pb::TensorShapeProto {
-                        dim: [1, 4]
+                        dim: dims
                             .iter()
                             .map(|&d| pb::tensor_shape_proto::Dimension {
-                                value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                                value: Some(if d < 0 {
+                                    pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
+                                } else {
+                                    pb::tensor_shape_proto::dimension::Value::DimValue(d)
+                                }),
                                 ..Default::default()
                             })
                             .collect(),
@@ -245,7 +384,7 @@ mod tests {
             model_name: "one-node".into(),
             input: InputSpec {
                 name: "x".into(),
-                shape: vec![1, 4],
+                shape: dims.to_vec(),
             },
             ..Default::default()
         };
@@ -277,5 +416,80 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("Conv") && err.contains("Softmax"), "{err}");
+    }
+
+    /// Large files decode on several threads: the same values as one thread, and the error of
+    /// the first bad tensor in file order whatever the threads' timing.
+    #[test]
+    fn parallel_decoding_matches_and_reports_the_first_bad_tensor() {
+        use crate::format::{NnzReader, TensorData, TensorRecord};
+        let n = PARALLEL_DECODE_MIN_ELEMENTS / 2;
+        let mut w = NnzWriter::new(Metadata::default(), Vec::new());
+        for k in 0..4u16 {
+            w.push(TensorRecord {
+                name: format!("t{k}"),
+                shape: vec![n as u64],
+                data: TensorData::SharedDense {
+                    codebook: vec![0.5, -1.0, 2.0, f32::from(k)],
+                    indices: (0..n)
+                        .map(|i| ((i * 7 + usize::from(k)) % 4) as u16)
+                        .collect(),
+                    index_bits: 2,
+                },
+            })
+            .unwrap();
+        }
+        let bytes = w.to_bytes().unwrap();
+        let reader = NnzReader::parse(&bytes).unwrap();
+        let views = reader.tensors().to_vec();
+        let tensors = decode_tensors(&views).unwrap();
+        for (view, tensor) in views.iter().zip(&tensors) {
+            let got = tensor.try_as_plain_ram().unwrap();
+            assert_eq!(got.as_slice::<f32>().unwrap(), &view.decode().unwrap()[..]);
+        }
+        // Tensors 1 and 3 lose the end of their payloads: tensor 1 is the one named.
+        for _ in 0..5 {
+            let mut bad = views.clone();
+            for k in [3, 1] {
+                bad[k].payload = &bad[k].payload[..bad[k].payload.len() / 2];
+            }
+            let err = decode_tensors(&bad).unwrap_err().to_string();
+            assert!(err.contains("'t1'"), "{err}");
+        }
+    }
+
+    /// A dynamic batch fixed at load: batch-1 inputs give the same outputs as the dynamic plan,
+    /// other batch sizes are an error (not a panic); a dynamic plan takes any batch.
+    #[test]
+    fn a_fixed_batch_plans_for_that_batch_only() {
+        let bytes = one_node_nnz_shaped("Relu", &[-1, 4]);
+        let dynamic = Model::from_bytes(&bytes).unwrap();
+        let fixed = Model::from_bytes_with(
+            &bytes,
+            &LoadOptions {
+                batch: Some(1),
+                ..LoadOptions::default()
+            },
+        )
+        .unwrap();
+        let one = Tensor::from_shape(&[1, 4], &[-1f32, 0.5, -2., 3.]).unwrap();
+        let two = Tensor::from_shape(&[2, 4], &[1f32, -1., 2., -2., 3., -3., 4., -4.]).unwrap();
+        let plain = |t: Tensor| {
+            t.try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec()
+        };
+        assert_eq!(plain(fixed.run(one.clone()).unwrap()), [0., 0.5, 0., 3.]);
+        assert_eq!(plain(dynamic.run(one).unwrap()), [0., 0.5, 0., 3.]);
+        assert_eq!(plain(dynamic.run(two.clone()).unwrap()).len(), 8);
+        let err = fixed.run(two).unwrap_err().to_string();
+        assert!(err.contains("loaded for batch 1"), "{err}");
+        let zero = LoadOptions {
+            batch: Some(0),
+            ..LoadOptions::default()
+        };
+        assert!(Model::from_bytes_with(&bytes, &zero).is_err());
     }
 }

@@ -406,7 +406,7 @@ pub struct TensorView<'a> {
     pub offset: u64,
     /// Total bytes of the record (header + payload).
     pub record_bytes: u64,
-    payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
 impl TensorView<'_> {
@@ -486,6 +486,9 @@ fn read_stream<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8]> {
     c.bytes(len, "a Huffman stream")
 }
 
+/// Huffman symbols decoded per batch: the scratch buffers stay in the L1/L2 cache.
+const SYMBOL_CHUNK: usize = 4096;
+
 /// Decodes one tensor payload of the given encoding into `out` (whose length is the element
 /// count). Exposed on its own for fuzzing and benchmarks.
 pub fn decode_payload(
@@ -531,10 +534,14 @@ pub fn decode_payload(
             if n > 0 {
                 let dec = HuffmanDecoder::new(&table).map_err(tensor_err)?;
                 let mut r = BitReader::new(s);
-                for o in out.iter_mut() {
-                    // Symbols are < table size ≤ codebook size: the index is always in range.
-                    let sym = dec.decode(&mut r).map_err(tensor_err)?;
-                    *o = cb.get(sym as usize).copied().unwrap_or(0.0);
+                let mut symbols = vec![0u16; n.min(SYMBOL_CHUNK)];
+                for chunk in out.chunks_mut(SYMBOL_CHUNK) {
+                    let symbols = &mut symbols[..chunk.len()];
+                    dec.decode_symbols(&mut r, symbols).map_err(tensor_err)?;
+                    for (o, &sym) in chunk.iter_mut().zip(symbols.iter()) {
+                        // Symbols are < table size ≤ codebook size: the index is always in range.
+                        *o = cb.get(sym as usize).copied().unwrap_or(0.0);
+                    }
                 }
             }
         }
@@ -570,19 +577,27 @@ pub fn decode_payload(
                 let idec = HuffmanDecoder::new(&itable).map_err(tensor_err)?;
                 let gdec = HuffmanDecoder::new(&gtable).map_err(tensor_err)?;
                 let (mut ir, mut gr) = (BitReader::new(is), BitReader::new(gs));
+                let chunk = (m as usize).min(SYMBOL_CHUNK);
+                let (mut gaps, mut idxs) = (vec![0u16; chunk], vec![0u16; chunk]);
                 let mut pos: u64 = 0; // position + 1 of the last entry
-                for _ in 0..m {
-                    let gap = gdec.decode(&mut gr).map_err(tensor_err)?;
-                    let idx = idec.decode(&mut ir).map_err(tensor_err)?;
-                    pos += u64::from(gap) + 1;
-                    let slot = out.get_mut((pos - 1) as usize).filter(|_| pos <= n as u64);
-                    match slot {
-                        Some(o) => *o = cb.get(idx as usize).copied().unwrap_or(0.0),
-                        None => {
-                            return Err(NnzError::bad_tensor(
-                                name,
-                                format!("entry position {} beyond the {n} elements", pos - 1),
-                            ));
+                let mut left = m as usize;
+                while left > 0 {
+                    let k = left.min(SYMBOL_CHUNK);
+                    left -= k;
+                    let (gaps, idxs) = (&mut gaps[..k], &mut idxs[..k]);
+                    gdec.decode_symbols(&mut gr, gaps).map_err(tensor_err)?;
+                    idec.decode_symbols(&mut ir, idxs).map_err(tensor_err)?;
+                    for (&gap, &idx) in gaps.iter().zip(idxs.iter()) {
+                        pos += u64::from(gap) + 1;
+                        let slot = out.get_mut((pos - 1) as usize).filter(|_| pos <= n as u64);
+                        match slot {
+                            Some(o) => *o = cb.get(idx as usize).copied().unwrap_or(0.0),
+                            None => {
+                                return Err(NnzError::bad_tensor(
+                                    name,
+                                    format!("entry position {} beyond the {n} elements", pos - 1),
+                                ));
+                            }
                         }
                     }
                 }

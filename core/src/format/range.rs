@@ -137,7 +137,11 @@ impl<'a> RangeDecoder<'a> {
         }
     }
 
-    fn bit(&mut self, p: &mut Prob) -> Result<u32> {
+    /// Decodes one binary decision. Reading past the end is only counted here (the bytes read
+    /// are zeros); callers check [`RangeDecoder::check_not_overrun`] once per entry, which bounds
+    /// the decisions decoded from invented bytes to one entry's.
+    #[inline(always)]
+    fn bit(&mut self, p: &mut Prob) -> u32 {
         let bound = (self.range >> PROB_BITS) * u32::from(p.0);
         let bit = if self.code < bound {
             self.range = bound;
@@ -148,14 +152,22 @@ impl<'a> RangeDecoder<'a> {
             1
         };
         p.update(bit);
-        while self.range < TOP {
+        // Probabilities stay within [31, 2017]/2048, so one decision leaves a range of at least
+        // 2^24 · 31/2048 > 2^16: one byte always restores it to ≥ 2^24 (`TOP`).
+        if self.range < TOP {
             self.range <<= 8;
             self.code = (self.code << 8) | u32::from(self.next_byte());
         }
+        bit
+    }
+
+    /// Errors once more bytes were read past the end than the encoder's flush explains.
+    #[inline]
+    fn check_not_overrun(&self) -> Result<()> {
         if self.overrun > 4 {
             return Err(NnzError::malformed("range-coded stream ends early"));
         }
-        Ok(bit)
+        Ok(())
     }
 
     /// Whether the whole stream was used (trailing garbage would not be).
@@ -212,19 +224,22 @@ impl EntryModel {
     /// Decodes one entry: `(gap, index)`. Every loop is bounded by the model's sizes.
     pub fn decode(&mut self, dec: &mut RangeDecoder<'_>) -> Result<(u32, u16)> {
         let mut e = 0;
-        while e < AC_GAP_BITS && dec.bit(&mut self.unary[e as usize])? == 1 {
+        while e < AC_GAP_BITS && dec.bit(&mut self.unary[e as usize]) == 1 {
             e += 1;
         }
         let row = e as usize * (AC_GAP_BITS as usize + 1);
+        let suffix = &mut self.suffix[row..row + e as usize];
         let mut v = 1u32;
-        for j in (0..e).rev() {
-            v = (v << 1) | dec.bit(&mut self.suffix[row + j as usize])?;
+        for p in suffix.iter_mut().rev() {
+            v = (v << 1) | dec.bit(p);
         }
+        // `tree` has 2^index_bits nodes, and `node` < 2^index_bits until the last step.
         let mut node = 1usize;
         for _ in 0..self.index_bits {
-            let b = dec.bit(&mut self.tree[node])?;
+            let b = dec.bit(&mut self.tree[node]);
             node = node * 2 + b as usize;
         }
+        dec.check_not_overrun()?;
         let index = (node - (1usize << self.index_bits)) as u16;
         Ok((v - 1, index))
     }

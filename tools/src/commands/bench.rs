@@ -2,7 +2,7 @@
 //! runtime, as medians, in a table (or JSON). `tools/benches/latency_vs_ort.sh` puts these next
 //! to onnxruntime's on the dense ONNX, same machine, same run.
 
-use super::eval::load_model_bytes;
+use super::eval::load_model_bytes_with;
 use crate::table::Table;
 use anyhow::{Result, bail};
 use clap::Args;
@@ -39,9 +39,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let bytes = crate::fsutil::read(&args.model)?;
     let mut loads = Vec::new();
     let mut model = None;
+    // As the phone library loads it: planned for single images.
+    let batch1 = nnzip_core::LoadOptions {
+        batch: Some(1),
+        ..Default::default()
+    };
     for _ in 0..args.loads {
         let t = Instant::now();
-        let m = load_model_bytes(&bytes)?;
+        let m = load_model_bytes_with(&bytes, &batch1)?;
         loads.push(t.elapsed());
         model = Some(m);
     }

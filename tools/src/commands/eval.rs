@@ -34,13 +34,21 @@ pub fn load_model(path: &Path) -> Result<nnzip_core::Model> {
 
 /// Loads ONNX or `.nnz` bytes into the core runtime (ONNX is packed losslessly in memory first).
 pub fn load_model_bytes(bytes: &[u8]) -> Result<nnzip_core::Model> {
+    load_model_bytes_with(bytes, &nnzip_core::LoadOptions::default())
+}
+
+/// As [`load_model_bytes`], with the core's load options (e.g. a batch size fixed at load).
+pub fn load_model_bytes_with(
+    bytes: &[u8],
+    options: &nnzip_core::LoadOptions,
+) -> Result<nnzip_core::Model> {
     if bytes.starts_with(&nnzip_core::format::MAGIC) {
-        return Ok(nnzip_core::Model::from_bytes(bytes)?);
+        return Ok(nnzip_core::Model::from_bytes_with(bytes, options)?);
     }
     let nnz = crate::pack::pack_onnx(bytes, &Default::default())
         .context("not a .nnz file, and not readable as ONNX")?
         .to_bytes()?;
-    Ok(nnzip_core::Model::from_bytes(&nnz)?)
+    Ok(nnzip_core::Model::from_bytes_with(&nnz, options)?)
 }
 
 /// Channels of the model's image input `[N, C, H, W]` (3 when it does not say).
