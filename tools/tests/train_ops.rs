@@ -37,6 +37,8 @@ struct Case {
     inputs: Vec<&'static str>,
     /// Check gradients too (ops whose output is piecewise constant in x skip it).
     grad: bool,
+    /// The mode gradients are checked in (BatchNormalization differs between the two).
+    grad_mode: Mode,
 }
 
 impl Case {
@@ -50,7 +52,12 @@ impl Case {
             attrs: vec![],
             inputs: vec!["x"],
             grad: true,
+            grad_mode: Mode::Eval,
         }
+    }
+    fn gradients_in(mut self, mode: Mode) -> Self {
+        self.grad_mode = mode;
+        self
     }
     fn param(mut self, name: &'static str, dims: &[usize]) -> Self {
         self.params.push((name, dims.to_vec()));
@@ -158,11 +165,11 @@ fn check(c: Case) {
     let exec = GraphExecutor::with_dtype(model, c.op, DType::F64).unwrap();
     let dev = exec.device().clone();
     let xv = Var::from_tensor(&xt.to_dtype(DType::F64).unwrap()).unwrap();
-    let y = exec.forward(xv.as_tensor(), Mode::Eval).unwrap();
+    let y = exec.forward(xv.as_tensor(), c.grad_mode).unwrap();
     let r: Vec<f64> = (0..y.elem_count()).map(|_| rng.next() as f64).collect();
     let rt = Tensor::from_vec(r, y.dims(), &dev).unwrap();
     let loss = |x: &Tensor| -> f64 {
-        let y = exec.forward(x, Mode::Eval).unwrap();
+        let y = exec.forward(x, c.grad_mode).unwrap();
         (y * &rt)
             .unwrap()
             .sum_all()
@@ -170,7 +177,7 @@ fn check(c: Case) {
             .to_scalar::<f64>()
             .unwrap()
     };
-    let grads = (exec.forward(xv.as_tensor(), Mode::Eval).unwrap() * &rt)
+    let grads = (exec.forward(xv.as_tensor(), c.grad_mode).unwrap() * &rt)
         .unwrap()
         .sum_all()
         .unwrap()
@@ -335,6 +342,29 @@ fn batchnorm_evaluation_mode() {
             .param("b", &[3])
             .param("m", &[3])
             .param("pos_v", &[3]),
+    );
+}
+
+/// Training mode: the batch statistics depend on the input, and the gradient must include that
+/// dependence (nnzip's BatchNormalization op writes the backward pass out; see `batchnorm.rs`).
+#[test]
+fn batchnorm_training_mode_gradients() {
+    check(
+        Case::new("BatchNormalization", &[3, 2, 3, 3])
+            .param("s", &[2])
+            .param("b", &[2])
+            .param("m", &[2])
+            .param("pos_v", &[2])
+            .gradients_in(Mode::Train),
+    );
+    // Rank 2 (after a Gemm): statistics over the batch axis only.
+    check(
+        Case::new("BatchNormalization", &[5, 3])
+            .param("s", &[3])
+            .param("b", &[3])
+            .param("m", &[3])
+            .param("pos_v", &[3])
+            .gradients_in(Mode::Train),
     );
 }
 

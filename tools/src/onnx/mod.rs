@@ -1,6 +1,7 @@
 //! ONNX models for training: loading (prost over `tract_onnx::pb`), an interpreter that evaluates
 //! the graph with candle (weights as trainable variables), and writing trained weights back.
 
+pub mod batchnorm;
 pub mod build;
 pub mod conv;
 pub mod exec;

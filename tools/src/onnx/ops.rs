@@ -1,5 +1,6 @@
 //! ONNX operators evaluated with candle tensor ops (all differentiable through candle's autograd).
 
+use super::batchnorm::{BatchNormOp, channel_statistics};
 use super::conv::{ConvGeometry, conv2d};
 use super::proto::{attr_float, attr_int, attr_ints, attr_string};
 use anyhow::{Context, Result, bail, ensure};
@@ -459,39 +460,41 @@ pub fn batch_norm(
     );
     let eps = attr_float(node, "epsilon", 1e-5) as f64;
     let momentum = attr_float(node, "momentum", 0.9) as f64;
-    let mut shape = vec![1, x.dim(1)?];
-    shape.resize(x.rank(), 1);
-    let per_channel = |t: &Tensor| t.reshape(shape.as_slice());
-    let (mean, var) = if training {
-        let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
-        let count = x.elem_count() / x.dim(1)?;
+    let x = x.contiguous()?;
+    let channels = x.dim(1)?;
+    let op = if training {
+        let count = x.elem_count() / channels;
         ensure!(
             count > 1,
             "BatchNormalization in training mode needs more than one value per channel"
         );
-        let mean = x.mean_keepdim(dims.as_slice())?;
-        let var = x
-            .broadcast_sub(&mean)?
-            .sqr()?
-            .mean_keepdim(dims.as_slice())?;
-        let unbiased = (var.flatten_all()?.detach() * (count as f64 / (count as f64 - 1.0)))?;
-        let new_mean = ((state.mean.as_tensor() * momentum)?
-            + (mean.flatten_all()?.detach() * (1.0 - momentum))?)?;
-        let new_var = ((state.var.as_tensor() * momentum)? + (unbiased * (1.0 - momentum))?)?;
+        let (mean, var) = channel_statistics(&x)?;
+        let device = x.device();
+        let dtype = state.mean.as_tensor().dtype();
+        let batch = |v: Vec<f64>| Tensor::from_vec(v, channels, device)?.to_dtype(dtype);
+        let unbiased: Vec<f64> = var
+            .iter()
+            .map(|v| v * count as f64 / (count as f64 - 1.0))
+            .collect();
+        let new_mean =
+            ((state.mean.as_tensor() * momentum)? + (batch(mean.clone())? * (1.0 - momentum))?)?;
+        let new_var =
+            ((state.var.as_tensor() * momentum)? + (batch(unbiased)? * (1.0 - momentum))?)?;
         state.mean.set(&new_mean)?;
         state.var.set(&new_var)?;
-        (mean, var)
+        BatchNormOp::new(mean, &var, eps, true)
     } else {
-        (
-            per_channel(state.mean.as_tensor())?,
-            per_channel(state.var.as_tensor())?,
-        )
+        let stat = |v: &candle_core::Var| -> Result<Vec<f64>> {
+            Ok(v.as_tensor()
+                .flatten_all()?
+                .to_dtype(DType::F64)?
+                .to_vec1()?)
+        };
+        BatchNormOp::new(stat(state.mean)?, &stat(state.var)?, eps, false)
     };
-    let inv_std = (var + eps)?.sqrt()?.recip()?;
-    let y = x
-        .broadcast_sub(&mean)?
-        .broadcast_mul(&(inv_std.broadcast_mul(&per_channel(scale)?))?)?;
-    Ok(y.broadcast_add(&per_channel(bias)?)?)
+    let scale = scale.flatten_all()?.contiguous()?;
+    let bias = bias.flatten_all()?.contiguous()?;
+    Ok(x.apply_op3(&scale, &bias, op)?)
 }
 
 /// ONNX `Flatten`: 2-D `[prod(dims[..axis]), prod(dims[axis..])]`.
