@@ -255,6 +255,20 @@ fn conv_variants() {
             .param("w", &[2, 2, 3, 3])
             .attr(ints_attr("dilations", &[2, 2])),
     );
+    // A mini-batch that the kernels stack into blocks of several samples per gemm (the last
+    // block shorter), with the bias added and its gradient summed inside the op.
+    check(
+        Case::new("Conv", &[7, 2, 6, 5])
+            .param("w", &[3, 2, 3, 2])
+            .param("b", &[3]),
+    );
+    check(
+        Case::new("Conv", &[5, 4, 5, 5])
+            .param("w", &[6, 2, 3, 3])
+            .param("b", &[6])
+            .attr(int_attr("group", 2))
+            .attr(ints_attr("pads", &[1, 0, 0, 1])),
+    );
 }
 
 #[test]

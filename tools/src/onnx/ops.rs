@@ -117,11 +117,7 @@ pub fn conv(node: &NodeProto, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> 
         dilations,
         groups: attr_int(node, "group", 1).max(1) as usize,
     };
-    let y = conv2d(x, w, geometry)?;
-    Ok(match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
-        None => y,
-    })
+    Ok(conv2d(x, w, bias, geometry)?)
 }
 
 /// ONNX `Gemm`: `alpha·A'·B' + beta·C`.
