@@ -134,6 +134,16 @@ fn forward<T: Element>(x: &[T], planes: usize, h: usize, w: usize, g: &PoolGeome
                 });
                 return;
             }
+            if g.kernel == [2, 2] {
+                for oy in 0..oh {
+                    let r0 = xp[2 * oy * w..][..2 * ow].chunks_exact(2);
+                    let r1 = xp[(2 * oy + 1) * w..][..2 * ow].chunks_exact(2);
+                    for ((o, a), b) in yp[oy * ow..][..ow].iter_mut().zip(r0).zip(r1) {
+                        *o = max(max(a[0], a[1]), max(b[0], b[1]));
+                    }
+                }
+                return;
+            }
             for oy in 0..oh {
                 let out = &mut yp[oy * ow..][..ow];
                 for ki in 0..kh {
@@ -181,6 +191,30 @@ fn backward<T: Element>(
                 }
                 // The gradient goes to the first tap (in row-major order) equal to the maximum;
                 // every other tap of the window gets 0. Windows do not overlap: plain writes.
+                if g.kernel == [2, 2] {
+                    for oy in 0..oh {
+                        let (top, bottom) = dxp[2 * oy * w..].split_at_mut(w);
+                        let d0 = top[..2 * ow].chunks_exact_mut(2);
+                        let d1 = bottom[..2 * ow].chunks_exact_mut(2);
+                        let r0 = xp[2 * oy * w..][..2 * ow].chunks_exact(2);
+                        let r1 = xp[(2 * oy + 1) * w..][..2 * ow].chunks_exact(2);
+                        let (ym, gy) = (&yp[oy * ow..][..ow], &dyp[oy * ow..][..ow]);
+                        for ((((d0, d1), (a, b)), &m), &gv) in
+                            d0.zip(d1).zip(r0.zip(r1)).zip(ym).zip(gy)
+                        {
+                            let hit_a = a[0] == m;
+                            let hit_b = !hit_a & (a[1] == m);
+                            let hit_c = !(hit_a | hit_b) & (b[0] == m);
+                            let hit_d = !(hit_a | hit_b | hit_c);
+                            let pick = |hit: bool| if hit { gv } else { T::ZERO };
+                            d0[0] = pick(hit_a);
+                            d0[1] = pick(hit_b);
+                            d1[0] = pick(hit_c);
+                            d1[1] = pick(hit_d);
+                        }
+                    }
+                    return;
+                }
                 for oy in 0..oh {
                     done.fill(false);
                     let (ym, gy) = (&yp[oy * ow..][..ow], &dyp[oy * ow..][..ow]);
