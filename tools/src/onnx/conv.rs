@@ -7,6 +7,8 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// How a convolution slides over its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,14 +107,47 @@ trait Element:
 {
     const ZERO: Self;
     const ONE: Self;
+    /// This thread's work buffers for this type.
+    fn scratch() -> &'static LocalKey<Scratch<Self>>;
 }
 impl Element for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn scratch() -> &'static LocalKey<Scratch<Self>> {
+        thread_local!(static SCRATCH: Scratch<f32> = RefCell::default());
+        &SCRATCH
+    }
 }
 impl Element for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn scratch() -> &'static LocalKey<Scratch<Self>> {
+        thread_local!(static SCRATCH: Scratch<f64> = RefCell::default());
+        &SCRATCH
+    }
+}
+
+/// Two per-thread work matrices (an im2col block, a block of `dy` or of the output).
+type Scratch<T> = RefCell<(Vec<T>, Vec<T>)>;
+
+/// Runs `f` on two work buffers of `lens` elements, kept per thread between calls: the im2col
+/// block of LeNet-5's second conv is 2 MB, and allocating and zeroing it anew for every call
+/// (page faults included) cost ~5% of a training step. The contents are stale: every kernel
+/// writes each element it reads.
+fn with_scratch<T: Element, R>(lens: [usize; 2], f: impl FnOnce(&mut [T], &mut [T]) -> R) -> R {
+    T::scratch().with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            for (buf, &len) in [&mut *a, &mut *b].into_iter().zip(&lens) {
+                if buf.len() < len {
+                    buf.resize(len, T::ZERO);
+                }
+            }
+            f(&mut a[..lens[0]], &mut b[..lens[1]])
+        }
+        // Re-entered on this thread (not expected: the kernels call no rayon inside): fresh buffers.
+        Err(_) => f(&mut vec![T::ZERO; lens[0]], &mut vec![T::ZERO; lens[1]]),
+    })
 }
 
 /// The output positions `lo..hi` along an axis whose tap `k` lands inside the input (`len`), and
@@ -259,8 +294,8 @@ fn matmul<T: Element>(
 
 /// Output pixels (im2col columns) one gemm covers. Per-sample matrices are small (LeNet-5's second
 /// conv: 50×500 · 500×64), and the gemm microkernel spends most of its time packing and on edges;
-/// stacking a few samples side by side gives each gemm ~1k columns (measured: LeNet-5 epoch
-/// time; larger blocks stop helping and no longer fit in L2).
+/// stacking a few samples side by side gives each gemm ~1k columns. (256 to 4096 measured the
+/// same within the noise of a shared machine.)
 const BLOCK_COLUMNS: usize = 1024;
 
 /// Samples per block: enough for [`BLOCK_COLUMNS`] columns, but no fewer blocks than threads.
@@ -312,53 +347,54 @@ fn forward<T: Element>(
     let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
     let nb = block_samples(s);
     let mut out = vec![T::ZERO; s.n * s.m * p];
-    out.par_chunks_mut(nb * s.m * p).enumerate().for_each_init(
-        || (vec![T::ZERO; k * nb * p], vec![T::ZERO; s.mg * nb * p]),
-        |(col, tmp), (b, y)| {
+    out.par_chunks_mut(nb * s.m * p)
+        .enumerate()
+        .for_each(|(b, y)| {
             let n0 = b * nb;
             let nb = y.len() / (s.m * p);
             let ld = nb * p;
-            for grp in 0..g.groups {
-                for j in 0..nb {
-                    im2col(
-                        &x[(n0 + j) * chw + grp * ghw..],
-                        s,
-                        g,
-                        &mut col[j * p..],
-                        ld,
-                    );
-                }
-                // tmp[mg × nb·p] = W_g[mg×k] · col[k × nb·p]
-                let lhs = Mat {
-                    ptr: w[grp * s.mg * k..].as_ptr(),
-                    cs: 1,
-                    rs: k as isize,
-                };
-                let rhs = Mat {
-                    ptr: col.as_ptr(),
-                    cs: 1,
-                    rs: ld as isize,
-                };
-                matmul(tmp, s.mg, ld, k, lhs, rhs, false);
-                // Scatter back to N×M×P, adding the bias on the way.
-                for j in 0..nb {
-                    for m in 0..s.mg {
-                        let ch = grp * s.mg + m;
-                        let dst = &mut y[(j * s.m + ch) * p..][..p];
-                        let src = &tmp[m * ld + j * p..][..p];
-                        match bias {
-                            Some(b) => {
-                                for (d, &v) in dst.iter_mut().zip(src) {
-                                    *d = v + b[ch];
+            with_scratch([k * ld, s.mg * ld], |col, tmp| {
+                for grp in 0..g.groups {
+                    for j in 0..nb {
+                        im2col(
+                            &x[(n0 + j) * chw + grp * ghw..],
+                            s,
+                            g,
+                            &mut col[j * p..],
+                            ld,
+                        );
+                    }
+                    // tmp[mg × nb·p] = W_g[mg×k] · col[k × nb·p]
+                    let lhs = Mat {
+                        ptr: w[grp * s.mg * k..].as_ptr(),
+                        cs: 1,
+                        rs: k as isize,
+                    };
+                    let rhs = Mat {
+                        ptr: col.as_ptr(),
+                        cs: 1,
+                        rs: ld as isize,
+                    };
+                    matmul(tmp, s.mg, ld, k, lhs, rhs, false);
+                    // Scatter back to N×M×P, adding the bias on the way.
+                    for j in 0..nb {
+                        for m in 0..s.mg {
+                            let ch = grp * s.mg + m;
+                            let dst = &mut y[(j * s.m + ch) * p..][..p];
+                            let src = &tmp[m * ld + j * p..][..p];
+                            match bias {
+                                Some(b) => {
+                                    for (d, &v) in dst.iter_mut().zip(src) {
+                                        *d = v + b[ch];
+                                    }
                                 }
+                                None => dst.copy_from_slice(src),
                             }
-                            None => dst.copy_from_slice(src),
                         }
                     }
                 }
-            }
-        },
-    );
+            })
+        });
     out
 }
 
@@ -367,32 +403,33 @@ fn backward_input<T: Element>(dy: &[T], w: &[T], s: &Sizes, g: &ConvGeometry) ->
     let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
     let nb = block_samples(s);
     let mut dx = vec![T::ZERO; s.n * chw];
-    dx.par_chunks_mut(nb * chw).enumerate().for_each_init(
-        || (vec![T::ZERO; k * nb * p], vec![T::ZERO; s.mg * nb * p]),
-        |(dcol, dyt), (b, dxb)| {
+    dx.par_chunks_mut(nb * chw)
+        .enumerate()
+        .for_each(|(b, dxb)| {
             let n0 = b * nb;
             let nb = dxb.len() / chw;
             let ld = nb * p;
-            for grp in 0..g.groups {
-                gather_dy(dy, s, grp, n0, nb, dyt);
-                // dcol[k × nb·p] = W_gᵀ[k×mg] · dyt[mg × nb·p]
-                let lhs = Mat {
-                    ptr: w[grp * s.mg * k..].as_ptr(),
-                    cs: k as isize,
-                    rs: 1,
-                };
-                let rhs = Mat {
-                    ptr: dyt.as_ptr(),
-                    cs: 1,
-                    rs: ld as isize,
-                };
-                matmul(dcol, k, ld, s.mg, lhs, rhs, false);
-                for j in 0..nb {
-                    col2im(&dcol[j * p..], ld, s, g, &mut dxb[j * chw + grp * ghw..]);
+            with_scratch([k * ld, s.mg * ld], |dcol, dyt| {
+                for grp in 0..g.groups {
+                    gather_dy(dy, s, grp, n0, nb, dyt);
+                    // dcol[k × nb·p] = W_gᵀ[k×mg] · dyt[mg × nb·p]
+                    let lhs = Mat {
+                        ptr: w[grp * s.mg * k..].as_ptr(),
+                        cs: k as isize,
+                        rs: 1,
+                    };
+                    let rhs = Mat {
+                        ptr: dyt.as_ptr(),
+                        cs: 1,
+                        rs: ld as isize,
+                    };
+                    matmul(dcol, k, ld, s.mg, lhs, rhs, false);
+                    for j in 0..nb {
+                        col2im(&dcol[j * p..], ld, s, g, &mut dxb[j * chw + grp * ghw..]);
+                    }
                 }
-            }
-        },
-    );
+            })
+        });
     dx
 }
 
@@ -415,49 +452,49 @@ fn backward_weight<T: Element>(
         .map(|part| {
             let mut dw = vec![T::ZERO; s.m * k];
             let mut db = vec![T::ZERO; if bias { s.m } else { 0 }];
-            let mut col = vec![T::ZERO; k * nb * p];
-            let mut dyt = vec![T::ZERO; s.mg * nb * p];
             for b in (part..blocks).step_by(parts) {
                 let n0 = b * nb;
                 let nb = nb.min(s.n - n0);
                 let ld = nb * p;
-                for grp in 0..g.groups {
-                    for j in 0..nb {
-                        im2col(
-                            &x[(n0 + j) * chw + grp * ghw..],
-                            s,
-                            g,
-                            &mut col[j * p..],
+                with_scratch([k * ld, s.mg * ld], |col, dyt| {
+                    for grp in 0..g.groups {
+                        for j in 0..nb {
+                            im2col(
+                                &x[(n0 + j) * chw + grp * ghw..],
+                                s,
+                                g,
+                                &mut col[j * p..],
+                                ld,
+                            );
+                        }
+                        gather_dy(dy, s, grp, n0, nb, dyt);
+                        // dW_g[mg×k] += dyt[mg × nb·p] · colᵀ[nb·p × k]
+                        let lhs = Mat {
+                            ptr: dyt.as_ptr(),
+                            cs: 1,
+                            rs: ld as isize,
+                        };
+                        let rhs = Mat {
+                            ptr: col.as_ptr(),
+                            cs: ld as isize,
+                            rs: 1,
+                        };
+                        matmul(
+                            &mut dw[grp * s.mg * k..(grp + 1) * s.mg * k],
+                            s.mg,
+                            k,
                             ld,
+                            lhs,
+                            rhs,
+                            true,
                         );
-                    }
-                    gather_dy(dy, s, grp, n0, nb, &mut dyt);
-                    // dW_g[mg×k] += dyt[mg × nb·p] · colᵀ[nb·p × k]
-                    let lhs = Mat {
-                        ptr: dyt.as_ptr(),
-                        cs: 1,
-                        rs: ld as isize,
-                    };
-                    let rhs = Mat {
-                        ptr: col.as_ptr(),
-                        cs: ld as isize,
-                        rs: 1,
-                    };
-                    matmul(
-                        &mut dw[grp * s.mg * k..(grp + 1) * s.mg * k],
-                        s.mg,
-                        k,
-                        ld,
-                        lhs,
-                        rhs,
-                        true,
-                    );
-                    if bias {
-                        for m in 0..s.mg {
-                            db[grp * s.mg + m] += sum(&dyt[m * ld..(m + 1) * ld]);
+                        if bias {
+                            for m in 0..s.mg {
+                                db[grp * s.mg + m] += sum(&dyt[m * ld..(m + 1) * ld]);
+                            }
                         }
                     }
-                }
+                })
             }
             (dw, db)
         })
