@@ -8,18 +8,22 @@
 # Needs Fashion-MNIST (scripts/setup.sh) and network access to PyPI the first time.
 # NNZIP_BENCH_DIR reuses a venv (e.g. another worktree's target/bench); NNZIP_BENCH_PROFILE=release.
 #
-# Measured (2-core AMD EPYC VM, torch 2.15.0+cu132 wheel on the CPU, release build, best epoch; the machine was
-# shared with two other engineers' builds and fuzzing, load average 5-7 on 2 CPUs throughout):
+# Measured (2-core AMD EPYC VM, torch 2.15.0+cu132 wheel on the CPU, release build, best epoch;
+# the machine was shared with two other engineers' builds and fuzzing, load average 5-8 on
+# 2 CPUs throughout):
 #   before (e882bb0), 2 threads, 1 epoch:  nnzip 125.4 s, PyTorch 167.4 s  (0.75x)
 #   after  (e015f87), 2 threads, 2 epochs: nnzip  53.1 s, PyTorch 196.2 s  (0.27x)
 #   after  (e015f87), 1 thread,  2 epochs: nnzip  58.4 s, PyTorch  65.2 s  (0.90x)
 #   mid    (22d5e02), 1 thread,  1 epoch:  nnzip  56.7 s, PyTorch  55.2 s  (1.03x)
+#   after  (e015f87), 2 threads, 1 epoch, OMP_WAIT_POLICY=PASSIVE (PyTorch's threads sleep
+#          instead of spinning; nnzip does not use OpenMP): nnzip 56.7 s, PyTorch 65.6 s (0.86x)
 # Under that load the 2-thread PyTorch figure is not its real speed (19.6 s/epoch on a quieter
 # machine in session 2, when nnzip took 75.5 s): its OpenMP threads spin-wait for each other and
-# lose whole time slices to other processes. The 1-thread runs, where both sides just get a share
-# of one core, are the fairer comparison: nnzip is at parity (0.90-1.03x). Re-measure 2 threads on
-# a quiet machine. Accuracy holds: this recipe for 10 epochs (2 threads, 50-58 s per epoch)
-# reached 91.67% test (>= 91.0% required).
+# lose whole time slices to other processes (with OMP_WAIT_POLICY=PASSIVE it took 65.6 s). The
+# 1-thread runs, where both sides just get a share of one core, and the passive 2-thread run are
+# the fairer comparisons: nnzip at 0.86-1.03x. Re-measure 2 threads on a quiet machine.
+# Accuracy holds: this recipe for 10 epochs (2 threads, 50-58 s per epoch) reached 91.67% test
+# (>= 91.0% required).
 # Where nnzip's time goes now (perf, 2 threads, 6,400 images trained + tested, e015f87), by
 # caller: conv forward 33% (train and test passes), conv weight gradient 19%, conv input gradient
 # 9%, candle's autograd bookkeeping (zeros + add per gradient) ~6%, optimizer 2%, max pooling
