@@ -17,6 +17,9 @@
 #   mid    (22d5e02), 1 thread,  1 epoch:  nnzip  56.7 s, PyTorch  55.2 s  (1.03x)
 #   after  (e015f87), 2 threads, 1 epoch, OMP_WAIT_POLICY=PASSIVE (PyTorch's threads sleep
 #          instead of spinning; nnzip does not use OpenMP): nnzip 56.7 s, PyTorch 65.6 s (0.86x)
+# CPU time per epoch at 1 thread, which time-slicing by other processes does not inflate (e015f87;
+# nnzip: user+sys of a 2-epoch minus a 1-epoch run; PyTorch: time.process_time() around the
+# epoch): nnzip 31.2 s, PyTorch 40.5 s (0.77x); wall 48.8-57.8 s vs 59.9 s in the same runs.
 # Under that load the 2-thread PyTorch figure is not its real speed (19.6 s/epoch on a quieter
 # machine in session 2, when nnzip took 75.5 s): its OpenMP threads spin-wait for each other and
 # lose whole time slices to other processes (with OMP_WAIT_POLICY=PASSIVE it took 65.6 s). The
