@@ -39,6 +39,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // candle 0.11 runs element-wise ops on its own spin-waiting thread pool (RAYON_NUM_THREADS − 1
+    // workers plus the caller), next to rayon's pool that runs matmuls and nnzip's conv/pool
+    // kernels: twice as many busy threads as cores, and the spinning waiter steals the core its
+    // worker needs whenever the machine is shared (measured: 15% of a LeNet-5 training step in
+    // `BarrierGuard::drop`). One candle thread keeps element-wise ops on the calling thread, so
+    // no more than RAYON_NUM_THREADS threads compute at once. An explicit setting wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Pack(a) => pack::run(a),

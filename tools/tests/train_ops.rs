@@ -262,6 +262,20 @@ fn conv_variants() {
             .param("w", &[2, 2, 3, 3])
             .attr(ints_attr("dilations", &[2, 2])),
     );
+    // A mini-batch that the kernels stack into blocks of several samples per gemm (the last
+    // block shorter), with the bias added and its gradient summed inside the op.
+    check(
+        Case::new("Conv", &[7, 2, 6, 5])
+            .param("w", &[3, 2, 3, 2])
+            .param("b", &[3]),
+    );
+    check(
+        Case::new("Conv", &[5, 4, 5, 5])
+            .param("w", &[6, 2, 3, 3])
+            .param("b", &[6])
+            .attr(int_attr("group", 2))
+            .attr(ints_attr("pads", &[1, 0, 0, 1])),
+    );
 }
 
 #[test]
@@ -319,6 +333,19 @@ fn pooling_ops() {
             .attr(ints_attr("strides", &[2, 2]))
             .attr(ints_attr("pads", &[1, 1, 1, 1])),
     );
+    // 2×2 windows over an odd size: the last row and column belong to no window.
+    check(
+        Case::new("MaxPool", &[3, 2, 7, 5])
+            .attr(ints_attr("kernel_shape", &[2, 2]))
+            .attr(ints_attr("strides", &[2, 2])),
+    );
+    // ceil_mode: the last windows hang over the bottom/right edge (general path).
+    check(
+        Case::new("MaxPool", &[2, 2, 7, 7])
+            .attr(ints_attr("kernel_shape", &[2, 2]))
+            .attr(ints_attr("strides", &[2, 2]))
+            .attr(int_attr("ceil_mode", 1)),
+    );
     check(
         Case::new("AveragePool", &[1, 2, 6, 6])
             .attr(ints_attr("kernel_shape", &[3, 3]))
@@ -332,6 +359,57 @@ fn pooling_ops() {
             .attr(int_attr("count_include_pad", 0)),
     );
     check(Case::new("GlobalAveragePool", &[2, 3, 4, 5]));
+}
+
+#[test]
+fn max_pool_gradient_goes_to_one_maximum_per_window() {
+    // Ties (e.g. zeros after a ReLU): each window passes its gradient to one input, its first
+    // maximum, as PyTorch does, not to every tied input (which candle's `max` would do).
+    let cases: [(&[usize], Vec<AttributeProto>, Vec<f32>); 2] = [
+        (
+            &[1, 1, 4, 4],
+            vec![
+                ints_attr("kernel_shape", &[2, 2]),
+                ints_attr("strides", &[2, 2]),
+            ],
+            vec![
+                1., 0., 1., 0., //
+                0., 0., 0., 0., //
+                1., 0., 1., 0., //
+                0., 0., 0., 0.,
+            ],
+        ),
+        (
+            &[1, 1, 3, 3],
+            vec![
+                ints_attr("kernel_shape", &[3, 3]),
+                ints_attr("strides", &[2, 2]),
+                ints_attr("pads", &[1, 1, 1, 1]),
+            ],
+            // Outputs 2×2 from windows starting at -1 and 1: each one's first in-bounds tap
+            // wins (padding never does).
+            vec![
+                1., 1., 0., //
+                1., 1., 0., //
+                0., 0., 0.,
+            ],
+        ),
+    ];
+    for (dims, attrs, want) in cases {
+        let n = node("MaxPool", "pool", &["x"], &["y"], attrs);
+        let exec = GraphExecutor::new(single_node_model(n, dims, vec![]), "pool").unwrap();
+        let x = Var::from_tensor(&Tensor::zeros(dims, DType::F32, exec.device()).unwrap()).unwrap();
+        let y = exec.forward(x.as_tensor(), Mode::Eval).unwrap();
+        let grads = y.sum_all().unwrap().backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(g, want, "{dims:?}");
+    }
 }
 
 #[test]

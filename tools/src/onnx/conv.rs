@@ -5,8 +5,10 @@
 //! dilations, asymmetric padding. candle's own `conv2d` takes one stride/dilation/padding for both
 //! axes and its backward pass is several times slower than PyTorch's.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// How a convolution slides over its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,17 +102,52 @@ impl ConvGeometry {
 }
 
 /// Element types the kernels run on.
-trait Element: Copy + Send + Sync + 'static + std::ops::AddAssign {
+trait Element:
+    Copy + Send + Sync + 'static + std::ops::AddAssign + std::ops::Add<Output = Self>
+{
     const ZERO: Self;
     const ONE: Self;
+    /// This thread's work buffers for this type.
+    fn scratch() -> &'static LocalKey<Scratch<Self>>;
 }
 impl Element for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn scratch() -> &'static LocalKey<Scratch<Self>> {
+        thread_local!(static SCRATCH: Scratch<f32> = RefCell::default());
+        &SCRATCH
+    }
 }
 impl Element for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+    fn scratch() -> &'static LocalKey<Scratch<Self>> {
+        thread_local!(static SCRATCH: Scratch<f64> = RefCell::default());
+        &SCRATCH
+    }
+}
+
+/// Two per-thread work matrices (an im2col block, a block of `dy` or of the output).
+type Scratch<T> = RefCell<(Vec<T>, Vec<T>)>;
+
+/// Runs `f` on two work buffers of `lens` elements, kept per thread between calls: the im2col
+/// block of LeNet-5's second conv is 2 MB, and allocating and zeroing it anew for every call
+/// (page faults included) cost ~5% of a training step. The contents are stale: every kernel
+/// writes each element it reads.
+fn with_scratch<T: Element, R>(lens: [usize; 2], f: impl FnOnce(&mut [T], &mut [T]) -> R) -> R {
+    T::scratch().with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let (a, b) = &mut *bufs;
+            for (buf, &len) in [&mut *a, &mut *b].into_iter().zip(&lens) {
+                if buf.len() < len {
+                    buf.resize(len, T::ZERO);
+                }
+            }
+            f(&mut a[..lens[0]], &mut b[..lens[1]])
+        }
+        // Re-entered on this thread (not expected: the kernels call no rayon inside): fresh buffers.
+        Err(_) => f(&mut vec![T::ZERO; lens[0]], &mut vec![T::ZERO; lens[1]]),
+    })
 }
 
 /// The output positions `lo..hi` along an axis whose tap `k` lands inside the input (`len`), and
@@ -144,8 +181,9 @@ fn valid_range(
     (lo, hi, first)
 }
 
-/// Unfolds one group of one sample (`cg × h × w`) into `col` (`cg·kh·kw × oh·ow`).
-fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T]) {
+/// Unfolds one group of one sample (`cg × h × w`) into a block of columns of the im2col matrix:
+/// row `r` (`cg·kh·kw` rows) of the block is `col[r·ld..r·ld + oh·ow]`.
+fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T], ld: usize) {
     let p = s.p();
     let (sy, sx) = (g.strides[0], g.strides[1]);
     for c in 0..s.cg {
@@ -154,7 +192,7 @@ fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T]) {
             let (ylo, yhi, iy0) = valid_range(s.oh, ki, sy, g.dilations[0], g.pads[0], s.h);
             for kj in 0..s.kw {
                 let (xlo, xhi, ix0) = valid_range(s.ow, kj, sx, g.dilations[1], g.pads[1], s.w);
-                let row = &mut col[((c * s.kh + ki) * s.kw + kj) * p..][..p];
+                let row = &mut col[((c * s.kh + ki) * s.kw + kj) * ld..][..p];
                 row[..ylo * s.ow].fill(T::ZERO);
                 row[yhi * s.ow..].fill(T::ZERO);
                 for oy in ylo..yhi {
@@ -177,8 +215,9 @@ fn im2col<T: Element>(x: &[T], s: &Sizes, g: &ConvGeometry, col: &mut [T]) {
     }
 }
 
-/// Folds `col` (`cg·kh·kw × oh·ow`) back onto one group of one sample, accumulating.
-fn col2im<T: Element>(col: &[T], s: &Sizes, g: &ConvGeometry, x: &mut [T]) {
+/// Folds a block of columns (laid out as [`im2col`] writes them) back onto one group of one
+/// sample, accumulating.
+fn col2im<T: Element>(col: &[T], ld: usize, s: &Sizes, g: &ConvGeometry, x: &mut [T]) {
     let p = s.p();
     let (sy, sx) = (g.strides[0], g.strides[1]);
     for c in 0..s.cg {
@@ -187,13 +226,19 @@ fn col2im<T: Element>(col: &[T], s: &Sizes, g: &ConvGeometry, x: &mut [T]) {
             let (ylo, yhi, iy0) = valid_range(s.oh, ki, sy, g.dilations[0], g.pads[0], s.h);
             for kj in 0..s.kw {
                 let (xlo, xhi, ix0) = valid_range(s.ow, kj, sx, g.dilations[1], g.pads[1], s.w);
-                let row = &col[((c * s.kh + ki) * s.kw + kj) * p..][..p];
+                let row = &col[((c * s.kh + ki) * s.kw + kj) * ld..][..p];
                 for oy in ylo..yhi {
                     let iy = iy0 + (oy - ylo) * sy;
                     let line = &mut plane[iy * s.w..(iy + 1) * s.w];
                     let src = &row[oy * s.ow + xlo..oy * s.ow + xhi];
-                    for (j, &v) in src.iter().enumerate() {
-                        line[ix0 + j * sx] += v;
+                    if sx == 1 {
+                        for (d, &v) in line[ix0..ix0 + src.len()].iter_mut().zip(src) {
+                            *d += v;
+                        }
+                    } else {
+                        for (j, &v) in src.iter().enumerate() {
+                            line[ix0 + j * sx] += v;
+                        }
                     }
                 }
             }
@@ -247,111 +292,216 @@ fn matmul<T: Element>(
     }
 }
 
-fn forward<T: Element>(x: &[T], w: &[T], s: &Sizes, g: &ConvGeometry) -> Vec<T> {
+/// Output pixels (im2col columns) one gemm covers. Per-sample matrices are small (LeNet-5's second
+/// conv: 50×500 · 500×64), and the gemm microkernel spends most of its time packing and on edges;
+/// stacking a few samples side by side gives each gemm ~1k columns. (256 to 4096 measured the
+/// same within the noise of a shared machine.)
+const BLOCK_COLUMNS: usize = 1024;
+
+/// Samples per block: enough for [`BLOCK_COLUMNS`] columns, but no fewer blocks than threads.
+fn block_samples(s: &Sizes) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (BLOCK_COLUMNS / s.p().max(1))
+        .min(s.n.div_ceil(threads))
+        .max(1)
+}
+
+/// Sum of `v` in 8 interleaved partial sums (vectorised; a single running sum is a serial chain
+/// of dependent additions).
+fn sum<T: Element>(v: &[T]) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    let mut total = T::ZERO;
+    for a in acc.into_iter().chain(rest.iter().copied()) {
+        total += a;
+    }
+    total
+}
+
+/// `dyt[mg × nb·p]` = output channels `grp·mg..` of samples `n0..n0 + nb` side by side.
+fn gather_dy<T: Element>(dy: &[T], s: &Sizes, grp: usize, n0: usize, nb: usize, dyt: &mut [T]) {
+    let p = s.p();
+    let ld = nb * p;
+    for j in 0..nb {
+        for m in 0..s.mg {
+            dyt[m * ld + j * p..][..p]
+                .copy_from_slice(&dy[((n0 + j) * s.m + grp * s.mg + m) * p..][..p]);
+        }
+    }
+}
+
+fn forward<T: Element>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    s: &Sizes,
+    g: &ConvGeometry,
+) -> Vec<T> {
     let (k, p) = (s.k(), s.p());
+    let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
+    let nb = block_samples(s);
     let mut out = vec![T::ZERO; s.n * s.m * p];
-    out.par_chunks_mut(s.m * p).enumerate().for_each_init(
-        || vec![T::ZERO; k * p],
-        |col, (n, y)| {
-            let xn = &x[n * s.c * s.h * s.w..];
-            for grp in 0..g.groups {
-                im2col(&xn[grp * s.cg * s.h * s.w..], s, g, col);
-                let lhs = Mat {
-                    ptr: w[grp * s.mg * k..].as_ptr(),
-                    cs: 1,
-                    rs: k as isize,
-                };
-                let rhs = Mat {
-                    ptr: col.as_ptr(),
-                    cs: 1,
-                    rs: p as isize,
-                };
-                matmul(
-                    &mut y[grp * s.mg * p..(grp + 1) * s.mg * p],
-                    s.mg,
-                    p,
-                    k,
-                    lhs,
-                    rhs,
-                    false,
-                );
-            }
-        },
-    );
+    out.par_chunks_mut(nb * s.m * p)
+        .enumerate()
+        .for_each(|(b, y)| {
+            let n0 = b * nb;
+            let nb = y.len() / (s.m * p);
+            let ld = nb * p;
+            with_scratch([k * ld, s.mg * ld], |col, tmp| {
+                for grp in 0..g.groups {
+                    for j in 0..nb {
+                        im2col(
+                            &x[(n0 + j) * chw + grp * ghw..],
+                            s,
+                            g,
+                            &mut col[j * p..],
+                            ld,
+                        );
+                    }
+                    // tmp[mg × nb·p] = W_g[mg×k] · col[k × nb·p]
+                    let lhs = Mat {
+                        ptr: w[grp * s.mg * k..].as_ptr(),
+                        cs: 1,
+                        rs: k as isize,
+                    };
+                    let rhs = Mat {
+                        ptr: col.as_ptr(),
+                        cs: 1,
+                        rs: ld as isize,
+                    };
+                    matmul(tmp, s.mg, ld, k, lhs, rhs, false);
+                    // Scatter back to N×M×P, adding the bias on the way.
+                    for j in 0..nb {
+                        for m in 0..s.mg {
+                            let ch = grp * s.mg + m;
+                            let dst = &mut y[(j * s.m + ch) * p..][..p];
+                            let src = &tmp[m * ld + j * p..][..p];
+                            match bias {
+                                Some(b) => {
+                                    for (d, &v) in dst.iter_mut().zip(src) {
+                                        *d = v + b[ch];
+                                    }
+                                }
+                                None => dst.copy_from_slice(src),
+                            }
+                        }
+                    }
+                }
+            })
+        });
     out
 }
 
 fn backward_input<T: Element>(dy: &[T], w: &[T], s: &Sizes, g: &ConvGeometry) -> Vec<T> {
     let (k, p) = (s.k(), s.p());
-    let mut dx = vec![T::ZERO; s.n * s.c * s.h * s.w];
-    dx.par_chunks_mut(s.c * s.h * s.w)
+    let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
+    let nb = block_samples(s);
+    let mut dx = vec![T::ZERO; s.n * chw];
+    dx.par_chunks_mut(nb * chw)
         .enumerate()
-        .for_each_init(
-            || vec![T::ZERO; k * p],
-            |dcol, (n, dxn)| {
-                let dyn_ = &dy[n * s.m * p..];
+        .for_each(|(b, dxb)| {
+            let n0 = b * nb;
+            let nb = dxb.len() / chw;
+            let ld = nb * p;
+            with_scratch([k * ld, s.mg * ld], |dcol, dyt| {
                 for grp in 0..g.groups {
-                    // dcol[k×p] = W_gᵀ[k×mg] · dy_g[mg×p]
+                    gather_dy(dy, s, grp, n0, nb, dyt);
+                    // dcol[k × nb·p] = W_gᵀ[k×mg] · dyt[mg × nb·p]
                     let lhs = Mat {
                         ptr: w[grp * s.mg * k..].as_ptr(),
                         cs: k as isize,
                         rs: 1,
                     };
                     let rhs = Mat {
-                        ptr: dyn_[grp * s.mg * p..].as_ptr(),
+                        ptr: dyt.as_ptr(),
                         cs: 1,
-                        rs: p as isize,
+                        rs: ld as isize,
                     };
-                    matmul(dcol, k, p, s.mg, lhs, rhs, false);
-                    col2im(dcol, s, g, &mut dxn[grp * s.cg * s.h * s.w..]);
+                    matmul(dcol, k, ld, s.mg, lhs, rhs, false);
+                    for j in 0..nb {
+                        col2im(&dcol[j * p..], ld, s, g, &mut dxb[j * chw + grp * ghw..]);
+                    }
                 }
-            },
-        );
+            })
+        });
     dx
 }
 
-fn backward_weight<T: Element>(x: &[T], dy: &[T], s: &Sizes, g: &ConvGeometry) -> Vec<T> {
+/// The kernel gradient `M × k`, followed (with `bias`) by the bias gradient `M`: one pass over
+/// `dy` gives both, instead of a separate candle `sum_keepdim` over N, H, W for the bias.
+fn backward_weight<T: Element>(
+    x: &[T],
+    dy: &[T],
+    s: &Sizes,
+    g: &ConvGeometry,
+    bias: bool,
+) -> Vec<T> {
     let (k, p) = (s.k(), s.p());
-    let chunks = rayon::current_num_threads().clamp(1, s.n.max(1));
-    let per_chunk = s.n.div_ceil(chunks);
-    let partials: Vec<Vec<T>> = (0..chunks)
+    let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
+    let nb = block_samples(s);
+    let blocks = s.n.div_ceil(nb);
+    let parts = rayon::current_num_threads().clamp(1, blocks.max(1));
+    let partials: Vec<(Vec<T>, Vec<T>)> = (0..parts)
         .into_par_iter()
-        .map(|chunk| {
+        .map(|part| {
             let mut dw = vec![T::ZERO; s.m * k];
-            let mut col = vec![T::ZERO; k * p];
-            for n in chunk * per_chunk..((chunk + 1) * per_chunk).min(s.n) {
-                let xn = &x[n * s.c * s.h * s.w..];
-                let dyn_ = &dy[n * s.m * p..];
-                for grp in 0..g.groups {
-                    im2col(&xn[grp * s.cg * s.h * s.w..], s, g, &mut col);
-                    // dW_g[mg×k] += dy_g[mg×p] · colᵀ[p×k]
-                    let lhs = Mat {
-                        ptr: dyn_[grp * s.mg * p..].as_ptr(),
-                        cs: 1,
-                        rs: p as isize,
-                    };
-                    let rhs = Mat {
-                        ptr: col.as_ptr(),
-                        cs: p as isize,
-                        rs: 1,
-                    };
-                    matmul(
-                        &mut dw[grp * s.mg * k..(grp + 1) * s.mg * k],
-                        s.mg,
-                        k,
-                        p,
-                        lhs,
-                        rhs,
-                        true,
-                    );
-                }
+            let mut db = vec![T::ZERO; if bias { s.m } else { 0 }];
+            for b in (part..blocks).step_by(parts) {
+                let n0 = b * nb;
+                let nb = nb.min(s.n - n0);
+                let ld = nb * p;
+                with_scratch([k * ld, s.mg * ld], |col, dyt| {
+                    for grp in 0..g.groups {
+                        for j in 0..nb {
+                            im2col(
+                                &x[(n0 + j) * chw + grp * ghw..],
+                                s,
+                                g,
+                                &mut col[j * p..],
+                                ld,
+                            );
+                        }
+                        gather_dy(dy, s, grp, n0, nb, dyt);
+                        // dW_g[mg×k] += dyt[mg × nb·p] · colᵀ[nb·p × k]
+                        let lhs = Mat {
+                            ptr: dyt.as_ptr(),
+                            cs: 1,
+                            rs: ld as isize,
+                        };
+                        let rhs = Mat {
+                            ptr: col.as_ptr(),
+                            cs: ld as isize,
+                            rs: 1,
+                        };
+                        matmul(
+                            &mut dw[grp * s.mg * k..(grp + 1) * s.mg * k],
+                            s.mg,
+                            k,
+                            ld,
+                            lhs,
+                            rhs,
+                            true,
+                        );
+                        if bias {
+                            for m in 0..s.mg {
+                                db[grp * s.mg + m] += sum(&dyt[m * ld..(m + 1) * ld]);
+                            }
+                        }
+                    }
+                })
             }
-            dw
+            (dw, db)
         })
         .collect();
-    let mut total = vec![T::ZERO; s.m * k];
-    for part in partials {
-        for (t, v) in total.iter_mut().zip(part) {
+    let mut total = vec![T::ZERO; s.m * k + if bias { s.m } else { 0 }];
+    for (dw, db) in partials {
+        for (t, v) in total.iter_mut().zip(dw.into_iter().chain(db)) {
             *t += v;
         }
     }
@@ -387,14 +537,84 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs `f` on three CPU storages of the same float type.
+macro_rules! dispatch3 {
+    ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, |$a:ident, $b:ident, $c:ident| $body:expr) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+                let $a = contiguous(a, $l1, "first operand")?;
+                let $b = contiguous(b, $l2, "second operand")?;
+                let $c = contiguous(c, $l3, "third operand")?;
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+                let $a = contiguous(a, $l1, "first operand")?;
+                let $b = contiguous(b, $l2, "second operand")?;
+                let $c = contiguous(c, $l3, "third operand")?;
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!(
+                "{}: only f32 and f64 operands of the same type are supported",
+                $name
+            ),
+        }
+    };
+}
+
+/// Convolution without bias: `(x, kernel)`.
 struct Conv2d(ConvGeometry);
+/// Convolution with the bias added in the same pass: `(x, kernel, bias)`.
+struct Conv2dBias(ConvGeometry);
 struct Conv2dBackwardInput {
     geometry: ConvGeometry,
     input_dims: [usize; 4],
 }
+/// `(x, dy)` → the kernel gradient (`M·k` values) followed, with `bias`, by the bias gradient
+/// (`M`), as one flat vector.
 struct Conv2dBackwardWeight {
     geometry: ConvGeometry,
     kernel_dims: [usize; 4],
+    bias: bool,
+}
+
+/// Gradients of a convolution w.r.t. its input (when tracked), kernel and (with `bias`) bias.
+fn conv_backward(
+    geometry: ConvGeometry,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    bias: bool,
+) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
+    let dy = dy.contiguous()?;
+    let input_dims = dims4(x)?;
+    let kernel_dims = dims4(w)?;
+    // The first layer's input is data: no gradient needed, skip the col2im pass.
+    let dx = if x.track_op() {
+        Some(dy.apply_op2_no_bwd(
+            w,
+            &Conv2dBackwardInput {
+                geometry,
+                input_dims,
+            },
+        )?)
+    } else {
+        None
+    };
+    let both = x.apply_op2_no_bwd(
+        &dy,
+        &Conv2dBackwardWeight {
+            geometry,
+            kernel_dims,
+            bias,
+        },
+    )?;
+    let mk = kernel_dims.iter().product();
+    if !bias {
+        return Ok((dx, both.reshape(kernel_dims.to_vec())?, None));
+    }
+    let dw = both.narrow(0, 0, mk)?.reshape(kernel_dims.to_vec())?;
+    let db = both.narrow(0, mk, kernel_dims[0])?;
+    Ok((dx, dw, Some(db)))
 }
 
 impl CustomOp2 for Conv2d {
@@ -409,7 +629,9 @@ impl CustomOp2 for Conv2d {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let s = self.0.sizes(l1.dims(), l2.dims())?;
-        let out = dispatch!("Conv", s1, l1, s2, l2, |x, w| forward(x, w, &s, &self.0));
+        let out = dispatch!("Conv", s1, l1, s2, l2, |x, w| forward(
+            x, w, None, &s, &self.0
+        ));
         Ok((out, Shape::from((s.n, s.m, s.oh, s.ow))))
     }
     fn bwd(
@@ -419,29 +641,47 @@ impl CustomOp2 for Conv2d {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let input_dims = dims4(x)?;
-        let kernel_dims = dims4(w)?;
-        // The first layer's input is data: no gradient needed, skip the col2im pass.
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(
-                w,
-                &Conv2dBackwardInput {
-                    geometry: self.0,
-                    input_dims,
-                },
-            )?)
-        } else {
-            None
-        };
-        let dw = x.apply_op2_no_bwd(
-            &dy,
-            &Conv2dBackwardWeight {
-                geometry: self.0,
-                kernel_dims,
-            },
-        )?;
+        let (dx, dw, _) = conv_backward(self.0, x, w, dy, false)?;
         Ok((dx, Some(dw)))
+    }
+}
+
+impl CustomOp3 for Conv2dBias {
+    fn name(&self) -> &'static str {
+        "nnzip-conv2d-bias"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let s = self.0.sizes(l1.dims(), l2.dims())?;
+        if l3.dims() != [s.m] {
+            candle_core::bail!("Conv: bias {:?} for {} output channels", l3.dims(), s.m);
+        }
+        let out = dispatch3!("Conv", s1, l1, s2, l2, s3, l3, |x, w, b| forward(
+            x,
+            w,
+            Some(b),
+            &s,
+            &self.0
+        ));
+        Ok((out, Shape::from((s.n, s.m, s.oh, s.ow))))
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = conv_backward(self.0, x, w, dy, true)?;
+        Ok((dx, Some(dw), db))
     }
 }
 
@@ -483,9 +723,11 @@ impl CustomOp2 for Conv2dBackwardWeight {
             x,
             dy,
             &s,
-            &self.geometry
+            &self.geometry,
+            self.bias
         ));
-        Ok((out, Shape::from(self.kernel_dims.to_vec())))
+        let len = s.m * s.k() + if self.bias { s.m } else { 0 };
+        Ok((out, Shape::from(len)))
     }
 }
 
@@ -494,9 +736,22 @@ fn dims4(t: &Tensor) -> Result<[usize; 4]> {
     Ok([a, b, c, d])
 }
 
-/// 2-D convolution of `x` (`N×C×H×W`) with `kernel` (`M×C/groups×kh×kw`), differentiable in both.
-pub fn conv2d(x: &Tensor, kernel: &Tensor, geometry: ConvGeometry) -> Result<Tensor> {
+/// 2-D convolution of `x` (`N×C×H×W`) with `kernel` (`M×C/groups×kh×kw`) plus an optional `bias`
+/// (`M`), differentiable in all three.
+pub fn conv2d(
+    x: &Tensor,
+    kernel: &Tensor,
+    bias: Option<&Tensor>,
+    geometry: ConvGeometry,
+) -> Result<Tensor> {
     let x = x.contiguous()?;
     let kernel = kernel.contiguous()?;
-    x.apply_op2(&kernel, Conv2d(geometry))
+    match bias {
+        Some(b) => x.apply_op3(
+            &kernel,
+            &b.flatten_all()?.contiguous()?,
+            Conv2dBias(geometry),
+        ),
+        None => x.apply_op2(&kernel, Conv2d(geometry)),
+    }
 }

@@ -6,6 +6,7 @@ pub mod build;
 pub mod conv;
 pub mod exec;
 pub mod ops;
+pub mod pool;
 pub mod proto;
 
 pub use exec::{GraphExecutor, Mode, Param, ParamKind};

@@ -2,6 +2,7 @@
 
 use super::batchnorm::{BatchNormOp, channel_statistics};
 use super::conv::{ConvGeometry, conv2d};
+use super::pool::{PoolGeometry, max_pool2d};
 use super::proto::{attr_float, attr_int, attr_ints, attr_string};
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{D, DType, Device, Tensor};
@@ -118,11 +119,7 @@ pub fn conv(node: &NodeProto, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> 
         dilations,
         groups: attr_int(node, "group", 1).max(1) as usize,
     };
-    let y = conv2d(x, w, geometry)?;
-    Ok(match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
-        None => y,
-    })
+    Ok(conv2d(x, w, bias, geometry)?)
 }
 
 /// ONNX `Gemm`: `alpha·A'·B' + beta·C`.
@@ -358,21 +355,23 @@ fn pad_spatial(x: &Tensor, pads: [usize; 4], value: f64) -> Result<Tensor> {
     pad_axis_constant(&x, 3, pads[1] as i64, pads[3] as i64, value)
 }
 
-/// ONNX `MaxPool` (2-D). Built from reshape/gather and `max`, whose gradient goes to the maximum.
+/// ONNX `MaxPool` (2-D), as a custom op whose gradient goes to each window's (first) maximum.
 pub fn max_pool(node: &NodeProto, x: &Tensor) -> Result<Tensor> {
     ensure!(
         attr_int(node, "storage_order", 0) == 0,
         "MaxPool storage_order=1 is not supported"
     );
     let p = pooling(node, x)?;
-    let (n, c, h, w) = x.dims4()?;
-    if tiles(&p, h, w) {
-        let [kh, kw] = p.kernel;
-        return Ok(x.reshape((n, c, h / kh, kh, w / kw, kw))?.max(5)?.max(3)?);
-    }
-    let xp = pad_spatial(x, p.pads, f64::NEG_INFINITY)?;
-    let views = windows(&xp, &p)?;
-    Ok(Tensor::stack(&views, 4)?.max(4)?)
+    Ok(max_pool2d(
+        x,
+        PoolGeometry {
+            kernel: p.kernel,
+            strides: p.strides,
+            dilations: p.dilations,
+            pads: [p.pads[0], p.pads[1]],
+            out: p.out,
+        },
+    )?)
 }
 
 /// ONNX `AveragePool` (2-D), honouring `count_include_pad` and `ceil_mode`.
