@@ -1,3 +1,6 @@
+// nnzip: without the `model-transform-registry` feature the registered transforms are unused.
+#![cfg_attr(not(feature = "model-transform-registry"), allow(dead_code, unused_imports))]
+
 use std::borrow::Cow;
 
 use crate::internal::*;
@@ -158,6 +161,9 @@ inventory::collect!(ModelTransformFactory);
 #[macro_export]
 macro_rules! register_simple_model_transform {
     ($name: expr, $type: expr) => {
+        // nnzip: registered only with the `model-transform-registry` feature (see that feature in
+        // Cargo.toml). The cfg is evaluated in the crate that invokes the macro: tract-core only.
+        #[cfg(feature = "model-transform-registry")]
         $crate::internal::inventory::submit! {
             $crate::transform::ModelTransformFactory {
                 name: $name,
@@ -171,6 +177,8 @@ macro_rules! register_simple_model_transform {
 #[macro_export]
 macro_rules! register_model_transform {
     ($name:expr, $config:ty, $builder:expr) => {
+        // nnzip: as in `register_simple_model_transform`.
+        #[cfg(feature = "model-transform-registry")]
         $crate::internal::inventory::submit! {
             $crate::transform::ModelTransformFactory {
                 name: $name,
@@ -457,6 +465,8 @@ register_model_transform!("set_property", SetPropertyConfig, |config| Ok(Box::ne
     SetPropertyTransform(config)
 )));
 
+// nnzip: as in `register_simple_model_transform`.
+#[cfg(feature = "model-transform-registry")]
 inventory::submit! {
     ModelTransformFactory {
         name: "f32_to_f16",
@@ -469,6 +479,8 @@ inventory::submit! {
     }
 }
 
+// nnzip: as in `register_simple_model_transform`.
+#[cfg(feature = "model-transform-registry")]
 inventory::submit! {
     ModelTransformFactory {
         name: "f16_to_f32",
@@ -481,6 +493,8 @@ inventory::submit! {
     }
 }
 
+// nnzip: as in `register_simple_model_transform`.
+#[cfg(feature = "model-transform-registry")]
 inventory::submit! {
     ModelTransformFactory {
         name: "float_precision",

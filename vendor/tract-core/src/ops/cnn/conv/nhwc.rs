@@ -1,3 +1,6 @@
+// nnzip: without the `model-transform-registry` feature the registered transforms are unused.
+#![cfg_attr(not(feature = "model-transform-registry"), allow(dead_code, unused_imports))]
+
 use crate::internal::*;
 use crate::ops::cnn::PoolSpec;
 use crate::ops::cnn::conv::Conv;
