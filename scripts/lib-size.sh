@@ -14,12 +14,24 @@
 # targets or NDK); tract-linalg's kernels differ per ABI (x86_64: AVX2/FMA and AVX-512; arm64: NEON,
 # plus fp16 ones), so the phone sizes differ somewhat.
 #
+# The library is linked with identical code folding and packed relative relocations
+# (bindings/build.rs, for the cdylib only and only where the linker is LLD: Android, x86_64 Linux);
+# NNZIP_PLAIN_LINK=1 bash scripts/lib-size.sh measures without them.
+#
 # Measured (stripped, x86_64): 11.97 MB with tract-onnx's full operator registry; 10.37 MB with only
 # nnzip's operators registered in tract-onnx (a trial on a local copy: rustfft and tract-nnef stayed,
 # kept alive by the NNEF "patch" model transform tract-nnef submits through `inventory`, a static
 # constructor that no linker drops, which builds the whole NNEF registry of tract-core operators);
-# 6.60 MB with nnzip-core reading ONNX itself over tract-hir (core/src/onnx), tract-onnx, tract-nnef
-# and rustfft no longer linked. What is left is mostly tract-core's operators (see the table below).
+# 6.60 MB (6 595 520 bytes) with nnzip-core reading ONNX itself over tract-hir (core/src/onnx),
+# tract-onnx, tract-nnef and rustfft no longer linked; then, one change at a time:
+#   6 525 296  --icf=all (identical code folding: one copy of functions with the same machine code)
+#   6 137 688  packed relative relocations (.rela.dyn 393 048 bytes -> .relr.dyn 3 760)
+#   6 137 432  log's release_max_level_info (no logger on the host, so LTO already drops the
+#              records; on Android, where android_logger sets the level at run time, not measured)
+#   5 922 632  tract-core without its model-transform registry (vendor/tract-core: tract-core
+#              submits every model transform through `inventory` too, which kept them all, the
+#              float-precision translator, batchify and their serde/erased-serde config parsing)
+# = 5.92 MB, within the 6 MB goal. What is left is mostly tract-core's operators (table below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
