@@ -193,6 +193,8 @@ pub struct HuffmanDecoder {
     first_index: [u32; MAX_CODE_LEN as usize + 1],
     count: [u32; MAX_CODE_LEN as usize + 1],
     sorted: Vec<u16>,
+    /// [`HuffmanDecoder::decode_symbols`]'s pair table, built on its first long call.
+    pairs: std::cell::OnceCell<Vec<PairEntry>>,
 }
 
 impl HuffmanDecoder {
@@ -248,6 +250,7 @@ impl HuffmanDecoder {
             first_index,
             count,
             sorted,
+            pairs: std::cell::OnceCell::new(),
         })
     }
 
@@ -322,7 +325,7 @@ impl HuffmanDecoder {
             }
             return Ok(());
         }
-        let pairs = self.pair_table();
+        let pairs = self.pairs.get_or_init(|| self.pair_table());
         let n = out.len();
         let mut i = 0;
         // Each lookup writes two slots, so the loop stops one short of the end.
