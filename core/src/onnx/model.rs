@@ -8,6 +8,10 @@ use crate::onnx::pb::type_proto::Value;
 use crate::onnx::pb::{self, TensorProto, TypeProto};
 use crate::onnx::tensor::{load_tensor, translate_inference_fact};
 
+/// For every input slot of the node (without end: slots past the declared inputs are `None`), the
+/// index among its present inputs, or `None` where the optional input is omitted. Callers take
+/// slots with `.next().flatten()` (tract-onnx writes `.next().unwrap()`; the iterator never ends,
+/// but the decoder keeps no panic sites).
 pub fn optional_inputs(pb: &pb::NodeProto) -> impl Iterator<Item = Option<usize>> + '_ {
     let mut real_input = 0;
     (0..).map(move |i| {

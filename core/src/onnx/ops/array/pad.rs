@@ -52,7 +52,7 @@ pub fn pad_18(
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let mode = pad_mode(node)?;
     let mut inputs = optional_inputs(node).skip(2);
-    let op = Pad18::new(mode, inputs.next().unwrap(), inputs.next().unwrap());
+    let op = Pad18::new(mode, inputs.next().flatten(), inputs.next().flatten());
     Ok((expand(op), vec![]))
 }
 

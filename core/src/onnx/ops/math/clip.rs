@@ -31,7 +31,7 @@ pub fn clip_11(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let mut options = crate::onnx::model::optional_inputs(node).skip(1);
-    let op = Clip11::new(options.next().unwrap(), options.next().unwrap());
+    let op = Clip11::new(options.next().flatten(), options.next().flatten());
     Ok((expand(op), vec![]))
 }
 

@@ -7,8 +7,8 @@ pub fn dropout(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let mut inputs = optional_inputs(node).skip(1);
-    let ratio_input = inputs.next().unwrap();
-    let training_mode_input = inputs.next().unwrap();
+    let ratio_input = inputs.next().flatten();
+    let training_mode_input = inputs.next().flatten();
     Ok((
         Box::new(Dropout::new(
             node.output.len() == 2,
