@@ -10,6 +10,7 @@
 //! own, and the backward pass includes their dependence on the input (the usual batch-norm
 //! gradient); in evaluation mode they are the running statistics, constants.
 
+use super::contiguous;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 
 /// Per-channel statistics of a contiguous `N × C × S` tensor (S = product of the spatial
@@ -78,14 +79,6 @@ impl BatchNormOp {
     }
 }
 
-/// The contiguous elements of a storage of type `T`.
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("BatchNormalization: operands must be contiguous");
-    };
-    Ok(&s.as_slice::<T>()?[start..end])
-}
-
 fn forward<T: WithDType>(
     op: &BatchNormOp,
     x: &[T],
@@ -120,13 +113,28 @@ impl CustomOp3 for BatchNormOp {
     ) -> Result<(CpuStorage, Shape)> {
         let (_, c, s) = split_dims(l1.dims())?;
         self.check(c, l2, l3)?;
+        const WHAT: &str = "BatchNormalization: operands";
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(
-                forward::<f32>(self, slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, c, s),
-            ),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(
-                forward::<f64>(self, slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?, c, s),
-            ),
+            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(b)) => {
+                CpuStorage::F32(forward(
+                    self,
+                    contiguous(x, l1, WHAT)?,
+                    contiguous(g, l2, WHAT)?,
+                    contiguous(b, l3, WHAT)?,
+                    c,
+                    s,
+                ))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(b)) => {
+                CpuStorage::F64(forward(
+                    self,
+                    contiguous(x, l1, WHAT)?,
+                    contiguous(g, l2, WHAT)?,
+                    contiguous(b, l3, WHAT)?,
+                    c,
+                    s,
+                ))
+            }
             _ => candle_core::bail!("BatchNormalization: f32 or f64 operands of one type"),
         };
         Ok((out, l1.shape().clone()))

@@ -5,6 +5,7 @@
 //! dilations, asymmetric padding. candle's own `conv2d` takes one stride/dilation/padding for both
 //! axes and its backward pass is several times slower than PyTorch's.
 
+use super::contiguous;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -508,25 +509,18 @@ fn backward_weight<T: Element>(
     total
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("Conv: {what} must be contiguous"),
-    }
-}
-
 /// Runs `f` on two CPU storages of the same float type.
 macro_rules! dispatch {
     ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, |$a:ident, $b:ident| $body:expr) => {
         match ($s1, $s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let $a = contiguous(a, $l1, "first operand")?;
-                let $b = contiguous(b, $l2, "second operand")?;
+                let $a = contiguous(a, $l1, "Conv: first operand")?;
+                let $b = contiguous(b, $l2, "Conv: second operand")?;
                 CpuStorage::F32($body)
             }
             (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let $a = contiguous(a, $l1, "first operand")?;
-                let $b = contiguous(b, $l2, "second operand")?;
+                let $a = contiguous(a, $l1, "Conv: first operand")?;
+                let $b = contiguous(b, $l2, "Conv: second operand")?;
                 CpuStorage::F64($body)
             }
             _ => candle_core::bail!(
@@ -542,15 +536,15 @@ macro_rules! dispatch3 {
     ($name:literal, $s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, |$a:ident, $b:ident, $c:ident| $body:expr) => {
         match ($s1, $s2, $s3) {
             (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-                let $a = contiguous(a, $l1, "first operand")?;
-                let $b = contiguous(b, $l2, "second operand")?;
-                let $c = contiguous(c, $l3, "third operand")?;
+                let $a = contiguous(a, $l1, "Conv: first operand")?;
+                let $b = contiguous(b, $l2, "Conv: second operand")?;
+                let $c = contiguous(c, $l3, "Conv: third operand")?;
                 CpuStorage::F32($body)
             }
             (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-                let $a = contiguous(a, $l1, "first operand")?;
-                let $b = contiguous(b, $l2, "second operand")?;
-                let $c = contiguous(c, $l3, "third operand")?;
+                let $a = contiguous(a, $l1, "Conv: first operand")?;
+                let $b = contiguous(b, $l2, "Conv: second operand")?;
+                let $c = contiguous(c, $l3, "Conv: third operand")?;
                 CpuStorage::F64($body)
             }
             _ => candle_core::bail!(

@@ -6,6 +6,7 @@
 //! broadcast maximum) pooling took ~10% of a LeNet-5 training step; candle's own `max_pool2d`
 //! cannot be used for training: its backward pass scales the gradient by 1/(kh·kw).
 
+use super::contiguous;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -239,13 +240,6 @@ fn backward<T: Element>(
     dx
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("MaxPool: operands must be contiguous"),
-    }
-}
-
 struct MaxPool(PoolGeometry);
 struct MaxPoolBackward(PoolGeometry);
 
@@ -265,8 +259,20 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = self.0.check(l.dims())?;
         let out = match s {
-            CpuStorage::F32(x) => CpuStorage::F32(forward(contiguous(x, l)?, n * c, h, w, &self.0)),
-            CpuStorage::F64(x) => CpuStorage::F64(forward(contiguous(x, l)?, n * c, h, w, &self.0)),
+            CpuStorage::F32(x) => CpuStorage::F32(forward(
+                contiguous(x, l, "MaxPool: operands")?,
+                n * c,
+                h,
+                w,
+                &self.0,
+            )),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(
+                contiguous(x, l, "MaxPool: operands")?,
+                n * c,
+                h,
+                w,
+                &self.0,
+            )),
             _ => candle_core::bail!("MaxPool: only f32 and f64 are supported"),
         };
         Ok((out, Shape::from((n, c, self.0.out[0], self.0.out[1]))))
@@ -306,9 +312,9 @@ impl CustomOp3 for MaxPoolBackward {
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
                 CpuStorage::F32(backward(
-                    contiguous(x, l1)?,
-                    contiguous(y, l2)?,
-                    contiguous(dy, l3)?,
+                    contiguous(x, l1, "MaxPool: operands")?,
+                    contiguous(y, l2, "MaxPool: operands")?,
+                    contiguous(dy, l3, "MaxPool: operands")?,
                     n * c,
                     h,
                     w,
@@ -317,9 +323,9 @@ impl CustomOp3 for MaxPoolBackward {
             }
             (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
                 CpuStorage::F64(backward(
-                    contiguous(x, l1)?,
-                    contiguous(y, l2)?,
-                    contiguous(dy, l3)?,
+                    contiguous(x, l1, "MaxPool: operands")?,
+                    contiguous(y, l2, "MaxPool: operands")?,
+                    contiguous(dy, l3, "MaxPool: operands")?,
                     n * c,
                     h,
                     w,
