@@ -1,19 +1,10 @@
 //! The `nnzip` binary end to end: pack → inspect → classify → decompress, and its errors.
 
+mod common;
+
+use common::nnzip;
 use std::path::PathBuf;
 use std::process::Command;
-
-fn nnzip(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnzip"))
-        .args(args)
-        .output()
-        .expect("run nnzip");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn shared(rel: &str) -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,8 +2,10 @@
 //! CI) with photos as unlabelled calibration data: the structure of the report, the size goal,
 //! agreement measured on photos kept apart, and bad folders refused without output.
 
+mod common;
+
+use common::nnzip;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn shared(rel: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -13,16 +15,18 @@ fn shared(rel: &str) -> PathBuf {
     p
 }
 
-fn nnzip(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnzip"))
-        .args(args)
-        .output()
-        .expect("run nnzip");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `nnzip compress MODEL -o OUTPUT --preprocess mnist --calibration`: the calibration folder and
+/// the other settings follow.
+fn compress_args<'a>(model: &'a str, output: &'a str) -> [&'a str; 7] {
+    [
+        "compress",
+        model,
+        "-o",
+        output,
+        "--preprocess",
+        "mnist",
+        "--calibration",
+    ]
 }
 
 fn folder(dir: &Path, photos: &[&str]) -> String {
@@ -46,15 +50,7 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     let cache_s = tmp.join("sensitivity.json").display().to_string();
     let out_s = out.display().to_string();
     let model = shared("models/lenet5.onnx").display().to_string();
-    let base = [
-        "compress",
-        model.as_str(),
-        "-o",
-        out_s.as_str(),
-        "--preprocess",
-        "mnist",
-        "--calibration",
-    ];
+    let base = compress_args(&model, &out_s);
 
     // Bad folders: clear errors, no file.
     let (ok, _, err) = nnzip(&[&base[..], &["/nonexistent/photos"]].concat());
@@ -67,26 +63,21 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     assert!(!ok && err.contains("keep the two folders apart"), "{err}");
     assert!(!out.exists(), "a failed run left {}", out.display());
 
-    let (ok, stdout, err) = nnzip(
-        &[
-            &base[..],
-            &[
-                cal.as_str(),
-                "--holdout",
-                hold.as_str(),
-                "--views",
-                "6",
-                "--target-ratio",
-                "8",
-                "--fine-tune-epochs",
-                "1",
-                "--sensitivity-cache",
-                cache_s.as_str(),
-                "--json",
-            ],
-        ]
-        .concat(),
-    );
+    let settings = [
+        cal.as_str(),
+        "--holdout",
+        hold.as_str(),
+        "--views",
+        "6",
+        "--target-ratio",
+        "8",
+        "--fine-tune-epochs",
+        "1",
+        "--sensitivity-cache",
+        cache_s.as_str(),
+        "--json",
+    ];
+    let (ok, stdout, err) = nnzip(&[&base[..], &settings].concat());
     assert!(ok, "compress failed: {err}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     let file = v["file_bytes"].as_u64().unwrap();
@@ -126,27 +117,8 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     assert_eq!(cached, v["sensitivity"]);
     let first = std::fs::read(&out).unwrap();
     let again = tmp.join("again.nnz");
-    let (ok, _, err) = nnzip(&[
-        "compress",
-        &model,
-        "-o",
-        again.to_str().unwrap(),
-        "--preprocess",
-        "mnist",
-        "--calibration",
-        &cal,
-        "--holdout",
-        &hold,
-        "--views",
-        "6",
-        "--target-ratio",
-        "8",
-        "--fine-tune-epochs",
-        "1",
-        "--sensitivity-cache",
-        &cache_s,
-        "--json",
-    ]);
+    let again_s = again.display().to_string();
+    let (ok, _, err) = nnzip(&[&compress_args(&model, &again_s)[..], &settings].concat());
     assert!(ok, "compress from the cache failed: {err}");
     assert!(
         std::fs::read(&again).unwrap() == first,

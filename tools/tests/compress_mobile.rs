@@ -5,28 +5,17 @@
 //! (every stage ran, the decoded file classifies as the trained graph did, depthwise and
 //! pointwise weights pruned and shared, BatchNormalization kept) and that it learned.
 
-use std::process::Command;
+mod common;
 
-fn nnzip(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_nnzip"))
-        .args(args)
-        .output()
-        .expect("run nnzip");
-    assert!(
-        out.status.success(),
-        "nnzip {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::nnzip_ok;
 
 #[test]
 fn mobile_style_network_through_prune_retrain_share_encode_decode() {
     let tmp = std::env::temp_dir().join(format!("nnzip-mobile-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let path = |f: &str| tmp.join(f).display().to_string();
-    nnzip(&["init", "mobile-tiny", "-o", &path("init.onnx")]);
-    let train: serde_json::Value = serde_json::from_str(&nnzip(&[
+    nnzip_ok(&["init", "mobile-tiny", "-o", &path("init.onnx")]);
+    let train: serde_json::Value = serde_json::from_str(&nnzip_ok(&[
         "train",
         &path("init.onnx"),
         "--data",
@@ -49,7 +38,7 @@ fn mobile_style_network_through_prune_retrain_share_encode_decode() {
     let trained = train["test"]["accuracy"].as_f64().unwrap();
     assert!(trained > 0.4, "mobile-tiny did not learn: {train}");
 
-    let report: serde_json::Value = serde_json::from_str(&nnzip(&[
+    let report: serde_json::Value = serde_json::from_str(&nnzip_ok(&[
         "compress",
         &path("trained.onnx"),
         "--data",

@@ -55,6 +55,13 @@ impl Case {
             grad_mode: Mode::Eval,
         }
     }
+    /// BatchNormalization's inputs after `x`: scale, bias, mean, variance (positive), `c` each.
+    fn batch_norm_params(self, c: usize) -> Self {
+        self.param("s", &[c])
+            .param("b", &[c])
+            .param("m", &[c])
+            .param("pos_v", &[c])
+    }
     fn gradients_in(mut self, mode: Mode) -> Self {
         self.grad_mode = mode;
         self
@@ -414,13 +421,7 @@ fn max_pool_gradient_goes_to_one_maximum_per_window() {
 
 #[test]
 fn batchnorm_evaluation_mode() {
-    check(
-        Case::new("BatchNormalization", &[2, 3, 4, 4])
-            .param("s", &[3])
-            .param("b", &[3])
-            .param("m", &[3])
-            .param("pos_v", &[3]),
-    );
+    check(Case::new("BatchNormalization", &[2, 3, 4, 4]).batch_norm_params(3));
 }
 
 /// Training mode: the batch statistics depend on the input, and the gradient must include that
@@ -429,19 +430,13 @@ fn batchnorm_evaluation_mode() {
 fn batchnorm_training_mode_gradients() {
     check(
         Case::new("BatchNormalization", &[3, 2, 3, 3])
-            .param("s", &[2])
-            .param("b", &[2])
-            .param("m", &[2])
-            .param("pos_v", &[2])
+            .batch_norm_params(2)
             .gradients_in(Mode::Train),
     );
     // Rank 2 (after a Gemm): statistics over the batch axis only.
     check(
         Case::new("BatchNormalization", &[5, 3])
-            .param("s", &[3])
-            .param("b", &[3])
-            .param("m", &[3])
-            .param("pos_v", &[3])
+            .batch_norm_params(3)
             .gradients_in(Mode::Train),
     );
 }
@@ -464,10 +459,7 @@ fn shape_ops() {
 #[test]
 fn batchnorm_training_mode_uses_batch_statistics_and_updates_running_ones() {
     let c = Case::new("BatchNormalization", &[4, 2, 3, 3])
-        .param("s", &[2])
-        .param("b", &[2])
-        .param("m", &[2])
-        .param("pos_v", &[2])
+        .batch_norm_params(2)
         .attr(float_attr("momentum", 0.9));
     let mut rng = Rng(7);
     let x = values(&mut rng, "x", &c.x);
