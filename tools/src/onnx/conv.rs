@@ -325,6 +325,29 @@ fn sum<T: Element>(v: &[T]) -> T {
     total
 }
 
+/// `col[k × nb·p]` = the im2col columns of group `grp` of samples `n0..n0 + nb`, side by side.
+fn unfold_block<T: Element>(
+    x: &[T],
+    s: &Sizes,
+    g: &ConvGeometry,
+    grp: usize,
+    n0: usize,
+    nb: usize,
+    col: &mut [T],
+) {
+    let p = s.p();
+    let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
+    for j in 0..nb {
+        im2col(
+            &x[(n0 + j) * chw + grp * ghw..],
+            s,
+            g,
+            &mut col[j * p..],
+            nb * p,
+        );
+    }
+}
+
 /// `dyt[mg × nb·p]` = output channels `grp·mg..` of samples `n0..n0 + nb` side by side.
 fn gather_dy<T: Element>(dy: &[T], s: &Sizes, grp: usize, n0: usize, nb: usize, dyt: &mut [T]) {
     let p = s.p();
@@ -345,7 +368,6 @@ fn forward<T: Element>(
     g: &ConvGeometry,
 ) -> Vec<T> {
     let (k, p) = (s.k(), s.p());
-    let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
     let nb = block_samples(s);
     let mut out = vec![T::ZERO; s.n * s.m * p];
     out.par_chunks_mut(nb * s.m * p)
@@ -356,15 +378,7 @@ fn forward<T: Element>(
             let ld = nb * p;
             with_scratch([k * ld, s.mg * ld], |col, tmp| {
                 for grp in 0..g.groups {
-                    for j in 0..nb {
-                        im2col(
-                            &x[(n0 + j) * chw + grp * ghw..],
-                            s,
-                            g,
-                            &mut col[j * p..],
-                            ld,
-                        );
-                    }
+                    unfold_block(x, s, g, grp, n0, nb, col);
                     // tmp[mg × nb·p] = W_g[mg×k] · col[k × nb·p]
                     let lhs = Mat {
                         ptr: w[grp * s.mg * k..].as_ptr(),
@@ -444,7 +458,6 @@ fn backward_weight<T: Element>(
     bias: bool,
 ) -> Vec<T> {
     let (k, p) = (s.k(), s.p());
-    let (chw, ghw) = (s.c * s.h * s.w, s.cg * s.h * s.w);
     let nb = block_samples(s);
     let blocks = s.n.div_ceil(nb);
     let parts = rayon::current_num_threads().clamp(1, blocks.max(1));
@@ -459,15 +472,7 @@ fn backward_weight<T: Element>(
                 let ld = nb * p;
                 with_scratch([k * ld, s.mg * ld], |col, dyt| {
                     for grp in 0..g.groups {
-                        for j in 0..nb {
-                            im2col(
-                                &x[(n0 + j) * chw + grp * ghw..],
-                                s,
-                                g,
-                                &mut col[j * p..],
-                                ld,
-                            );
-                        }
+                        unfold_block(x, s, g, grp, n0, nb, col);
                         gather_dy(dy, s, grp, n0, nb, dyt);
                         // dW_g[mg×k] += dyt[mg × nb·p] · colᵀ[nb·p × k]
                         let lhs = Mat {
