@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput};
 use nnzip_core::Model;
 use nnzip_core::format::decode::decode_payload;
 use nnzip_core::format::encode::encode_tensor;
-use nnzip_core::format::{Encoding, NnzWriter, TensorData, TensorRecord};
+use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
 use nnzip_core::graph::split_onnx;
 use nnzip_core::metadata::Metadata;
 use std::hint::black_box;
@@ -83,6 +83,38 @@ fn median(mut f: impl FnMut(), iters: usize) -> Duration {
     t[iters / 2]
 }
 
+/// Encodes `data` as a 1-D tensor, benchmarks decoding it (criterion group `group`) and returns
+/// the median rate in coded entries per second: every element for dense encodings, the kept
+/// (non-zero) ones for sparse ones.
+fn decode_throughput(c: &mut Criterion, group: &str, what: &str, data: TensorData) -> f64 {
+    let encoding = data.encoding();
+    let n = data.len();
+    let entries = match &data {
+        TensorData::SharedSparse { indices, .. } | TensorData::SharedSparseAc { indices, .. } => {
+            indices.iter().filter(|&&s| s != 0).count()
+        }
+        _ => n,
+    };
+    let rec = TensorRecord {
+        name: "w".into(),
+        shape: vec![n as u64],
+        data,
+    };
+    let (payload, _) = encode_tensor(&rec).expect("encode");
+    let mut out = vec![0f32; n];
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(entries as u64));
+    g.bench_function(format!("decode {what}"), |b| {
+        b.iter(|| decode_payload("w", encoding, black_box(&payload), &mut out).unwrap())
+    });
+    g.finish();
+    let t = median(
+        || decode_payload("w", encoding, &payload, &mut out).unwrap(),
+        21,
+    );
+    entries as f64 / t.as_secs_f64()
+}
+
 fn main() {
     let mut c = Criterion::default()
         .configure_from_args()
@@ -90,35 +122,18 @@ fn main() {
         .measurement_time(Duration::from_secs(3));
     let mut summary: Vec<(String, String)> = Vec::new();
 
-    // Huffman decode throughput.
+    // Huffman decode throughput: a 1M-weight tensor, one 5-bit codebook index per weight.
     let n = 1 << 20;
     let codebook: Vec<f32> = (0..32).map(|i| i as f32 * 0.01).collect();
-    let rec = TensorRecord {
-        name: "w".into(),
-        shape: vec![n as u64],
-        data: TensorData::SharedDense {
-            codebook,
-            indices: skewed_indices(n),
-            index_bits: 5,
-        },
+    let dense = TensorData::SharedDense {
+        codebook: codebook.clone(),
+        indices: skewed_indices(n),
+        index_bits: 5,
     };
-    let (payload, _) = encode_tensor(&rec).expect("encode");
-    let mut out = vec![0f32; n];
-    let mut g = c.benchmark_group("huffman");
-    g.throughput(Throughput::Elements(n as u64));
-    g.bench_function("decode shared-dense 1M symbols, 5 bits", |b| {
-        b.iter(|| {
-            decode_payload("w", Encoding::SharedDense, black_box(&payload), &mut out).unwrap()
-        })
-    });
-    g.finish();
-    let t = median(
-        || decode_payload("w", Encoding::SharedDense, &payload, &mut out).unwrap(),
-        21,
-    );
+    let rate = decode_throughput(&mut c, "huffman", "shared-dense 1M symbols, 5 bits", dense);
     summary.push((
         "Huffman decode (shared-dense, 5-bit)".into(),
-        format!("{:.0} M symbols/s", n as f64 / t.as_secs_f64() / 1e6),
+        format!("{:.0} M symbols/s", rate / 1e6),
     ));
 
     // Range decoder (`shared-sparse-ac`, what compressed files mostly hold): a 1M-weight tensor
@@ -128,36 +143,20 @@ fn main() {
         .enumerate()
         .map(|(i, s)| if i % 3 == 0 { s.max(1) } else { 0 })
         .collect();
-    let kept = sparse.iter().filter(|&&s| s != 0).count();
-    let rec = TensorRecord {
-        name: "w".into(),
-        shape: vec![n as u64],
-        data: TensorData::SharedSparseAc {
-            codebook: (0..32).map(|i| i as f32 * 0.01).collect(),
-            indices: sparse,
-            index_bits: 5,
-        },
+    let ac = TensorData::SharedSparseAc {
+        codebook,
+        indices: sparse,
+        index_bits: 5,
     };
-    let (payload, _) = encode_tensor(&rec).expect("encode");
-    let mut g = c.benchmark_group("range");
-    g.throughput(Throughput::Elements(kept as u64));
-    g.bench_function(
-        "decode shared-sparse-ac 1M weights, 33% kept, 5 bits",
-        |b| {
-            b.iter(|| {
-                decode_payload("w", Encoding::SharedSparseAc, black_box(&payload), &mut out)
-                    .unwrap()
-            })
-        },
-    );
-    g.finish();
-    let t = median(
-        || decode_payload("w", Encoding::SharedSparseAc, &payload, &mut out).unwrap(),
-        21,
+    let rate = decode_throughput(
+        &mut c,
+        "range",
+        "shared-sparse-ac 1M weights, 33% kept, 5 bits",
+        ac,
     );
     summary.push((
         "Range decode (shared-sparse-ac, 5-bit, 33% kept)".into(),
-        format!("{:.0} M entries/s", kept as f64 / t.as_secs_f64() / 1e6),
+        format!("{:.0} M entries/s", rate / 1e6),
     ));
 
     for (file, shape) in [

@@ -1,7 +1,12 @@
 //! Shared by the fuzz targets.
 
-/// Bytes of the `.nnz` header (magic, version, flags, CRC-32, body length): `docs/FORMAT.md`.
-const HEADER_BYTES: usize = 24;
+use nnzip_core::format::MAGIC;
+use nnzip_core::format::decode::HEADER_BYTES;
+
+/// Where the header's CRC-32 and body length stand: after the magic, the version (u16) and the
+/// flags (u16); `docs/FORMAT.md`.
+const CRC_AT: usize = MAGIC.len() + 4;
+const BODY_LEN_AT: usize = CRC_AT + 4;
 
 /// Makes a mutated file's header consistent with its body (body length and CRC-32), so that the
 /// fuzzer explores the decoder behind the checksum instead of stopping at it on almost every
@@ -15,8 +20,8 @@ pub fn with_consistent_header(data: &[u8]) -> Vec<u8> {
     if mode % 2 == 0 && file.len() >= HEADER_BYTES {
         let body_len = (file.len() - HEADER_BYTES) as u64;
         let crc = crc32fast::hash(&file[HEADER_BYTES..]);
-        file[12..16].copy_from_slice(&crc.to_le_bytes());
-        file[16..24].copy_from_slice(&body_len.to_le_bytes());
+        file[CRC_AT..BODY_LEN_AT].copy_from_slice(&crc.to_le_bytes());
+        file[BODY_LEN_AT..HEADER_BYTES].copy_from_slice(&body_len.to_le_bytes());
     }
     file
 }
