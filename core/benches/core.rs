@@ -83,6 +83,23 @@ fn median(mut f: impl FnMut(), iters: usize) -> Duration {
     t[iters / 2]
 }
 
+/// Medians of `iters` runs of `a` and of `b`, run alternately.
+fn paired_medians(mut a: impl FnMut(), mut b: impl FnMut(), iters: usize) -> (Duration, Duration) {
+    let mut ta = Vec::with_capacity(iters);
+    let mut tb = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let s = Instant::now();
+        a();
+        ta.push(s.elapsed());
+        let s = Instant::now();
+        b();
+        tb.push(s.elapsed());
+    }
+    ta.sort();
+    tb.sort();
+    (ta[iters / 2], tb[iters / 2])
+}
+
 /// Encodes `data` as a 1-D tensor, benchmarks decoding it (criterion group `group`) and returns
 /// the median rate in coded entries per second: every element for dense encodings, the kept
 /// (non-zero) ones for sparse ones.
@@ -177,8 +194,12 @@ fn main() {
             b.iter(|| tract_load(black_box(&onnx)))
         });
         g.finish();
-        let t_nnz = median(|| drop(Model::from_bytes(&nnz).unwrap()), 7);
-        let t_onnx = median(|| drop(tract_load(&onnx)), 7);
+        // Alternating the two loads, so that a busy neighbour on the machine slows both alike.
+        let (t_nnz, t_onnx) = paired_medians(
+            || drop(Model::from_bytes(&nnz).unwrap()),
+            || drop(tract_load(&onnx)),
+            15,
+        );
         summary.push((
             format!("{file}: load-to-ready .nnz vs ONNX"),
             format!(
@@ -213,8 +234,8 @@ fn main() {
             b.iter(|| plan.run(tvec!(input.clone().into_tvalue())).unwrap())
         });
         g.finish();
-        let t_m = median(|| drop(model.run(input.clone()).unwrap()), 31);
-        let t_p = median(
+        let (t_m, t_p) = paired_medians(
+            || drop(model.run(input.clone()).unwrap()),
             || drop(plan.run(tvec!(input.clone().into_tvalue())).unwrap()),
             31,
         );

@@ -80,6 +80,27 @@ pub struct Header {
 
 /// Reads and checks the header: magic, version, length, checksum.
 pub fn read_header(bytes: &[u8]) -> Result<Header> {
+    let header = read_header_unverified(bytes)?;
+    verify_checksum(bytes, &header)?;
+    Ok(header)
+}
+
+/// Checks that the body of `bytes` has `header`'s CRC-32: a flipped bit anywhere after the
+/// header is detected here.
+pub fn verify_checksum(bytes: &[u8], header: &Header) -> Result<()> {
+    let actual = crc32fast::hash(bytes.get(HEADER_BYTES..).unwrap_or_default());
+    if actual != header.checksum {
+        return Err(NnzError::ChecksumMismatch {
+            expected: header.checksum,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Reads and checks the header's magic, version, flags and length, but not the checksum (for
+/// callers that verify it with [`verify_checksum`] alongside other work).
+pub fn read_header_unverified(bytes: &[u8]) -> Result<Header> {
     let head = &bytes[..bytes.len().min(MAGIC.len())];
     if head != &MAGIC[..head.len()] {
         return Err(NnzError::NotNnz);
@@ -115,13 +136,6 @@ pub fn read_header(bytes: &[u8]) -> Result<Header> {
             actual_body - body_len
         )));
     }
-    let actual = crc32fast::hash(&bytes[HEADER_BYTES..]);
-    if actual != checksum {
-        return Err(NnzError::ChecksumMismatch {
-            expected: checksum,
-            actual,
-        });
-    }
     Ok(Header {
         version,
         flags,
@@ -150,6 +164,19 @@ impl<'a> NnzReader<'a> {
     /// Parses, refusing anything over `limits`.
     pub fn parse_with_limits(bytes: &'a [u8], limits: DecodeLimits) -> Result<Self> {
         let header = read_header(bytes)?;
+        Self::index(bytes, header, limits)
+    }
+
+    /// As [`NnzReader::parse_with_limits`], without the checksum: only for callers that run
+    /// [`verify_checksum`] themselves (on another thread, say) and discard everything read
+    /// here when it fails. The rest of the file is checked as always: nothing here relies on the
+    /// checksum for safety.
+    pub fn parse_unverified(bytes: &'a [u8], limits: DecodeLimits) -> Result<Self> {
+        let header = read_header_unverified(bytes)?;
+        Self::index(bytes, header, limits)
+    }
+
+    fn index(bytes: &'a [u8], header: Header, limits: DecodeLimits) -> Result<Self> {
         let mut c = Cursor::new(&bytes[HEADER_BYTES..], HEADER_BYTES as u64);
 
         let meta_len = c.u32("the metadata length")?;
