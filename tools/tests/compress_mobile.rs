@@ -3,7 +3,7 @@
 //! BatchNormalization, ReLU6 as Clip, residual Add, GlobalAveragePool, Gemm), CI-sized: train on
 //! a slice, prune + retrain, share + fine-tune, encode, decode in the core. Asserts the structure
 //! (every stage ran, the decoded file classifies as the trained graph did, depthwise and
-//! pointwise weights pruned and shared, BatchNormalization kept) and that it learned.
+//! pointwise weights pruned and shared, BatchNormalization folded exactly) and that it learned.
 
 mod common;
 
@@ -111,6 +111,23 @@ fn mobile_style_network_through_prune_retrain_share_encode_decode() {
         assert!(l["encoding"].as_str().unwrap().starts_with("shared"), "{l}");
         assert!(l["bits"].as_u64().unwrap() <= 5, "{l}");
     }
-    assert_eq!(layer("block3.depthwise.bn.weight")["encoding"], "raw-f32");
+    // BatchNormalization was folded into the convolutions after retraining: a bias per
+    // convolution instead of four statistics, and no change in what the model computes.
+    assert!(
+        !layers
+            .iter()
+            .any(|l| l["name"].as_str().unwrap().contains(".bn.")),
+        "{layers:?}"
+    );
+    assert_eq!(layer("block3.depthwise.bias")["encoding"], "raw-f32");
+    let fold = names
+        .iter()
+        .position(|s| *s == "14 BatchNormalization folded")
+        .unwrap_or_else(|| panic!("no folding stage in {names:?}"));
+    assert!(names[fold - 1].starts_with("pruning round"), "{names:?}");
+    assert!(
+        (stages[fold].1 - stages[fold - 1].1).abs() <= 0.002,
+        "{stages:?}"
+    );
     std::fs::remove_dir_all(&tmp).ok();
 }

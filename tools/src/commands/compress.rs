@@ -15,6 +15,7 @@ use crate::data::{self, ImageTransform, Split};
 use crate::eval::evaluate;
 use crate::fsutil;
 use crate::onnx::GraphExecutor;
+use crate::onnx::fold::fold_batch_norms;
 use crate::pack::{PackOptions, pack_onnx, preset, read_labels, take_raw_weights};
 use crate::table::{Table, human_bytes};
 use crate::train::Distillation;
@@ -109,6 +110,11 @@ pub struct CompressArgs {
     /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
     #[arg(long)]
     pub raw_f16: bool,
+    /// Keep BatchNormalization layers as they are; by default, after pruning and retraining,
+    /// each one that follows a convolution is folded into its weights and bias (one vector per
+    /// layer stored instead of four; the runtime folds them anyway).
+    #[arg(long)]
+    pub keep_batch_norm: bool,
     /// Entropy coders: auto (Huffman or adaptive range coding, whichever is smaller per tensor;
     /// range coding needs format version 2) or huffman (version-1 files) [default: auto].
     #[arg(long, value_enum)]
@@ -221,6 +227,8 @@ pub struct CompressSettings {
     pub temperature: f64,
     /// Raw tensors as f16.
     pub raw_f16: bool,
+    /// Fold BatchNormalization into the convolutions before weight sharing.
+    pub fold_batch_norm: bool,
     /// Entropy coders to choose from.
     pub coder: Coder,
     /// Accuracy budget in percentage points: densities are chosen to fit it.
@@ -329,6 +337,7 @@ impl Default for CompressSettings {
             distill: 0.0,
             temperature: 4.0,
             raw_f16: false,
+            fold_batch_norm: true,
             coder: Coder::Auto,
             max_accuracy_drop: None,
             budget_split: BudgetSplit::Test,
@@ -414,6 +423,9 @@ impl CompressSettings {
         }
         if args.raw_f16 {
             s.raw_f16 = true;
+        }
+        if args.keep_batch_norm {
+            s.fold_batch_norm = false;
         }
         if let Some(b) = args.budget_split {
             s.budget_split = b;
@@ -585,7 +597,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     let mut budget_steps: Vec<BudgetStep> = Vec::new();
     let trained_onnx;
     let source_onnx: &[u8] = if retrain {
-        let (exec, mut train_set, test) = retrain_inputs(args, s)?;
+        let (mut exec, mut train_set, test) = retrain_inputs(args, s)?;
         let rc = RetrainConfig {
             rounds: s.rounds,
             epochs_per_round: s.retrain_epochs,
@@ -701,6 +713,19 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             })?
         };
         stages.extend(round_acc);
+        if s.fold_batch_norm {
+            let mut proto = exec.to_model_proto()?;
+            let folded = fold_batch_norms(&mut proto)?;
+            if !folded.is_empty() {
+                exec = GraphExecutor::with_dtype(proto, exec.source(), exec.dtype())
+                    .context("the model with its BatchNormalization folded")?;
+                measure(
+                    &exec,
+                    format!("{} BatchNormalization folded", folded.len()),
+                    &mut stages,
+                )?;
+            }
+        }
         for name in &prunable {
             pruned_values.insert(name.clone(), param_values(&exec, name)?);
         }

@@ -5,6 +5,7 @@ pub mod batchnorm;
 pub mod build;
 pub mod conv;
 pub mod exec;
+pub mod fold;
 pub mod ops;
 pub mod pool;
 pub mod proto;
