@@ -171,7 +171,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "fuzz/corpus".into()),
     );
     let mut payloads = Vec::new();
-    for (version, range_coded) in [("v1", false), ("v2", true)] {
+    for (version, range_coded) in [("v1", false), ("v3", true)] {
         let w = tiny_model(range_coded)?;
         let model = w.to_bytes()?;
         // Check that it is runnable before it becomes a seed.

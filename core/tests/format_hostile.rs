@@ -156,10 +156,10 @@ fn huge_declared_tensor_is_refused_before_allocating() {
 #[test]
 fn versions_magic_and_flags() {
     let mut f = sample_file();
-    f[8] = 3;
+    f[8] = 4;
     assert_eq!(
         decode_all(&f).unwrap_err().to_string(),
-        "unsupported format version 3, this build reads versions 1 to 2: update nnzip"
+        "unsupported format version 4, this build reads versions 1 to 3: update nnzip"
     );
     let err = decode_all(b"PK\x03\x04 a zip file").unwrap_err();
     assert!(matches!(err, NnzError::NotNnz), "{err}");

@@ -284,16 +284,39 @@ fn files_without_range_coding_stay_version_1_and_version_1_files_cannot_use_it()
         indices: vec![0, 1, 0, 0, 1, 1],
         index_bits: 1,
     });
-    assert_eq!(u16::from_le_bytes([ac[8], ac[9]]), 2);
+    assert_eq!(u16::from_le_bytes([ac[8], ac[9]]), 3);
+    let decoded = |f: &[u8]| NnzReader::parse(f).unwrap().tensors()[0].decode().unwrap();
+    assert_eq!(decoded(&ac), vec![0.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+    // The layout of version 2 (written by earlier builds: the metadata as plain JSON) still
+    // decodes, to the same metadata and values.
+    let v2 = as_version_2(&ac);
+    assert_eq!(u16::from_le_bytes([v2[8], v2[9]]), 2);
+    assert!(v2.len() > ac.len(), "deflated metadata should be smaller");
+    assert_eq!(decoded(&v2), decoded(&ac));
     assert_eq!(
-        NnzReader::parse(&ac).unwrap().tensors()[0]
-            .decode()
-            .unwrap(),
-        vec![0.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+        NnzReader::parse(&v2).unwrap().metadata(),
+        NnzReader::parse(&ac).unwrap().metadata()
     );
     // The same bytes labelled version 1 (checksum still valid: it covers the body only) are refused.
-    let mut v1 = ac.clone();
+    let mut v1 = v2.clone();
     v1[8] = 1;
     let err = NnzReader::parse(&v1).unwrap_err().to_string();
-    assert!(err.contains("version 2"), "{err}");
+    assert!(err.contains("needs format version 2"), "{err}");
+}
+
+/// A version-3 file rewritten in version 2's layout: metadata as `u32 len, JSON`.
+fn as_version_2(v3: &[u8]) -> Vec<u8> {
+    let body = &v3[24..];
+    assert_eq!(body[0], 1, "zlib metadata");
+    let stored = u64::from_le_bytes(body[9..17].try_into().unwrap()) as usize;
+    let json = miniz_oxide::inflate::decompress_to_vec_zlib(&body[17..17 + stored]).unwrap();
+    let mut new_body = (json.len() as u32).to_le_bytes().to_vec();
+    new_body.extend_from_slice(&json);
+    new_body.extend_from_slice(&body[17 + stored..]);
+    let mut f = v3[..24].to_vec();
+    f[8..10].copy_from_slice(&2u16.to_le_bytes());
+    f[12..16].copy_from_slice(&crc32fast::hash(&new_body).to_le_bytes());
+    f[16..24].copy_from_slice(&(new_body.len() as u64).to_le_bytes());
+    f.extend_from_slice(&new_body);
+    f
 }

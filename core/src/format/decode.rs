@@ -144,6 +144,41 @@ pub fn read_header_unverified(bytes: &[u8]) -> Result<Header> {
     })
 }
 
+/// Reads a block stored as `codec, inflated_len, stored_len, bytes` (the graph; the metadata
+/// from version 3) and returns it inflated, refusing more than `limit` bytes before inflating.
+fn read_deflated(c: &mut Cursor<'_>, what: &str, limit: u64) -> Result<Vec<u8>> {
+    let codec = c.u8(&format!("the {what} codec"))?;
+    let inflated_len = c.u64(&format!("the {what} length"))?;
+    let stored_len = c.u64(&format!("the stored {what} length"))?;
+    if inflated_len > limit {
+        return Err(NnzError::LimitExceeded(format!(
+            "{what} of {inflated_len} bytes (limit {limit})"
+        )));
+    }
+    let stored = c.bytes(stored_len, &format!("the {what}"))?;
+    match codec {
+        GRAPH_STORED if stored_len == inflated_len => Ok(stored.to_vec()),
+        GRAPH_STORED => Err(NnzError::malformed(format!(
+            "stored {what} length differs from its declared length"
+        ))),
+        GRAPH_ZLIB => {
+            let g = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(
+                stored,
+                inflated_len as usize,
+            )
+            .map_err(|e| NnzError::malformed(format!("{what} does not inflate: {:?}", e.status)))?;
+            if g.len() as u64 != inflated_len {
+                return Err(NnzError::malformed(format!(
+                    "{what} inflates to {} bytes, {inflated_len} declared",
+                    g.len()
+                )));
+            }
+            Ok(g)
+        }
+        other => Err(NnzError::malformed(format!("unknown {what} codec {other}"))),
+    }
+}
+
 /// A verified, indexed `.nnz` file: header checked, checksum verified, metadata parsed, graph
 /// inflated, tensor records located and sized. Tensor payloads are decoded on demand, straight
 /// into the caller's buffer.
@@ -179,52 +214,23 @@ impl<'a> NnzReader<'a> {
     fn index(bytes: &'a [u8], header: Header, limits: DecodeLimits) -> Result<Self> {
         let mut c = Cursor::new(&bytes[HEADER_BYTES..], HEADER_BYTES as u64);
 
-        let meta_len = c.u32("the metadata length")?;
-        if u64::from(meta_len) > limits.max_metadata_bytes {
-            return Err(NnzError::LimitExceeded(format!(
-                "metadata of {meta_len} bytes (limit {})",
-                limits.max_metadata_bytes
-            )));
-        }
-        let json = c.bytes(u64::from(meta_len), "the metadata")?;
+        let metadata_json;
+        let json: &[u8] = if header.version >= super::DEFLATED_METADATA_VERSION {
+            metadata_json = read_deflated(&mut c, "metadata", limits.max_metadata_bytes)?;
+            &metadata_json
+        } else {
+            let meta_len = c.u32("the metadata length")?;
+            if u64::from(meta_len) > limits.max_metadata_bytes {
+                return Err(NnzError::LimitExceeded(format!(
+                    "metadata of {meta_len} bytes (limit {})",
+                    limits.max_metadata_bytes
+                )));
+            }
+            c.bytes(u64::from(meta_len), "the metadata")?
+        };
         let metadata: Metadata = serde_json::from_slice(json)
             .map_err(|e| NnzError::malformed(format!("metadata: {e}")))?;
-
-        let codec = c.u8("the graph codec")?;
-        let inflated_len = c.u64("the graph length")?;
-        let stored_len = c.u64("the stored graph length")?;
-        if inflated_len > limits.max_graph_bytes {
-            return Err(NnzError::LimitExceeded(format!(
-                "graph of {inflated_len} bytes (limit {})",
-                limits.max_graph_bytes
-            )));
-        }
-        let stored = c.bytes(stored_len, "the graph")?;
-        let graph = match codec {
-            GRAPH_STORED if stored_len == inflated_len => stored.to_vec(),
-            GRAPH_STORED => {
-                return Err(NnzError::malformed(
-                    "stored graph length differs from its declared length",
-                ));
-            }
-            GRAPH_ZLIB => {
-                let g = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(
-                    stored,
-                    inflated_len as usize,
-                )
-                .map_err(|e| {
-                    NnzError::malformed(format!("graph does not inflate: {:?}", e.status))
-                })?;
-                if g.len() as u64 != inflated_len {
-                    return Err(NnzError::malformed(format!(
-                        "graph inflates to {} bytes, {inflated_len} declared",
-                        g.len()
-                    )));
-                }
-                g
-            }
-            other => return Err(NnzError::malformed(format!("unknown graph codec {other}"))),
-        };
+        let graph = read_deflated(&mut c, "graph", limits.max_graph_bytes)?;
 
         let count = u64::from(c.u32("the tensor count")?);
         // A record is at least 12 bytes: name length, encoding, rank, payload length.
@@ -249,13 +255,13 @@ impl<'a> NnzReader<'a> {
             let encoding = Encoding::from_byte(enc_byte).ok_or_else(|| {
                 NnzError::bad_tensor(&name, format!("unknown encoding {enc_byte}"))
             })?;
-            if super::required_version([encoding]) > header.version {
+            if encoding.since_version() > header.version {
                 return Err(NnzError::bad_tensor(
                     &name,
                     format!(
                         "encoding {} needs format version {}, the file says {}",
                         encoding.name(),
-                        super::required_version([encoding]),
+                        encoding.since_version(),
                         header.version
                     ),
                 ));

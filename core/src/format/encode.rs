@@ -141,14 +141,17 @@ impl NnzWriter {
         let json = serde_json::to_vec(&metadata)
             .map_err(|e| NnzError::InvalidInput(format!("metadata: {e}")))?;
 
+        // Version 1 unless a tensor needs more: older decoders read what they can.
+        let version = super::required_version(self.tensors.iter().map(|t| t.data.encoding()));
+        debug_assert!(version <= FORMAT_VERSION);
         let mut body = Vec::new();
-        put_u32(&mut body, len_u32(json.len(), "metadata")?);
-        body.extend_from_slice(&json);
-        let deflated = miniz_oxide::deflate::compress_to_vec_zlib(&self.graph, 9);
-        body.push(GRAPH_ZLIB);
-        put_u64(&mut body, self.graph.len() as u64);
-        put_u64(&mut body, deflated.len() as u64);
-        body.extend_from_slice(&deflated);
+        if version >= super::DEFLATED_METADATA_VERSION {
+            put_deflated(&mut body, &json);
+        } else {
+            put_u32(&mut body, len_u32(json.len(), "metadata")?);
+            body.extend_from_slice(&json);
+        }
+        put_deflated(&mut body, &self.graph);
         put_u32(&mut body, len_u32(records.len(), "tensor count")?);
         for r in &records {
             body.extend_from_slice(r);
@@ -156,9 +159,6 @@ impl NnzWriter {
 
         let mut file = Vec::with_capacity(24 + body.len());
         file.extend_from_slice(&MAGIC);
-        // Version 1 unless a tensor needs version 2: older decoders read what they can.
-        let version = super::required_version(self.tensors.iter().map(|t| t.data.encoding()));
-        debug_assert!(version <= FORMAT_VERSION);
         file.extend_from_slice(&version.to_le_bytes());
         file.extend_from_slice(&0u16.to_le_bytes());
         file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
@@ -171,6 +171,16 @@ impl NnzWriter {
     pub fn write_file(&self, path: &Path) -> Result<()> {
         write_atomic(path, &self.to_bytes()?)
     }
+}
+
+/// Appends `data` zlib-deflated: codec, inflated length, stored length, bytes (the graph's
+/// layout, and the metadata's from version 3).
+fn put_deflated(body: &mut Vec<u8>, data: &[u8]) {
+    let deflated = miniz_oxide::deflate::compress_to_vec_zlib(data, 9);
+    body.push(GRAPH_ZLIB);
+    put_u64(body, data.len() as u64);
+    put_u64(body, deflated.len() as u64);
+    body.extend_from_slice(&deflated);
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so an error

@@ -20,18 +20,27 @@ pub use huffman::HuffmanTable;
 pub const MAGIC: [u8; 8] = *b"\x89NNZ\r\n\x1a\n";
 
 /// The highest format version this build reads and writes. Version 2 added the
-/// `shared-sparse-ac` encoding; a file that does not use it is written as version 1, so older
-/// decoders still read it, and version-1 files decode unchanged.
-pub const FORMAT_VERSION: u16 = 2;
+/// `shared-sparse-ac` encoding; version 3 stores the metadata deflated, as the graph. A file that
+/// uses no range coding is written as version 1, so older decoders still read it; one that does
+/// is written as version 3. Files of versions 1 and 2 decode unchanged.
+pub const FORMAT_VERSION: u16 = 3;
 
-/// The format version a file needs: 2 if any tensor is `shared-sparse-ac`, else 1.
+/// The format version a file needs: 3 if any tensor is `shared-sparse-ac` (range coding came in
+/// version 2; such a file takes version 3's deflated metadata as well), else 1.
 pub fn required_version(encodings: impl IntoIterator<Item = Encoding>) -> u16 {
     if encodings.into_iter().any(|e| e == Encoding::SharedSparseAc) {
-        2
+        3
     } else {
         1
     }
 }
+
+/// The first format version whose metadata is deflated (`codec, inflated_len, stored_len,
+/// bytes`, as the graph) instead of `len, JSON`.
+pub const DEFLATED_METADATA_VERSION: u16 = 3;
+
+/// The first format version with the `shared-sparse-ac` encoding.
+pub const RANGE_CODING_VERSION: u16 = 2;
 
 /// How a tensor's values are stored (the `encoding` byte of a tensor record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +61,14 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The first format version that has this encoding.
+    pub fn since_version(self) -> u16 {
+        match self {
+            Encoding::SharedSparseAc => RANGE_CODING_VERSION,
+            _ => 1,
+        }
+    }
+
     /// Name used in reports and metadata (`raw-f32`, `raw-f16`, `shared-dense`, `shared-sparse`,
     /// `shared-sparse-ac`).
     pub fn name(self) -> &'static str {

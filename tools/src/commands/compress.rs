@@ -116,7 +116,7 @@ pub struct CompressArgs {
     #[arg(long)]
     pub keep_batch_norm: bool,
     /// Entropy coders: auto (Huffman or adaptive range coding, whichever is smaller per tensor;
-    /// range coding needs format version 2) or huffman (version-1 files) [default: auto].
+    /// range coding needs a format version-3 reader) or huffman (version-1 files) [default: auto].
     #[arg(long, value_enum)]
     pub coder: Option<Coder>,
     /// Choose the per-layer densities automatically: prune as far as this accuracy loss allows

@@ -61,7 +61,7 @@ pub struct CompressConfig {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Coder {
-    /// The paper's Huffman coding (format version 1) or adaptive range coding (version 2).
+    /// The paper's Huffman coding (format version 1) or adaptive range coding (version 2 on; written as version 3).
     #[default]
     Auto,
     /// Huffman only: files any version-1 decoder reads.
