@@ -129,7 +129,21 @@ fn ctrl_c_during_compress_leaves_no_file() {
     let dir = tmp("ctrl-c");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("interrupted.nnz");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nnzip"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nnzip"));
+    // A shell without job control starts background jobs with SIGINT ignored, and children
+    // inherit that: give nnzip the disposition a terminal's Ctrl-C meets.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: `signal` is async-signal-safe, as `pre_exec` requires.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+    }
+    let mut child = command
         .args([
             "compress",
             &shared("models/lenet300.onnx"),

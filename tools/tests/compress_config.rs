@@ -92,7 +92,7 @@ fn config_keys_apply_and_flags_win() {
             "{p}"
         );
     }
-    // Range coding is on by default: the file is version 2 when a tensor uses it. With
+    // Range coding is on by default: the file is version 3 when a tensor uses it. With
     // `coder = "huffman"` every tensor is Huffman-coded and the file is version 1.
     let auto = std::fs::read(&out).unwrap();
     let uses_ac = v["layers"]
@@ -102,7 +102,7 @@ fn config_keys_apply_and_flags_win() {
         .any(|l| l["encoding"] == "shared-sparse-ac");
     assert_eq!(
         u16::from_le_bytes([auto[8], auto[9]]),
-        if uses_ac { 2 } else { 1 }
+        if uses_ac { 3 } else { 1 }
     );
     let huff_cfg = tmp("huffman.toml");
     std::fs::write(&huff_cfg, "coder = \"huffman\"\ndensity = 0.05\n").unwrap();
