@@ -46,6 +46,13 @@ fn round_trip(records: Vec<TensorRecord>) {
         for (g, e) in got.iter().zip(&want) {
             assert_eq!(g.to_bits(), e.to_bits(), "{}: {g} vs {e}", rec.name);
         }
+        // Into a buffer that held something else (the runtime does not zero its buffers):
+        // every element is overwritten.
+        let mut dirty = vec![f32::NAN; want.len()];
+        view.decode_into(&mut dirty).unwrap();
+        for (g, e) in dirty.iter().zip(&want) {
+            assert_eq!(g.to_bits(), e.to_bits(), "{}: {g} vs {e}", rec.name);
+        }
     }
     let stats = &reader.metadata().stats.tensors;
     assert_eq!(stats.len(), records.len());

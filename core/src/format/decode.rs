@@ -523,7 +523,9 @@ fn read_stream<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8]> {
 const SYMBOL_CHUNK: usize = 4096;
 
 /// Decodes one tensor payload of the given encoding into `out` (whose length is the element
-/// count). Exposed on its own for fuzzing and benchmarks.
+/// count). On success every element of `out` has been written (sparse encodings zero-fill
+/// first), whatever it held before: the runtime decodes into buffers it did not zero. Exposed on
+/// its own for fuzzing and benchmarks.
 pub fn decode_payload(
     name: &str,
     encoding: Encoding,
