@@ -183,3 +183,50 @@ fn ctrl_c_during_compress_leaves_no_file() {
         .collect();
     assert!(left.is_empty(), "an interrupted compress left {left:?}");
 }
+
+#[test]
+fn one_shot_compress_folds_batch_norm_unless_kept() {
+    // Without data there is no retraining: BatchNormalization is folded before sharing all the
+    // same (one bias per convolution stored instead of four vectors), unless asked to keep it.
+    let dir = tmp("fold");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |f: &str| dir.join(f).display().to_string();
+    common::nnzip_ok(&["init", "mobile-tiny", "-o", &path("m.onnx")]);
+    let run = |extra: &[&str], out: &str| -> serde_json::Value {
+        let model = path("m.onnx");
+        let out = path(out);
+        let mut args = vec!["compress", &model[..], "--density", "0.5", "--json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", &out]);
+        serde_json::from_str(&common::nnzip_ok(&args)).unwrap()
+    };
+    let bn_layers = |v: &serde_json::Value| {
+        v["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["name"].as_str().unwrap().contains(".bn."))
+            .count()
+    };
+    let folded = run(&[], "folded.nnz");
+    let kept = run(&["--keep-batch-norm"], "kept.nnz");
+    assert_eq!(bn_layers(&folded), 0, "{folded}");
+    assert_eq!(bn_layers(&kept), 4 * 14, "{kept}");
+    assert!(
+        folded["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == "head.bias"),
+        "{folded}"
+    );
+    assert!(folded["file_bytes"].as_u64() < kept["file_bytes"].as_u64());
+    for f in ["folded.nnz", "kept.nnz"] {
+        let model = nnzip_core::Model::open(path(f)).unwrap();
+        let out = model
+            .run(nnzip_core::Tensor::zero::<f32>(&[1, 1, 28, 28]).unwrap())
+            .unwrap();
+        assert_eq!(out.shape(), &[1, 10]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

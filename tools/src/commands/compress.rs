@@ -110,9 +110,10 @@ pub struct CompressArgs {
     /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
     #[arg(long)]
     pub raw_f16: bool,
-    /// Keep BatchNormalization layers as they are; by default, after pruning and retraining,
-    /// each one that follows a convolution is folded into its weights and bias (one vector per
-    /// layer stored instead of four; the runtime folds them anyway).
+    /// Keep BatchNormalization layers as they are; by default, after pruning and retraining (or
+    /// first, without --data), each one that follows a convolution is folded into its weights
+    /// and bias before weight sharing (one vector per layer stored instead of four; the runtime
+    /// folds them anyway).
     #[arg(long)]
     pub keep_batch_norm: bool,
     /// Entropy coders: auto (Huffman or adaptive range coding, whichever is smaller per tensor;
@@ -740,6 +741,16 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         test_set = Some(test);
         trained_onnx = exec.to_model_proto()?.encode_to_vec();
         &trained_onnx
+    } else if s.fold_batch_norm {
+        // One shot: fold before sharing as well, so the codebooks are those of stored weights.
+        let mut proto = tract_onnx::pb::ModelProto::decode(onnx.as_slice())
+            .with_context(|| format!("{} is not a valid ONNX file", args.model.display()))?;
+        if fold_batch_norms(&mut proto)?.is_empty() {
+            &onnx
+        } else {
+            trained_onnx = proto.encode_to_vec();
+            &trained_onnx
+        }
     } else {
         &onnx
     };
