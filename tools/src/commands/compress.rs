@@ -1019,3 +1019,28 @@ fn write_histograms(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every preset shipped in tools/presets/ reads (no unknown key, right types) and gives a
+    /// valid configuration.
+    #[test]
+    fn every_preset_reads_and_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("presets");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let s = CompressSettings::from_file(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                config(&s).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "presets found: {n}");
+        let p = CompressSettings::from_file(&dir.join("lenet5-100x.toml")).unwrap();
+        assert_eq!(p.schedule, PruneSchedule::Gradual);
+    }
+}
