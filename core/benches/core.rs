@@ -71,33 +71,25 @@ fn tract_load(onnx: &[u8]) -> Arc<TypedSimplePlan> {
         .unwrap()
 }
 
-fn median(mut f: impl FnMut(), iters: usize) -> Duration {
-    let mut t: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed()
-        })
-        .collect();
+fn time(f: &mut impl FnMut()) -> Duration {
+    let s = Instant::now();
+    f();
+    s.elapsed()
+}
+
+fn middle(mut t: Vec<Duration>) -> Duration {
     t.sort();
-    t[iters / 2]
+    t[t.len() / 2]
+}
+
+fn median(mut f: impl FnMut(), iters: usize) -> Duration {
+    middle((0..iters).map(|_| time(&mut f)).collect())
 }
 
 /// Medians of `iters` runs of `a` and of `b`, run alternately.
 fn paired_medians(mut a: impl FnMut(), mut b: impl FnMut(), iters: usize) -> (Duration, Duration) {
-    let mut ta = Vec::with_capacity(iters);
-    let mut tb = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let s = Instant::now();
-        a();
-        ta.push(s.elapsed());
-        let s = Instant::now();
-        b();
-        tb.push(s.elapsed());
-    }
-    ta.sort();
-    tb.sort();
-    (ta[iters / 2], tb[iters / 2])
+    let (ta, tb) = (0..iters).map(|_| (time(&mut a), time(&mut b))).unzip();
+    (middle(ta), middle(tb))
 }
 
 /// Encodes `data` as a 1-D tensor, benchmarks decoding it (criterion group `group`) and returns

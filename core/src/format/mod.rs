@@ -28,10 +28,9 @@ pub const FORMAT_VERSION: u16 = 3;
 /// The format version a file needs: 3 if any tensor is `shared-sparse-ac` (range coding came in
 /// version 2; such a file takes version 3's deflated metadata as well), else 1.
 pub fn required_version(encodings: impl IntoIterator<Item = Encoding>) -> u16 {
-    if encodings.into_iter().any(|e| e == Encoding::SharedSparseAc) {
-        3
-    } else {
-        1
+    match encodings.into_iter().map(Encoding::since_version).max() {
+        Some(v) if v > 1 => v.max(DEFLATED_METADATA_VERSION),
+        _ => 1,
     }
 }
 
