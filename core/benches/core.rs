@@ -1,7 +1,9 @@
 //! Core benchmarks, side by side in one run:
 //! - Huffman decode throughput of a `shared-dense` tensor (symbols/s, one thread), and the range
 //!   decoder's on a `shared-sparse-ac` tensor (entries/s);
-//! - load-to-ready: `.nnz` → runnable plan vs dense ONNX → runnable plan with tract;
+//! - load-to-ready: `.nnz` → runnable plan vs dense ONNX → runnable plan with tract, in a loop
+//!   (criterion, and alternating medians) and as the first load of a fresh process (the phone's
+//!   case: one load per app start);
 //! - batch-1 inference latency of the decoded model (loaded for batch 1, as the bindings do) vs
 //!   tract on the ONNX given a batch-1 input fact.
 //!
@@ -92,6 +94,51 @@ fn paired_medians(mut a: impl FnMut(), mut b: impl FnMut(), iters: usize) -> (Du
     (middle(ta), middle(tb))
 }
 
+/// The environment variable that makes this binary a child of [`fresh_process_load`].
+const CHILD_ENV: &str = "NNZIP_BENCH_LOAD_ONCE";
+
+/// In a child process: loads the file named by [`CHILD_ENV`] (`nnz:PATH` or `onnx:PATH`) once,
+/// prints the nanoseconds it took, and exits.
+fn load_once_if_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let (kind, path) = spec.split_once(':').expect("KIND:PATH");
+    let bytes = std::fs::read(path).expect("model file");
+    let t = Instant::now();
+    match kind {
+        "nnz" => drop(black_box(Model::from_bytes(&bytes).unwrap())),
+        _ => drop(black_box(tract_load(&bytes))),
+    }
+    println!("{}", t.elapsed().as_nanos());
+    std::process::exit(0);
+}
+
+/// Load-to-ready as a phone sees it: the first load in a fresh process (its allocator, caches
+/// and page tables cold), measured in a child process per load, `.nnz` and ONNX alternately.
+/// A loop of loads in one process also measures how the allocator reuses the previous load's
+/// memory, which differs between the two paths by luck of sizes (glibc returns freed memory to
+/// the kernel when the heap's top crosses a threshold set by earlier frees).
+fn fresh_process_load(
+    nnz: &std::path::Path,
+    onnx: &std::path::Path,
+    pairs: usize,
+) -> (Duration, Duration) {
+    let exe = std::env::current_exe().expect("bench binary");
+    let once = |kind: &str, path: &std::path::Path| -> Duration {
+        let out = std::process::Command::new(&exe)
+            .env(CHILD_ENV, format!("{kind}:{}", path.display()))
+            .output()
+            .expect("child load");
+        let text = String::from_utf8_lossy(&out.stdout);
+        Duration::from_nanos(text.trim().parse().expect("child prints nanoseconds"))
+    };
+    let (ta, tb) = (0..pairs)
+        .map(|_| (once("nnz", nnz), once("onnx", onnx)))
+        .unzip();
+    (middle(ta), middle(tb))
+}
+
 /// Encodes `data` as a 1-D tensor, benchmarks decoding it (criterion group `group`) and returns
 /// the median rate in coded entries per second: every element for dense encodings, the kept
 /// (non-zero) ones for sparse ones.
@@ -125,6 +172,7 @@ fn decode_throughput(c: &mut Criterion, group: &str, what: &str, data: TensorDat
 }
 
 fn main() {
+    load_once_if_child();
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(10)
@@ -193,7 +241,21 @@ fn main() {
             15,
         );
         summary.push((
-            format!("{file}: load-to-ready .nnz vs ONNX"),
+            format!("{file}: load-to-ready .nnz vs ONNX, in a loop"),
+            format!(
+                "{:.1} ms vs {:.1} ms = {:.2}×",
+                t_nnz.as_secs_f64() * 1e3,
+                t_onnx.as_secs_f64() * 1e3,
+                t_nnz.as_secs_f64() / t_onnx.as_secs_f64()
+            ),
+        ));
+
+        let nnz_path = std::env::temp_dir().join(format!("nnzip-bench-{file}.nnz"));
+        std::fs::write(&nnz_path, &nnz).unwrap();
+        let (t_nnz, t_onnx) = fresh_process_load(&nnz_path, &path, 15);
+        let _ = std::fs::remove_file(&nnz_path);
+        summary.push((
+            format!("{file}: load-to-ready, fresh process"),
             format!(
                 "{:.1} ms vs {:.1} ms = {:.2}×",
                 t_nnz.as_secs_f64() * 1e3,

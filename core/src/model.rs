@@ -171,8 +171,11 @@ impl Model {
 }
 
 /// Files at least this large have their checksum computed on a thread of its own while the graph
-/// is parsed and the tensors decoded (CRC-32 runs at a few GB/s: 2–3 ms of an 18 MB file).
-const PARALLEL_CHECKSUM_MIN_BYTES: usize = 1 << 20;
+/// is parsed and the tensors decoded (CRC-32 runs at 7–12 GB/s here: 2.5 ms of an 18 MB file,
+/// 0.14 ms of LeNet-5's 1.7 MB). Below it, starting a thread costs more than it saves: measured
+/// in fresh processes (the phone's case, one load per start), LeNet-5 packed loaded in 13.8 ms
+/// with the checksum and decoding threads and 13.3 ms without (tract on the ONNX: 13.2 ms).
+const PARALLEL_CHECKSUM_MIN_BYTES: usize = 4 << 20;
 
 /// Verifies the file and turns it into tract's model with every weight in place. The checksum
 /// is verified before anything read is returned, and a mismatch is the error reported whatever
@@ -290,9 +293,22 @@ fn fix_batch(model: &mut InferenceModel, declared: &[i64], batch: usize) -> Resu
     Ok(Some(batch))
 }
 
-/// Files with fewer weights than this decode on the calling thread: starting threads would cost
-/// more than it saves.
+/// Files with less decoding work than this (in [`decode_work`] units, about one entropy-coded
+/// weight each) decode on the calling thread: starting threads would cost more than it saves.
 const PARALLEL_DECODE_MIN_ELEMENTS: usize = 1 << 18;
+
+/// Raw tensors decode at memory speed (≈ 1.3 G elements/s measured), entropy-coded ones at
+/// 20–300 M/s: a raw element counts for this fraction of a coded one when deciding on threads.
+const RAW_ELEMENTS_PER_WORK_UNIT: usize = 8;
+
+/// Estimated decoding work of a tensor, in units of one entropy-coded weight.
+fn decode_work(view: &crate::format::TensorView<'_>) -> usize {
+    use crate::format::Encoding;
+    match view.encoding {
+        Encoding::RawF32 | Encoding::RawF16 => view.element_count() / RAW_ELEMENTS_PER_WORK_UNIT,
+        _ => view.element_count(),
+    }
+}
 /// At most this many decoding threads (phones have 4–8 cores; the decoder is memory-light).
 const MAX_DECODE_THREADS: usize = 4;
 
@@ -319,7 +335,7 @@ fn decode_tensors(views: &[crate::format::TensorView<'_>]) -> Result<Vec<Tensor>
         let out = plain.as_slice_mut::<f32>().map_err(NnzError::model)?;
         views[i].decode_into(out)
     };
-    let total: usize = views.iter().map(|v| v.element_count()).sum();
+    let total: usize = views.iter().map(decode_work).sum();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_DECODE_THREADS)
@@ -331,7 +347,7 @@ fn decode_tensors(views: &[crate::format::TensorView<'_>]) -> Result<Vec<Tensor>
         return Ok(tensors);
     }
     let mut work: Vec<(usize, &mut Tensor)> = tensors.iter_mut().enumerate().collect();
-    work.sort_by_key(|(i, _)| std::cmp::Reverse(views[*i].element_count()));
+    work.sort_by_key(|(i, _)| std::cmp::Reverse(decode_work(&views[*i])));
     let queue = std::sync::Mutex::new(work.into_iter());
     let first_error: std::sync::Mutex<Option<(usize, NnzError)>> = std::sync::Mutex::new(None);
     std::thread::scope(|scope| {
