@@ -7,7 +7,8 @@ use nnzip_tools::data::{Dataset, Split, fashion_mnist_dir, load_fashion_mnist};
 use nnzip_tools::onnx::build::{Architecture, build};
 use nnzip_tools::onnx::{GraphExecutor, Mode};
 use nnzip_tools::train::{
-    Distillation, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig, evaluate, train,
+    Distillation, Optimizer, OptimizerConfig, OptimizerKind, Schedule, ScheduleKind, TrainConfig,
+    evaluate, train,
 };
 use std::path::PathBuf;
 
@@ -112,38 +113,55 @@ fn masked_weights_stay_exactly_zero() {
 
 #[test]
 fn a_gradient_hook_keeps_shared_weights_shared() {
-    let train_set = data(Split::Train, 500);
-    let exec = GraphExecutor::new(build(Architecture::Lenet300, 4), "lenet300").unwrap();
-    let p = exec.param("fc2.weight").expect("fc2.weight").clone();
-    let n = p.var.elem_count();
-    // Four clusters by index; every member starts at its centroid.
-    let centroids = [-0.05f32, -0.01, 0.02, 0.06];
-    let assignment: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
-    let w: Vec<f32> = assignment.iter().map(|&c| centroids[c as usize]).collect();
-    p.var
-        .set(&Tensor::from_vec(w, p.var.dims(), exec.device()).unwrap())
-        .unwrap();
-    let mut opt = Optimizer::new(OptimizerConfig::default());
-    let indices: Vec<u16> = assignment.iter().map(|&c| c as u16).collect();
-    opt.set_gradient_hook(&p.name, Box::new(ClusterGradient::new(indices, 4, false)));
-    train(&exec, &train_set, None, &config(1, 0.001), &mut opt).unwrap();
-    let after = values(p.var.as_tensor());
-    for c in 0..4 {
-        let members: Vec<f32> = after
-            .iter()
-            .zip(&assignment)
-            .filter(|(_, a)| **a == c)
-            .map(|(v, _)| *v)
-            .collect();
-        assert!(
-            members.iter().all(|v| *v == members[0]),
-            "cluster {c} split: {:?}",
-            &members[..8]
-        );
-        assert_ne!(
-            members[0], centroids[c as usize],
-            "centroid {c} was not fine-tuned"
-        );
+    // The paper's SGD, and Adam without weight decay (label-free fine-tuning's choice): with
+    // either, all members of a cluster move together; with Adam a centroid moves by about the
+    // learning rate per step however many weights share it (here 25,000 per cluster).
+    let adam = OptimizerConfig {
+        kind: OptimizerKind::Adam,
+        weight_decay: 0.0,
+        ..OptimizerConfig::default()
+    };
+    for (rule, opt_config) in [("sgd", OptimizerConfig::default()), ("adam", adam)] {
+        let train_set = data(Split::Train, 512);
+        let exec = GraphExecutor::new(build(Architecture::Lenet300, 4), "lenet300").unwrap();
+        let p = exec.param("fc2.weight").expect("fc2.weight").clone();
+        let n = p.var.elem_count();
+        // Four clusters by index; every member starts at its centroid.
+        let centroids = [-0.05f32, -0.01, 0.02, 0.06];
+        let assignment: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+        let w: Vec<f32> = assignment.iter().map(|&c| centroids[c as usize]).collect();
+        p.var
+            .set(&Tensor::from_vec(w, p.var.dims(), exec.device()).unwrap())
+            .unwrap();
+        let is_adam = opt_config.kind == OptimizerKind::Adam;
+        let mut opt = Optimizer::new(opt_config);
+        let indices: Vec<u16> = assignment.iter().map(|&c| c as u16).collect();
+        opt.set_gradient_hook(&p.name, Box::new(ClusterGradient::new(indices, 4, false)));
+        let lr = 0.001;
+        train(&exec, &train_set, None, &config(1, lr), &mut opt).unwrap();
+        let after = values(p.var.as_tensor());
+        for c in 0..4 {
+            let members: Vec<f32> = after
+                .iter()
+                .zip(&assignment)
+                .filter(|(_, a)| **a == c)
+                .map(|(v, _)| *v)
+                .collect();
+            assert!(
+                members.iter().all(|v| *v == members[0]),
+                "{rule}: cluster {c} split: {:?}",
+                &members[..8]
+            );
+            let moved = (members[0] - centroids[c as usize]).abs() as f64;
+            assert!(moved > 0.0, "{rule}: centroid {c} was not fine-tuned");
+            if is_adam {
+                // 8 steps of 64 images; an Adam step is at most lr·(1−β₁)/√(1−β₂) ≈ 3.2·lr.
+                assert!(
+                    moved <= 8.0 * 3.2 * lr,
+                    "{rule}: centroid {c} moved {moved}"
+                );
+            }
+        }
     }
 }
 

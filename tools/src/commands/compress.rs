@@ -18,7 +18,7 @@ use crate::onnx::GraphExecutor;
 use crate::onnx::fold::fold_batch_norms;
 use crate::pack::{PackOptions, pack_onnx, preset, read_labels, take_raw_weights};
 use crate::table::{Table, human_bytes};
-use crate::train::Distillation;
+use crate::train::{Distillation, OptimizerKind};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use prost::Message;
@@ -93,6 +93,11 @@ pub struct CompressArgs {
     /// weights' gradients) [default: 0.0005].
     #[arg(long)]
     pub fine_tune_lr: Option<f64>,
+    /// Update rule of centroid fine-tuning: sgd (the paper's: a centroid moves by the rate × the
+    /// summed gradient of its cluster) or adam (every centroid moves by about the rate, whatever
+    /// its cluster's size; no weight decay) [default: sgd].
+    #[arg(long, value_enum)]
+    pub fine_tune_optimizer: Option<OptimizerKind>,
     /// Mini-batch size of retraining [default: 128].
     #[arg(long)]
     pub batch: Option<usize>,
@@ -218,6 +223,8 @@ pub struct CompressSettings {
     pub fine_tune_epochs: usize,
     /// Centroid fine-tuning learning rate.
     pub fine_tune_lr: f64,
+    /// Centroid fine-tuning update rule.
+    pub fine_tune_optimizer: OptimizerKind,
     /// Mini-batch size.
     pub batch: usize,
     /// Retrain on the first N training images only.
@@ -333,6 +340,7 @@ impl Default for CompressSettings {
             schedule: PruneSchedule::Iterative,
             fine_tune_epochs: 2,
             fine_tune_lr: 0.0005,
+            fine_tune_optimizer: OptimizerKind::Sgd,
             batch: 128,
             train_limit: None,
             distill: 0.0,
@@ -414,6 +422,7 @@ impl CompressSettings {
             schedule,
             fine_tune_epochs,
             fine_tune_lr,
+            fine_tune_optimizer,
             batch,
             distill,
             temperature,
@@ -605,6 +614,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             lr: s.retrain_lr,
             fine_tune_epochs: s.fine_tune_epochs,
             fine_tune_lr: s.fine_tune_lr,
+            fine_tune_optimizer: s.fine_tune_optimizer,
             batch: s.batch,
             schedule: s.schedule,
             seed: s.seed,

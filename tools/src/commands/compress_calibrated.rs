@@ -366,6 +366,7 @@ pub fn run(
         let ft = DistillFineTune {
             epochs: s.fine_tune_epochs,
             lr: s.fine_tune_lr,
+            optimizer: s.fine_tune_optimizer,
             batch: s.batch.min(MAX_FINE_TUNE_BATCH),
             temperature: s.temperature,
             seed: s.seed,

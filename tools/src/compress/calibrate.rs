@@ -608,6 +608,8 @@ pub struct DistillFineTune {
     pub epochs: usize,
     /// Learning rate (cosine schedule).
     pub lr: f64,
+    /// Update rule.
+    pub optimizer: crate::train::OptimizerKind,
     /// Views per mini-batch.
     pub batch: usize,
     /// Softening temperature of the teacher's and the student's outputs.
@@ -668,6 +670,7 @@ pub fn fine_tune_by_distillation(
     let rc = RetrainConfig {
         fine_tune_epochs: ft.epochs,
         fine_tune_lr: ft.lr,
+        fine_tune_optimizer: ft.optimizer,
         batch: ft.batch,
         seed: ft.seed,
         progress: ft.progress,

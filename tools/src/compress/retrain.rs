@@ -9,8 +9,8 @@ use super::share::{SharedLayer, cluster_gradient_sums, share_weights};
 use crate::data::Dataset;
 use crate::onnx::GraphExecutor;
 use crate::train::{
-    Distillation, GradientHook, Optimizer, OptimizerConfig, Schedule, ScheduleKind, TrainConfig,
-    train,
+    Distillation, GradientHook, Optimizer, OptimizerConfig, OptimizerKind, Schedule, ScheduleKind,
+    TrainConfig, train,
 };
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
@@ -52,6 +52,11 @@ pub struct RetrainConfig {
     pub fine_tune_epochs: usize,
     /// Learning rate of centroid fine-tuning.
     pub fine_tune_lr: f64,
+    /// Update rule of centroid fine-tuning: the paper's SGD (a centroid moves by the learning
+    /// rate × the sum of its weights' gradients, so large clusters take large steps), or Adam,
+    /// which steps every centroid by about the learning rate whatever its cluster's size
+    /// (without weight decay: shared values are not pulled towards zero).
+    pub fine_tune_optimizer: OptimizerKind,
     /// Mini-batch size.
     pub batch: usize,
     /// How densities fall over the rounds.
@@ -73,6 +78,7 @@ impl Default for RetrainConfig {
             lr: 0.005,
             fine_tune_epochs: 2,
             fine_tune_lr: 0.0005,
+            fine_tune_optimizer: OptimizerKind::Sgd,
             batch: 128,
             schedule: PruneSchedule::Iterative,
             seed: 0,
@@ -275,7 +281,14 @@ pub fn fine_tune_layers(
     let Some(data) = data.filter(|_| rc.fine_tune_epochs > 0) else {
         return Ok(());
     };
-    let mut opt = Optimizer::new(OptimizerConfig::default());
+    let mut opt = Optimizer::new(match rc.fine_tune_optimizer {
+        OptimizerKind::Sgd => OptimizerConfig::default(),
+        OptimizerKind::Adam => OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            weight_decay: 0.0,
+            ..OptimizerConfig::default()
+        },
+    });
     for (name, layer) in layers.iter() {
         if layer.sparse {
             let p = exec.param(name).context("shared tensor")?.clone();

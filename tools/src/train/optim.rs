@@ -8,7 +8,10 @@ use candle_core::backprop::GradStore;
 use std::collections::HashMap;
 
 /// Which update rule to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Stochastic gradient descent, optionally with (Nesterov) momentum.
     Sgd,
