@@ -233,16 +233,19 @@ fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
     }
     let tensors = decode_tensors(reader.tensors())?;
     for (view, tensor) in reader.tensors().iter().zip(tensors) {
-        let shape = tensor.shape().to_vec();
         let outlet = *parsed
             .outlets_by_name
             .get(view.name.as_str())
             .ok_or_else(|| {
                 NnzError::malformed(format!("tensor '{}' has no place in the graph", view.name))
             })?;
+        let tensor = tensor.into_arc_tensor();
+        // The fact carries the value, as tract's own `add_const` gives it: with only type and
+        // shape, the analyser works out the value itself (measured on LeNet-5: 0.76 M more
+        // instructions of analysis per load, a third more than from the ONNX).
+        let fact = InferenceFact::try_from(&tensor).map_err(NnzError::model)?;
         let node = model.node_mut(outlet.node);
-        node.op = Box::new(Const::new(tensor.into_arc_tensor()).map_err(NnzError::model)?);
-        let fact = InferenceFact::dt_shape(f32::datum_type(), &shape);
+        node.op = Box::new(Const::new(tensor).map_err(NnzError::model)?);
         model
             .set_outlet_fact(outlet, fact)
             .map_err(NnzError::model)?;
