@@ -72,7 +72,7 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         "--target-ratio",
         "8",
         "--fine-tune-epochs",
-        "1",
+        "2",
         "--sensitivity-cache",
         cache_s.as_str(),
         "--json",
@@ -97,6 +97,8 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     assert_eq!(last["stage"], "decoded .nnz (core runtime)");
     assert_eq!(last["calibration"]["views"], 18, "3 photos × 6 views");
     assert_eq!(last["holdout"]["views"], 6);
+    // Fine-tuning saw new random views in its second epoch.
+    assert_eq!(v["fine_tune_views"], 2 * 18, "2 epochs × 18 views");
     for key in ["top1", "top5"] {
         let a = last["holdout"][key].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&a), "{key} {a}");

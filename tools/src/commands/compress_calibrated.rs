@@ -110,6 +110,32 @@ fn allocation_layers(
         .collect()
 }
 
+/// The calibration views followed by `epochs − 1` further sets of random views of the same
+/// photos (other seeds), with the teacher's logits for each.
+fn fresh_views(
+    cal: &PhotoSet,
+    epochs: usize,
+    per_photo: usize,
+    pre: &nnzip_core::Preprocessing,
+    seed: u64,
+    teacher: &nnzip_core::Model,
+) -> Result<(Views, Vec<Vec<f32>>)> {
+    let mut views = cal.views.clone();
+    let mut logits_all = cal.teacher.clone();
+    for epoch in 1..epochs.max(1) {
+        let more = make_views(
+            &cal.folder,
+            per_photo,
+            pre,
+            seed.wrapping_add(0x5851_F42D * epoch as u64),
+        )?;
+        logits_all.extend(logits(teacher, &more)?);
+        views.inputs.extend(more.inputs);
+        views.photo.extend(more.photo);
+    }
+    Ok((views, logits_all))
+}
+
 fn values_of(layers: &BTreeMap<String, SharedLayer>) -> BTreeMap<String, Vec<f32>> {
     layers
         .iter()
@@ -361,10 +387,25 @@ pub fn run(
     // 3. Centroid fine-tuning by distillation on the calibration views (no labels); kept only if
     // it brings the model closer to the teacher on them.
     let mut builder = builder;
+    let mut fine_tune_views = 0;
     if s.fine_tune_epochs > 0 {
         let mut tuned_layers = shared.clone();
+        // Every epoch sees fresh random views of the calibration photos, labelled by the
+        // teacher, instead of the same views again: with 60 photos, fixed views are learnt by
+        // heart (distillation at T = 1 on fixed views: calibration agreement 67 → 83%, holdout
+        // 59 → 70%). The epochs' views are concatenated into one pass, so the learning-rate
+        // schedule and the optimizer's state run across all of them.
+        let (train_views, train_teacher) =
+            fresh_views(&cal, s.fine_tune_epochs, s.views, &pre, s.seed, &teacher)?;
+        fine_tune_views = train_views.len();
+        say(format!(
+            "fine-tuning by distillation: {} epochs × {} fresh views = {} views",
+            s.fine_tune_epochs,
+            cal.views.len(),
+            train_views.len()
+        ));
         let ft = DistillFineTune {
-            epochs: s.fine_tune_epochs,
+            epochs: 1,
             lr: s.fine_tune_lr,
             optimizer: s.fine_tune_optimizer,
             batch: s.batch.min(MAX_FINE_TUNE_BATCH),
@@ -373,7 +414,7 @@ pub fn run(
             progress: show,
         };
         let tuned_onnx =
-            fine_tune_by_distillation(onnx, &mut tuned_layers, &cal.views, &cal.teacher, &ft)?;
+            fine_tune_by_distillation(onnx, &mut tuned_layers, &train_views, &train_teacher, &ft)?;
         let tuned = StudentBuilder::new(pack_onnx(&tuned_onnx, opts)?);
         let (a, h) = measure(&tuned.model(&values_of(&tuned_layers))?)?;
         if a.kl < sharing.kl {
@@ -442,6 +483,7 @@ pub fn run(
             "allocations_tried": tried.iter().map(|(b, a)| serde_json::json!({"predicted_bytes": b, "calibration": a})).collect::<Vec<_>>(),
             "stages": stages.iter().map(|(st, c, h)| serde_json::json!({"stage": st, "calibration": c, "holdout": h})).collect::<Vec<_>>(),
             "skipped": skipped,
+            "fine_tune_views": fine_tune_views,
         });
         println!("{v}");
         return Ok(());
