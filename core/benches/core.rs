@@ -252,7 +252,7 @@ fn main() {
 
         let nnz_path = std::env::temp_dir().join(format!("nnzip-bench-{file}.nnz"));
         std::fs::write(&nnz_path, &nnz).unwrap();
-        let (t_nnz, t_onnx) = fresh_process_load(&nnz_path, &path, 15);
+        let (t_nnz, t_onnx) = fresh_process_load(&nnz_path, &path, 25);
         let _ = std::fs::remove_file(&nnz_path);
         summary.push((
             format!("{file}: load-to-ready, fresh process"),
