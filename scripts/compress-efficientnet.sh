@@ -24,5 +24,6 @@ cargo build -q --release -p nnzip-tools --bin nnzip
 target/release/nnzip compress "$shared/models/efficientnet_lite0.onnx" -o "$out" \
   --preprocess efficientnet-lite --labels "$shared/models/imagenet_labels.txt" \
   --calibration "$cal" --holdout "$eval" --sensitivity-cache "${out%.nnz}.sensitivity.json" \
-  --target-ratio 8 --fine-tune-epochs 4 --fine-tune-lr 0.0002 | tee "$out.txt"
+  --target-ratio 8 --fine-tune-epochs 4 --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
+  | tee "$out.txt"
 target/release/nnzip classify "$out" "$shared"/images/*.jpg --top-k 3

@@ -95,7 +95,9 @@ pub struct CompressArgs {
     pub fine_tune_lr: Option<f64>,
     /// Update rule of centroid fine-tuning: sgd (the paper's: a centroid moves by the rate × the
     /// summed gradient of its cluster) or adam (every centroid moves by about the rate, whatever
-    /// its cluster's size; no weight decay) [default: sgd].
+    /// its cluster's size; no weight decay) [default: sgd]. On large models choose adam: with
+    /// sgd, clusters of 10^5 weights take huge steps (EfficientNet-Lite0 diverged at 3e-4;
+    /// scripts/compress-efficientnet.sh uses adam at 1e-4).
     #[arg(long, value_enum)]
     pub fine_tune_optimizer: Option<OptimizerKind>,
     /// Mini-batch size of retraining [default: 128].
