@@ -406,8 +406,8 @@ pub fn run(
         ));
         let ft = DistillFineTune {
             epochs: 1,
-            lr: s.fine_tune_lr,
-            optimizer: s.fine_tune_optimizer,
+            lr: s.fine_tune_rule().1,
+            optimizer: s.fine_tune_rule().0,
             batch: s.batch.min(MAX_FINE_TUNE_BATCH),
             temperature: s.temperature,
             seed: s.seed,
