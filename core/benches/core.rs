@@ -94,6 +94,17 @@ fn paired_medians(mut a: impl FnMut(), mut b: impl FnMut(), iters: usize) -> (Du
     (middle(ta), middle(tb))
 }
 
+/// `a vs b = a/b×`, the times in milliseconds with `decimals` places.
+fn versus(a: Duration, b: Duration, decimals: usize) -> String {
+    format!(
+        "{:.d$} ms vs {:.d$} ms = {:.2}×",
+        a.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e3,
+        a.as_secs_f64() / b.as_secs_f64(),
+        d = decimals
+    )
+}
+
 /// The environment variable that makes this binary a child of [`fresh_process_load`].
 const CHILD_ENV: &str = "NNZIP_BENCH_LOAD_ONCE";
 
@@ -242,12 +253,7 @@ fn main() {
         );
         summary.push((
             format!("{file}: load-to-ready .nnz vs ONNX, in a loop"),
-            format!(
-                "{:.1} ms vs {:.1} ms = {:.2}×",
-                t_nnz.as_secs_f64() * 1e3,
-                t_onnx.as_secs_f64() * 1e3,
-                t_nnz.as_secs_f64() / t_onnx.as_secs_f64()
-            ),
+            versus(t_nnz, t_onnx, 1),
         ));
 
         let nnz_path = std::env::temp_dir().join(format!("nnzip-bench-{file}.nnz"));
@@ -256,12 +262,7 @@ fn main() {
         let _ = std::fs::remove_file(&nnz_path);
         summary.push((
             format!("{file}: load-to-ready, fresh process"),
-            format!(
-                "{:.1} ms vs {:.1} ms = {:.2}×",
-                t_nnz.as_secs_f64() * 1e3,
-                t_onnx.as_secs_f64() * 1e3,
-                t_nnz.as_secs_f64() / t_onnx.as_secs_f64()
-            ),
+            versus(t_nnz, t_onnx, 1),
         ));
 
         // As on a phone (the bindings): a plan for batch 1.
@@ -295,12 +296,7 @@ fn main() {
         );
         summary.push((
             format!("{file}: batch-1 latency nnzip vs tract-on-ONNX"),
-            format!(
-                "{:.3} ms vs {:.3} ms = {:.2}×",
-                t_m.as_secs_f64() * 1e3,
-                t_p.as_secs_f64() * 1e3,
-                t_m.as_secs_f64() / t_p.as_secs_f64()
-            ),
+            versus(t_m, t_p, 3),
         ));
     }
 
