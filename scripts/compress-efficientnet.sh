@@ -5,7 +5,7 @@
 #
 #   bash scripts/compress-efficientnet.sh [OUT.nnz]     # default out/efficientnet_lite0.nnz
 #
-# Takes about 45 minutes on 2 cores (per-layer sensitivity, bit allocation, fine-tuning by
+# Takes about an hour on 2 cores (per-layer sensitivity, bit allocation, fine-tuning by
 # distillation); does nothing when OUT exists and is newer than this script (delete it to redo).
 # The report goes to OUT.txt; the per-layer sensitivity (the slow part, ~25 min) is kept in
 # OUT-without-.nnz.sensitivity.json, so a re-run with other allocation or fine-tuning settings
@@ -24,6 +24,6 @@ cargo build -q --release -p nnzip-tools --bin nnzip
 target/release/nnzip compress "$shared/models/efficientnet_lite0.onnx" -o "$out" \
   --preprocess efficientnet-lite --labels "$shared/models/imagenet_labels.txt" \
   --calibration "$cal" --holdout "$eval" --sensitivity-cache "${out%.nnz}.sensitivity.json" \
-  --target-ratio 8 --fine-tune-epochs 4 --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
+  --target-ratio 8 --fine-tune-epochs 8 --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
   | tee "$out.txt"
 target/release/nnzip classify "$out" "$shared"/images/*.jpg --top-k 3
