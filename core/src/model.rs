@@ -312,6 +312,7 @@ fn decode_work(view: &crate::format::TensorView<'_>) -> usize {
         _ => view.element_count(),
     }
 }
+
 /// At most this many decoding threads (phones have 4–8 cores; the decoder is memory-light).
 const MAX_DECODE_THREADS: usize = 4;
 

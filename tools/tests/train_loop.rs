@@ -2,7 +2,7 @@
 //! epochs. Needs Debian's `dataset-fashion-mnist` (scripts/test.sh installs it).
 
 use candle_core::Tensor;
-use nnzip_tools::compress::retrain::ClusterGradient;
+use nnzip_tools::compress::retrain::{ClusterGradient, centroid_optimizer};
 use nnzip_tools::data::{Dataset, Split, fashion_mnist_dir, load_fashion_mnist};
 use nnzip_tools::onnx::build::{Architecture, build};
 use nnzip_tools::onnx::{GraphExecutor, Mode};
@@ -115,13 +115,9 @@ fn masked_weights_stay_exactly_zero() {
 fn a_gradient_hook_keeps_shared_weights_shared() {
     // The paper's SGD, and Adam without weight decay (label-free fine-tuning's choice): with
     // either, all members of a cluster move together; with Adam a centroid moves by about the
-    // learning rate per step however many weights share it (here 25,000 per cluster).
-    let adam = OptimizerConfig {
-        kind: OptimizerKind::Adam,
-        weight_decay: 0.0,
-        ..OptimizerConfig::default()
-    };
-    for (rule, opt_config) in [("sgd", OptimizerConfig::default()), ("adam", adam)] {
+    // learning rate per step however many weights share it (here 7,500 per cluster).
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+        let rule = format!("{kind:?}");
         let train_set = data(Split::Train, 512);
         let exec = GraphExecutor::new(build(Architecture::Lenet300, 4), "lenet300").unwrap();
         let p = exec.param("fc2.weight").expect("fc2.weight").clone();
@@ -133,8 +129,7 @@ fn a_gradient_hook_keeps_shared_weights_shared() {
         p.var
             .set(&Tensor::from_vec(w, p.var.dims(), exec.device()).unwrap())
             .unwrap();
-        let is_adam = opt_config.kind == OptimizerKind::Adam;
-        let mut opt = Optimizer::new(opt_config);
+        let mut opt = Optimizer::new(centroid_optimizer(kind));
         let indices: Vec<u16> = assignment.iter().map(|&c| c as u16).collect();
         opt.set_gradient_hook(&p.name, Box::new(ClusterGradient::new(indices, 4, false)));
         let lr = 0.001;
@@ -154,7 +149,7 @@ fn a_gradient_hook_keeps_shared_weights_shared() {
             );
             let moved = (members[0] - centroids[c as usize]).abs() as f64;
             assert!(moved > 0.0, "{rule}: centroid {c} was not fine-tuned");
-            if is_adam {
+            if kind == OptimizerKind::Adam {
                 // 8 steps of 64 images; an Adam step is at most lr·(1−β₁)/√(1−β₂) ≈ 3.2·lr.
                 assert!(
                     moved <= 8.0 * 3.2 * lr,

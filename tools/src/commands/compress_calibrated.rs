@@ -127,7 +127,7 @@ fn fresh_views(
             &cal.folder,
             per_photo,
             pre,
-            seed.wrapping_add(0x5851_F42D * epoch as u64),
+            seed.wrapping_add(0x5851_F42D_u64.wrapping_mul(epoch as u64)),
         )?;
         logits_all.extend(logits(teacher, &more)?);
         views.inputs.extend(more.inputs);
@@ -404,10 +404,11 @@ pub fn run(
             cal.views.len(),
             train_views.len()
         ));
+        let (optimizer, lr) = s.fine_tune_rule();
         let ft = DistillFineTune {
             epochs: 1,
-            lr: s.fine_tune_rule().1,
-            optimizer: s.fine_tune_rule().0,
+            lr,
+            optimizer,
             batch: s.batch.min(MAX_FINE_TUNE_BATCH),
             temperature: s.temperature,
             seed: s.seed,

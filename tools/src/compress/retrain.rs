@@ -268,6 +268,19 @@ pub fn share_layers(
     Ok(layers)
 }
 
+/// The optimizer settings of centroid fine-tuning with `kind`: the paper's SGD as in training,
+/// or Adam without weight decay (shared values are not pulled towards zero).
+pub fn centroid_optimizer(kind: OptimizerKind) -> OptimizerConfig {
+    match kind {
+        OptimizerKind::Sgd => OptimizerConfig::default(),
+        OptimizerKind::Adam => OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            weight_decay: 0.0,
+            ..OptimizerConfig::default()
+        },
+    }
+}
+
 /// Fine-tunes the centroids of `layers` (already written into the model by [`share_layers`]) on
 /// `data` for `rc.fine_tune_epochs`, pruned weights held at zero by `masks`, and reads the new
 /// codebooks back. Without data or epochs, nothing changes.
@@ -281,14 +294,7 @@ pub fn fine_tune_layers(
     let Some(data) = data.filter(|_| rc.fine_tune_epochs > 0) else {
         return Ok(());
     };
-    let mut opt = Optimizer::new(match rc.fine_tune_optimizer {
-        OptimizerKind::Sgd => OptimizerConfig::default(),
-        OptimizerKind::Adam => OptimizerConfig {
-            kind: OptimizerKind::Adam,
-            weight_decay: 0.0,
-            ..OptimizerConfig::default()
-        },
-    });
+    let mut opt = Optimizer::new(centroid_optimizer(rc.fine_tune_optimizer));
     for (name, layer) in layers.iter() {
         if layer.sparse {
             let p = exec.param(name).context("shared tensor")?.clone();
