@@ -54,6 +54,7 @@ fn pack(onnx: &[u8]) -> Vec<u8> {
     let mut w = NnzWriter::new(metadata, split.graph);
     for wt in split.weights {
         w.push(TensorRecord {
+            row_scales: None,
             name: wt.name,
             shape: wt.shape,
             data: TensorData::RawF32(wt.values),
@@ -163,6 +164,7 @@ fn decode_throughput(c: &mut Criterion, group: &str, what: &str, data: TensorDat
         _ => n,
     };
     let rec = TensorRecord {
+        row_scales: None,
         name: "w".into(),
         shape: vec![n as u64],
         data,

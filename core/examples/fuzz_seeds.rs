@@ -72,7 +72,10 @@ fn tiny_graph() -> Vec<u8> {
 }
 
 /// The runnable two-layer model; `range_coded` stores `w1` as `shared-sparse-ac` (a v2 file).
-fn tiny_model(range_coded: bool) -> Result<NnzWriter, Box<dyn std::error::Error>> {
+fn tiny_model(
+    range_coded: bool,
+    row_scaled: bool,
+) -> Result<NnzWriter, Box<dyn std::error::Error>> {
     let meta = Metadata {
         model_name: "tiny".into(),
         input: InputSpec {
@@ -88,6 +91,8 @@ fn tiny_model(range_coded: bool) -> Result<NnzWriter, Box<dyn std::error::Error>
         .collect();
     let codebook: Vec<f32> = (0..8).map(|i| i as f32 * 0.1).collect();
     w.push(TensorRecord {
+        // Version 4: one binary16 scale per row, a dead row (0) included.
+        row_scales: row_scaled.then(|| vec![1.0, 0.5, 2.0, 0.0, 0.25, 4.0]),
         name: "w1".into(),
         shape: vec![6, 8],
         data: if range_coded {
@@ -106,11 +111,13 @@ fn tiny_model(range_coded: bool) -> Result<NnzWriter, Box<dyn std::error::Error>
         },
     })?;
     w.push(TensorRecord {
+        row_scales: None,
         name: "b1".into(),
         shape: vec![6],
         data: TensorData::RawF16(vec![0.1, -0.1, 0.2, 0.0, 0.3, -0.2]),
     })?;
     w.push(TensorRecord {
+        row_scales: None,
         name: "w2".into(),
         shape: vec![3, 6],
         data: TensorData::SharedDense {
@@ -120,6 +127,7 @@ fn tiny_model(range_coded: bool) -> Result<NnzWriter, Box<dyn std::error::Error>
         },
     })?;
     w.push(TensorRecord {
+        row_scales: None,
         name: "b2".into(),
         shape: vec![3],
         data: TensorData::RawF32(vec![0.0, 0.5, -0.5]),
@@ -145,6 +153,7 @@ fn skewed_sparse(range_coded: bool) -> TensorRecord {
         .collect();
     let codebook: Vec<f32> = (0..32).map(|i| i as f32 * 0.03).collect();
     TensorRecord {
+        row_scales: None,
         name: "skewed".into(),
         shape: vec![20, 30],
         data: if range_coded {
@@ -171,8 +180,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "fuzz/corpus".into()),
     );
     let mut payloads = Vec::new();
-    for (version, range_coded) in [("v1", false), ("v3", true)] {
-        let w = tiny_model(range_coded)?;
+    for (version, range_coded, row_scaled) in [
+        ("v1", false, false),
+        ("v3", true, false),
+        ("v4", true, true),
+    ] {
+        let w = tiny_model(range_coded, row_scaled)?;
         let model = w.to_bytes()?;
         // Check that it is runnable before it becomes a seed.
         nnzip_core::Model::from_bytes(&model)?;
@@ -187,8 +200,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &seed,
             )?;
         }
-        payloads.extend(w.tensors.iter().cloned());
-        payloads.push(skewed_sparse(range_coded));
+        if !row_scaled {
+            // The payload target decodes values without row scales.
+            payloads.extend(w.tensors.iter().cloned());
+            payloads.push(skewed_sparse(range_coded));
+        }
     }
     // Tensor payload seeds: encoding byte, element count, payload.
     std::fs::create_dir_all(dir.join("tensor_payload"))?;

@@ -220,4 +220,7 @@ pub struct TensorStats {
     /// Filler zeros inserted for long gaps (`shared-sparse` only).
     #[serde(default)]
     pub fillers: u64,
+    /// Row scales stored with the tensor (one per index of its first dimension; 0 = none).
+    #[serde(default)]
+    pub row_scales: u64,
 }

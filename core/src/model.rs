@@ -487,6 +487,7 @@ mod tests {
         let mut w = NnzWriter::new(Metadata::default(), Vec::new());
         for k in 0..4u16 {
             w.push(TensorRecord {
+                row_scales: None,
                 name: format!("t{k}"),
                 shape: vec![n as u64],
                 data: TensorData::SharedDense {
@@ -528,6 +529,7 @@ mod tests {
         graph.node[0].input.push("w".into());
         let mut w = NnzWriter::new(reader.metadata().clone(), proto.encode_to_vec());
         w.push(TensorRecord {
+            row_scales: None,
             name: "w".into(),
             shape: vec![1, n as u64],
             data: TensorData::RawF32((0..n).map(|i| i as f32).collect()),

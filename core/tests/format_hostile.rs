@@ -19,6 +19,7 @@ fn sample_file() -> Vec<u8> {
         .map(|i| if i % 5 == 0 { 1 + (i % 3) as u16 } else { 0 })
         .collect();
     w.push(TensorRecord {
+        row_scales: None,
         name: "w1".into(),
         shape: vec![10, 20],
         data: TensorData::SharedSparse {
@@ -30,6 +31,7 @@ fn sample_file() -> Vec<u8> {
     })
     .unwrap();
     w.push(TensorRecord {
+        row_scales: None,
         name: "w2".into(),
         shape: vec![30],
         data: TensorData::SharedDense {
@@ -40,12 +42,14 @@ fn sample_file() -> Vec<u8> {
     })
     .unwrap();
     w.push(TensorRecord {
+        row_scales: None,
         name: "b".into(),
         shape: vec![4],
         data: TensorData::RawF32(vec![1.0, 2.0, 3.0, 4.0]),
     })
     .unwrap();
     w.push(TensorRecord {
+        row_scales: None,
         name: "h".into(),
         shape: vec![3],
         data: TensorData::RawF16(vec![1.0, 2.0, 3.0]),
@@ -131,6 +135,7 @@ fn huge_declared_tensor_is_refused_before_allocating() {
     // A tensor that declares 10^12 elements with 40 kB of data.
     let mut w = NnzWriter::default();
     w.push(TensorRecord {
+        row_scales: None,
         name: "fc1.weight".into(),
         shape: vec![10_000],
         data: TensorData::RawF32(vec![0.5; 10_000]),
@@ -156,10 +161,10 @@ fn huge_declared_tensor_is_refused_before_allocating() {
 #[test]
 fn versions_magic_and_flags() {
     let mut f = sample_file();
-    f[8] = 4;
+    f[8] = 5;
     assert_eq!(
         decode_all(&f).unwrap_err().to_string(),
-        "unsupported format version 4, this build reads versions 1 to 3: update nnzip"
+        "unsupported format version 5, this build reads versions 1 to 4: update nnzip"
     );
     let err = decode_all(b"PK\x03\x04 a zip file").unwrap_err();
     assert!(matches!(err, NnzError::NotNnz), "{err}");
@@ -232,6 +237,7 @@ fn ac_file() -> Vec<u8> {
         .map(|i| if i % 37 == 0 { 1 + (i % 7) as u16 } else { 0 })
         .collect();
     w.push(TensorRecord {
+        row_scales: None,
         name: "ac".into(),
         shape: vec![50, 100],
         data: TensorData::SharedSparseAc {

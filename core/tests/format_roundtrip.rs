@@ -1,11 +1,26 @@
 //! Encode → decode round trips of every encoding over random shapes, densities, bit widths and
 //! value distributions (proptest).
 
-use nnzip_core::format::{NnzReader, NnzWriter, TensorData, TensorRecord};
+use nnzip_core::format::{NnzReader, NnzWriter, TensorData, TensorRecord, round_row_scale};
 use nnzip_core::metadata::Metadata;
 use proptest::prelude::*;
 
-fn expected(data: &TensorData) -> Vec<f32> {
+fn expected(rec: &TensorRecord) -> Vec<f32> {
+    let values = values_of(&rec.data);
+    match &rec.row_scales {
+        Some(scales) => {
+            let row = values.len() / scales.len().max(1);
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * scales[i / row])
+                .collect()
+        }
+        None => values,
+    }
+}
+
+fn values_of(data: &TensorData) -> Vec<f32> {
     match data {
         TensorData::RawF32(v) => v.clone(),
         TensorData::RawF16(v) => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
@@ -41,7 +56,7 @@ fn round_trip(records: Vec<TensorRecord>) {
         assert_eq!(view.name, rec.name);
         assert_eq!(view.shape, rec.shape);
         let got = view.decode().unwrap();
-        let want = expected(&rec.data);
+        let want = expected(rec);
         assert_eq!(got.len(), want.len());
         for (g, e) in got.iter().zip(&want) {
             assert_eq!(g.to_bits(), e.to_bits(), "{}: {g} vs {e}", rec.name);
@@ -106,11 +121,12 @@ proptest! {
         let n = shape.iter().product::<u64>() as usize;
         let v: Vec<f32> = (0..n).map(|i| ((i as u64 ^ seed) % 1000) as f32 * 0.37 - 100.0).collect();
         let data = if f16 { TensorData::RawF16(v) } else { TensorData::RawF32(v) };
-        round_trip(vec![TensorRecord { name: "t".into(), shape, data }]);
+        round_trip(vec![TensorRecord { row_scales: None, name: "t".into(), shape, data }]);
     }
 
     #[test]
     fn shared_dense_round_trips(
+        scaled in any::<bool>(),
         (shape, bits, codebook, idx) in (shape_strategy(), 1u8..=16).prop_flat_map(|(shape, bits)| {
             let n = shape.iter().product::<u64>() as usize;
             let k = (1usize << bits).min(300);
@@ -118,7 +134,11 @@ proptest! {
         })
     ) {
         let codebook: Vec<f32> = codebook.into_iter().map(|x| if x.is_finite() { x } else { 0.0 }).collect();
-        round_trip(vec![TensorRecord { name: "dense".into(), shape, data: TensorData::SharedDense { codebook, indices: idx, index_bits: bits } }]);
+        // Row scales (format version 4) on tensors of rank ≥ 1: binary16 values, zero included.
+        let row_scales = (scaled && !shape.is_empty()).then(|| {
+            (0..shape[0]).map(|r| round_row_scale((r * 7919 % 1000) as f32 * 0.013)).collect()
+        });
+        round_trip(vec![TensorRecord { row_scales, name: "dense".into(), shape, data: TensorData::SharedDense { codebook, indices: idx, index_bits: bits } }]);
     }
 
     #[test]
@@ -132,9 +152,9 @@ proptest! {
         codebook[0] = 0.0;
         let _ = density;
         round_trip(vec![
-            TensorRecord { name: "sparse".into(), shape: vec![n as u64], data: TensorData::SharedSparse { codebook: codebook.clone(), indices: idx.clone(), index_bits: bits, gap_bits } },
-            TensorRecord { name: "sparse-ac".into(), shape: vec![n as u64], data: TensorData::SharedSparseAc { codebook: codebook.clone(), indices: idx.clone(), index_bits: bits } },
-            TensorRecord { name: "bias".into(), shape: vec![2, 2], data: TensorData::RawF32(vec![1.0, -2.0, 3.5, 0.0]) },
+            TensorRecord { row_scales: None, name: "sparse".into(), shape: vec![n as u64], data: TensorData::SharedSparse { codebook: codebook.clone(), indices: idx.clone(), index_bits: bits, gap_bits } },
+            TensorRecord { row_scales: None, name: "sparse-ac".into(), shape: vec![n as u64], data: TensorData::SharedSparseAc { codebook: codebook.clone(), indices: idx.clone(), index_bits: bits } },
+            TensorRecord { row_scales: None, name: "bias".into(), shape: vec![2, 2], data: TensorData::RawF32(vec![1.0, -2.0, 3.5, 0.0]) },
         ]);
     }
 }
@@ -150,12 +170,14 @@ fn all_zero_and_empty_sparse_tensors() {
                 gap_bits,
             };
             round_trip(vec![TensorRecord {
+                row_scales: None,
                 name: "z".into(),
                 shape: vec![n as u64],
                 data,
             }]);
         }
         round_trip(vec![TensorRecord {
+            row_scales: None,
             name: "z-ac".into(),
             shape: vec![n as u64],
             data: TensorData::SharedSparseAc {
@@ -168,6 +190,7 @@ fn all_zero_and_empty_sparse_tensors() {
     let mut last_only = vec![0u16; 100];
     last_only[99] = 1;
     round_trip(vec![TensorRecord {
+        row_scales: None,
         name: "last".into(),
         shape: vec![100],
         data: TensorData::SharedSparse {
@@ -183,6 +206,7 @@ fn all_zero_and_empty_sparse_tensors() {
 fn encoder_refuses_inconsistent_tensors() {
     let mut w = NnzWriter::default();
     let bad = |data: TensorData, shape: Vec<u64>| TensorRecord {
+        row_scales: None,
         name: "w".into(),
         shape,
         data,
@@ -272,6 +296,7 @@ fn files_without_range_coding_stay_version_1_and_version_1_files_cannot_use_it()
     let write = |data: TensorData| {
         let mut w = NnzWriter::new(Metadata::default(), vec![]);
         w.push(TensorRecord {
+            row_scales: None,
             name: "t".into(),
             shape: vec![6],
             data,

@@ -43,6 +43,7 @@ fn pruned_8_percent_5_bit_tensor_matches_the_size_formula() {
     assert!((density - 0.08).abs() < 0.001, "density {density}");
 
     let rec = TensorRecord {
+        row_scales: None,
         name: "fc1.weight".into(),
         shape: vec![rows as u64, cols as u64],
         data: TensorData::SharedSparse {

@@ -73,6 +73,7 @@ pub fn pack_onnx(onnx: &[u8], opts: &PackOptions) -> Result<NnzWriter> {
             TensorData::RawF32(w.values)
         };
         writer.push(TensorRecord {
+            row_scales: None,
             name: w.name,
             shape: w.shape,
             data,

@@ -161,6 +161,47 @@ fn a_gradient_hook_keeps_shared_weights_shared() {
 }
 
 #[test]
+fn row_scaled_clusters_stay_tied_under_sgd_and_adam() {
+    // Weight i = scale(row) · centroid(cluster): the hook passes each weight its row's share of
+    // the centroid's gradient and, after each update, projects the weights back (Adam's
+    // per-weight normalisation would otherwise untie them).
+    use nnzip_tools::compress::share::SharedLayer;
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+        let rule = format!("{kind:?}");
+        let train_set = data(Split::Train, 256);
+        let exec = GraphExecutor::new(build(Architecture::Lenet300, 4), "lenet300").unwrap();
+        let p = exec.param("fc2.weight").expect("fc2.weight").clone();
+        let (rows, n) = (p.var.dims()[0], p.var.elem_count());
+        let mut layer = SharedLayer {
+            codebook: vec![-0.05, -0.01, 0.02, 0.06],
+            indices: (0..n).map(|i| (i * 7 % 4) as u16).collect(),
+            bits: 2,
+            sparse: false,
+            row_scales: Some((0..rows).map(|r| [0.25f32, 0.5, 1.0, 2.0][r % 4]).collect()),
+        };
+        p.var
+            .set(&Tensor::from_vec(layer.values(), p.var.dims(), exec.device()).unwrap())
+            .unwrap();
+        let mut opt = Optimizer::new(centroid_optimizer(kind));
+        opt.set_gradient_hook(&p.name, Box::new(ClusterGradient::for_layer(&layer)));
+        train(&exec, &train_set, None, &config(1, 0.001), &mut opt).unwrap();
+        let after = values(p.var.as_tensor());
+        let before = layer.codebook.clone();
+        layer.fit_codebook(&after);
+        let tied = layer.values();
+        for (i, (a, t)) in after.iter().zip(&tied).enumerate() {
+            assert!(
+                (a - t).abs() <= 1e-6 * t.abs().max(1e-3),
+                "{rule}: weight {i} is {a}, its row scale × centroid {t}"
+            );
+        }
+        for (c, (b, a)) in before.iter().zip(&layer.codebook).enumerate() {
+            assert!(a != b, "{rule}: centroid {c} was not fine-tuned");
+        }
+    }
+}
+
+#[test]
 fn written_onnx_runs_in_the_core_with_the_same_outputs() {
     let train_set = data(Split::Train, 300);
     let exec = GraphExecutor::new(build(Architecture::Lenet5, 5), "lenet5").unwrap();

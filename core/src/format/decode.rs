@@ -252,9 +252,27 @@ impl<'a> NnzReader<'a> {
                 })?
                 .to_string();
             let enc_byte = c.u8("a tensor encoding")?;
-            let encoding = Encoding::from_byte(enc_byte).ok_or_else(|| {
+            let row_scaled = enc_byte & super::ROW_SCALED != 0;
+            let base = enc_byte & !super::ROW_SCALED;
+            let encoding = Encoding::from_byte(base).ok_or_else(|| {
                 NnzError::bad_tensor(&name, format!("unknown encoding {enc_byte}"))
             })?;
+            if row_scaled && header.version < super::ROW_SCALES_VERSION {
+                return Err(NnzError::bad_tensor(
+                    &name,
+                    format!(
+                        "row scales need format version {}, the file says {}",
+                        super::ROW_SCALES_VERSION,
+                        header.version
+                    ),
+                ));
+            }
+            if row_scaled && matches!(encoding, Encoding::RawF32 | Encoding::RawF16) {
+                return Err(NnzError::bad_tensor(
+                    &name,
+                    format!("row scales on a {} tensor", encoding.name()),
+                ));
+            }
             if encoding.since_version() > header.version {
                 return Err(NnzError::bad_tensor(
                     &name,
@@ -296,7 +314,12 @@ impl<'a> NnzReader<'a> {
             }
             let payload_len = c.u64("a tensor payload length")?;
             let payload = c.bytes(payload_len, &format!("tensor '{name}'"))?;
-            check_size(&name, encoding, n, payload)?;
+            let values = if row_scaled {
+                split_row_scales(&name, &shape, payload)?.1
+            } else {
+                payload
+            };
+            check_size(&name, encoding, n, values)?;
             if tensors.iter().any(|t| t.name == name) {
                 return Err(NnzError::bad_tensor(&name, "defined twice"));
             }
@@ -304,6 +327,7 @@ impl<'a> NnzReader<'a> {
                 name,
                 shape,
                 encoding,
+                row_scaled,
                 offset,
                 record_bytes: c.offset() - offset,
                 payload,
@@ -416,6 +440,38 @@ fn check_size(name: &str, encoding: Encoding, n: u64, payload: &[u8]) -> Result<
     }
 }
 
+/// Splits a row-scaled payload into its scales (`u32 rows` = the first dimension, then one
+/// binary16 per row, each finite and ≥ 0) and the encoded values that follow.
+fn split_row_scales<'a>(
+    name: &str,
+    shape: &[u64],
+    payload: &'a [u8],
+) -> Result<(Vec<f32>, &'a [u8])> {
+    let mut c = Cursor::new(payload, 0);
+    let tensor_err = |e: NnzError| NnzError::bad_tensor(name, e.to_string());
+    let rows = c.u32("the row-scale count").map_err(tensor_err)?;
+    if shape.first() != Some(&u64::from(rows)) {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("{rows} row scales for shape {shape:?}"),
+        ));
+    }
+    let raw = c
+        .bytes(u64::from(rows) * 2, "the row scales")
+        .map_err(tensor_err)?;
+    let scales: Vec<f32> = raw
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("row scale {s} is not finite and non-negative"),
+        ));
+    }
+    Ok((scales, &payload[c.pos..]))
+}
+
 /// The entry count and stream length of a `shared-sparse-ac` payload (codebook skipped).
 fn ac_header(c: &mut Cursor<'_>) -> Result<(u64, u64)> {
     c.u8("index bits")?;
@@ -433,8 +489,10 @@ pub struct TensorView<'a> {
     pub name: String,
     /// Shape.
     pub shape: Vec<u64>,
-    /// Encoding.
+    /// Encoding of the values.
     pub encoding: Encoding,
+    /// Whether the payload starts with row scales (format version 4).
+    pub row_scaled: bool,
     /// Byte offset of the record in the file.
     pub offset: u64,
     /// Total bytes of the record (header + payload).
@@ -447,7 +505,7 @@ impl TensorView<'_> {
     pub fn element_count(&self) -> usize {
         self.shape.iter().product::<u64>() as usize
     }
-    /// The payload bytes.
+    /// The payload bytes (the row scales first, for a row-scaled tensor).
     pub fn payload(&self) -> &[u8] {
         self.payload
     }
@@ -463,7 +521,19 @@ impl TensorView<'_> {
                 ),
             ));
         }
-        decode_payload(&self.name, self.encoding, self.payload, out)
+        if !self.row_scaled {
+            return decode_payload(&self.name, self.encoding, self.payload, out);
+        }
+        let (scales, values) = split_row_scales(&self.name, &self.shape, self.payload)?;
+        decode_payload(&self.name, self.encoding, values, out)?;
+        // `rows` = the first dimension (checked), so rows divide the elements evenly.
+        let row_len = out.len() / scales.len().max(1);
+        if row_len > 0 {
+            for (row, &s) in out.chunks_exact_mut(row_len).zip(&scales) {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+        }
+        Ok(())
     }
     /// Decodes into a new vector.
     pub fn decode(&self) -> Result<Vec<f32>> {

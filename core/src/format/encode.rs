@@ -90,6 +90,20 @@ pub struct TensorRecord {
     pub shape: Vec<u64>,
     /// Values and encoding.
     pub data: TensorData,
+    /// For shared encodings only: one scale per row (index of the first dimension), each
+    /// multiplying the codebook values of its row at decode time (format version 4). Scales are
+    /// stored as binary16: each must be an f16 value ([`super::round_row_scale`]), finite, ≥ 0.
+    pub row_scales: Option<Vec<f32>>,
+}
+
+impl TensorRecord {
+    /// Bytes the row scales add to the record's payload: `u32 rows` and a binary16 per row
+    /// (0 without row scales).
+    pub fn row_scale_bytes(&self) -> u64 {
+        self.row_scales
+            .as_ref()
+            .map_or(0, |s| 4 + 2 * s.len() as u64)
+    }
 }
 
 /// Builds a `.nnz` file.
@@ -142,7 +156,10 @@ impl NnzWriter {
             .map_err(|e| NnzError::InvalidInput(format!("metadata: {e}")))?;
 
         // Version 1 unless a tensor needs more: older decoders read what they can.
-        let version = super::required_version(self.tensors.iter().map(|t| t.data.encoding()));
+        let mut version = super::required_version(self.tensors.iter().map(|t| t.data.encoding()));
+        if self.tensors.iter().any(|t| t.row_scales.is_some()) {
+            version = version.max(super::ROW_SCALES_VERSION);
+        }
         debug_assert!(version <= FORMAT_VERSION);
         let mut body = Vec::new();
         if version >= super::DEFLATED_METADATA_VERSION {
@@ -269,6 +286,26 @@ fn validate(t: &TensorRecord) -> Result<()> {
         }
         Ok(())
     };
+    if let Some(scales) = &t.row_scales {
+        if matches!(t.data, TensorData::RawF32(_) | TensorData::RawF16(_)) {
+            return Err(bad("row scales apply to shared encodings only".into()));
+        }
+        if t.shape.first() != Some(&(scales.len() as u64)) {
+            return Err(bad(format!(
+                "{} row scales for shape {:?} (one per index of the first dimension)",
+                scales.len(),
+                t.shape
+            )));
+        }
+        if let Some(s) = scales
+            .iter()
+            .find(|&&s| !(s.is_finite() && s >= 0.0 && super::round_row_scale(s) == s))
+        {
+            return Err(bad(format!(
+                "row scale {s} is not a finite, non-negative binary16 value (round_row_scale)"
+            )));
+        }
+    }
     match &t.data {
         TensorData::RawF32(_) | TensorData::RawF16(_) => Ok(()),
         TensorData::SharedDense {
@@ -367,7 +404,8 @@ fn put_codebook(p: &mut Vec<u8>, codebook: &[f32]) {
     }
 }
 
-/// Encodes one tensor's payload (the bytes after the record header) and its statistics.
+/// Encodes one tensor's values in its encoding (the payload after any row scales, which the
+/// record adds) and its statistics.
 pub fn encode_tensor(tensor: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
     validate(tensor)?;
     let n = tensor.data.len();
@@ -465,12 +503,26 @@ fn encode_record(t: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
     let mut r = Vec::with_capacity(payload.len() + 64);
     r.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
     r.extend_from_slice(t.name.as_bytes());
-    r.push(t.data.encoding() as u8);
+    let flag = if t.row_scales.is_some() {
+        super::ROW_SCALED
+    } else {
+        0
+    };
+    r.push(t.data.encoding() as u8 | flag);
     r.push(t.shape.len() as u8);
     for &d in &t.shape {
         put_u64(&mut r, d);
     }
-    put_u64(&mut r, payload.len() as u64);
+    // Row scales lead the payload: `u32 rows`, then one binary16 per row.
+    let scales = t.row_scales.as_deref().unwrap_or_default();
+    put_u64(&mut r, t.row_scale_bytes() + payload.len() as u64);
+    if t.row_scales.is_some() {
+        put_u32(&mut r, len_u32(scales.len(), "row scales")?);
+        for &s in scales {
+            r.extend_from_slice(&half::f16::from_f32(s).to_le_bytes());
+        }
+        st.row_scales = scales.len() as u64;
+    }
     r.extend_from_slice(&payload);
     st.compressed_bytes = r.len() as u64;
     Ok((r, st))

@@ -20,10 +20,28 @@ pub use huffman::HuffmanTable;
 pub const MAGIC: [u8; 8] = *b"\x89NNZ\r\n\x1a\n";
 
 /// The highest format version this build reads and writes. Version 2 added the
-/// `shared-sparse-ac` encoding; version 3 stores the metadata deflated, as the graph. A file that
-/// uses no range coding is written as version 1, so older decoders still read it; one that does
-/// is written as version 3. Files of versions 1 and 2 decode unchanged.
-pub const FORMAT_VERSION: u16 = 3;
+/// `shared-sparse-ac` encoding; version 3 stores the metadata deflated, as the graph; version 4
+/// adds row scales to shared tensors ([`ROW_SCALED`]). A file that uses neither range coding nor
+/// row scales is written as version 1, so older decoders still read it; one with range coding is
+/// written as version 3, one with row scales as version 4. Older files decode unchanged.
+pub const FORMAT_VERSION: u16 = 4;
+
+/// The first format version with row-scaled tensors.
+pub const ROW_SCALES_VERSION: u16 = 4;
+
+/// Bit of a record's encoding byte that says the payload starts with one scale per row
+/// (per index of the first dimension: an output channel of a convolution or of `Gemm` with
+/// `transB`), by which the decoded shared values of that row are multiplied. Folding
+/// BatchNorm into a convolution leaves channels whose ranges differ by orders of magnitude;
+/// one codebook per tensor then spends its values on the wide channels and flattens the narrow
+/// ones, while one codebook over row-normalised weights serves them all (format version 4).
+pub const ROW_SCALED: u8 = 0x80;
+
+/// The row scale the format can store nearest to `x` (scales are binary16): encoders normalise
+/// rows by this value so that decoding multiplies by exactly the scale they used.
+pub fn round_row_scale(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
 
 /// The format version a file needs: 3 if any tensor is `shared-sparse-ac` (range coding came in
 /// version 2; such a file takes version 3's deflated metadata as well), else 1.

@@ -178,6 +178,18 @@ pub struct CompressArgs {
     /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6].
     #[arg(long, value_delimiter = ',')]
     pub grid_steps: Option<Vec<f64>>,
+    /// With --calibration: divide each output channel (row) of a layer by its largest magnitude
+    /// before sharing and store one binary16 scale per channel (format version 4). BatchNorm
+    /// folded into convolutions leaves channels whose ranges differ by orders of magnitude, which
+    /// one codebook per layer serves badly [default: true].
+    #[arg(long)]
+    pub row_scales: Option<bool>,
+    /// With --calibration and --quantizer uniform: round pointwise convolutions and fully
+    /// connected layers with error compensation (GPTQ): each weight's rounding error is spread
+    /// over the inputs not yet rounded, weighted by how those inputs vary together on the
+    /// calibration photos, so that the layer's outputs move least [default: true].
+    #[arg(long)]
+    pub gptq: Option<bool>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -262,6 +274,11 @@ pub struct CompressSettings {
     pub quantizer: QuantizerKind,
     /// Grid steps tried per layer (uniform quantizer), in standard deviations.
     pub grid_steps: Vec<f64>,
+    /// Label-free compression normalises each row (output channel) before sharing and stores
+    /// the scales.
+    pub row_scales: bool,
+    /// Label-free compression rounds with error compensation (GPTQ) where it can.
+    pub gptq: bool,
 }
 
 /// The quantizer of label-free compression.
@@ -360,6 +377,8 @@ impl Default for CompressSettings {
             sensitivity_cache: None,
             quantizer: QuantizerKind::Uniform,
             grid_steps: vec![0.04, 0.08, 0.15, 0.3, 0.6],
+            row_scales: true,
+            gptq: true,
         }
     }
 }
@@ -419,7 +438,15 @@ impl CompressSettings {
             rounds,
             retrain_epochs
         );
-        take!(views, min_agreement, bits_ladder, quantizer, grid_steps);
+        take!(
+            views,
+            min_agreement,
+            bits_ladder,
+            quantizer,
+            grid_steps,
+            row_scales,
+            gptq
+        );
         // Settings that are optional themselves: the flag, when given, replaces the file's.
         macro_rules! take_some {
             ($($field:ident),*) => {$(

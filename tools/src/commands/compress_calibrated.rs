@@ -9,9 +9,9 @@
 
 use super::compress::{CompressArgs, CompressSettings, QuantizerKind, layer_table};
 use crate::compress::calibrate::{
-    Agreement, BitsCurve, CONFIDENT, DistillFineTune, PhotoFolder, Quantizer, SharedCache,
-    StudentBuilder, Views, agreement, allocate, bits_sensitivity, fine_tune_by_distillation,
-    load_photos, logits, make_views, predicted_bytes,
+    Agreement, BitsCurve, CONFIDENT, DistillFineTune, Hessians, PhotoFolder, Quantizer,
+    SharedCache, StudentBuilder, Views, agreement, allocate, bits_sensitivity,
+    fine_tune_by_distillation, layer_hessians, load_photos, logits, make_views, predicted_bytes,
 };
 use crate::compress::pipeline::{CompressConfig, compress_weights_with, is_prunable};
 use crate::compress::share::SharedLayer;
@@ -69,6 +69,7 @@ fn overhead_bytes(builder: &StudentBuilder, shared: &[String]) -> Result<u64> {
         .filter(|t| !shared.contains(&t.name))
     {
         w.push(nnzip_core::format::TensorRecord {
+            row_scales: None,
             name: t.name.clone(),
             shape: t.shape.clone(),
             data: nnzip_core::format::TensorData::RawF32(t.values.clone()),
@@ -87,6 +88,7 @@ fn allocation_layers(
     cache: &SharedCache,
     curves: &[BitsCurve],
     builder: &StudentBuilder,
+    hessians: &Hessians,
 ) -> Result<BTreeMap<String, SharedLayer>> {
     levels
         .iter()
@@ -105,7 +107,7 @@ fn allocation_layers(
                 .iter()
                 .find(|w| &w.name == name)
                 .with_context(|| format!("no weight named '{name}'"))?;
-            Ok((name.clone(), q.share(w)?))
+            Ok((name.clone(), q.share(w, hessians.get(name))?))
         })
         .collect()
 }
@@ -225,14 +227,40 @@ pub fn run(
         // magnitude (depthwise convolutions with BatchNorm folded in) lose their small channels
         // in the zero bin of any affordable grid. 8-bit k-means, which puts centroids where the
         // weights are, goes first for them; it is the finest step, and tiny layers can afford it.
-        QuantizerKind::Uniform => std::iter::once(Quantizer::Kmeans { bits: 8 })
-            .chain(s.grid_steps.iter().map(|&step| Quantizer::Uniform { step }))
-            .collect(),
+        QuantizerKind::Uniform => std::iter::once(Quantizer::Kmeans {
+            bits: 8,
+            row_scaled: s.row_scales,
+        })
+        .chain(s.grid_steps.iter().map(|&step| Quantizer::Uniform {
+            step,
+            row_scaled: s.row_scales,
+            compensated: s.gptq,
+        }))
+        .collect(),
         QuantizerKind::Kmeans => s
             .bits_ladder
             .iter()
-            .map(|&bits| Quantizer::Kmeans { bits })
+            .map(|&bits| Quantizer::Kmeans {
+                bits,
+                row_scaled: s.row_scales,
+            })
             .collect(),
+    };
+    // What each layer's inputs look like, for error-compensated rounding (GPTQ): measured on
+    // every calibration view through the dense model.
+    let hessians = if s.gptq && s.quantizer == QuantizerKind::Uniform {
+        let started = std::time::Instant::now();
+        let h = layer_hessians(onnx, &cal.views, &layers, show)?;
+        say(format!(
+            "error-compensated rounding (GPTQ) for {} of {} layers: input statistics of {} views in {:.0} s",
+            h.len(),
+            layers.len(),
+            cal.views.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        h
+    } else {
+        Hessians::new()
     };
     let cached: Option<Vec<BitsCurve>> = match &s.sensitivity_cache {
         Some(p) if p.exists() => {
@@ -264,6 +292,7 @@ pub fn run(
                 &sub_views,
                 &layers,
                 &ladder,
+                &hessians,
                 STOP_KL,
                 |name, p| {
                     if name != last {
@@ -311,7 +340,7 @@ pub fn run(
     let goal = s.min_agreement / 100.0;
     let mut tried: Vec<(u64, Agreement)> = Vec::new();
     let mut measure_allocation = |i: usize| -> Result<Agreement> {
-        let layers = allocation_layers(&candidates[i].1, &cache, &curves, &builder)?;
+        let layers = allocation_layers(&candidates[i].1, &cache, &curves, &builder, &hessians)?;
         let a = cal.measure(&builder.model(&values_of(&layers))?)?;
         say(format!(
             "  allocation {i}: {} predicted, calibration top-1 {}, KL {:.4}",
@@ -368,7 +397,7 @@ pub fn run(
         }
     };
     let bits = candidates[chosen].1.clone();
-    let mut shared = allocation_layers(&bits, &cache, &curves, &builder)?;
+    let mut shared = allocation_layers(&bits, &cache, &curves, &builder, &hessians)?;
     let mut stages: Vec<(String, Agreement, Option<Agreement>)> = Vec::new();
     // Agreement on the calibration views, and on the holdout views when there are some.
     let measure = |model: &nnzip_core::Model| -> Result<(Agreement, Option<Agreement>)> {
@@ -485,6 +514,7 @@ pub fn run(
             "stages": stages.iter().map(|(st, c, h)| serde_json::json!({"stage": st, "calibration": c, "holdout": h})).collect::<Vec<_>>(),
             "skipped": skipped,
             "fine_tune_views": fine_tune_views,
+            "gptq_layers": hessians.keys().collect::<Vec<_>>(),
         });
         println!("{v}");
         return Ok(());

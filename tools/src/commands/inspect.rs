@@ -69,7 +69,12 @@ pub fn report(bytes: &[u8]) -> Result<String> {
         t.row(vec![
             v.name.clone(),
             format!("{:?}", v.shape),
-            v.encoding.name().to_string(),
+            // Row-scaled tensors (format version 4): one scale per output channel.
+            format!(
+                "{}{}",
+                v.encoding.name(),
+                if v.row_scaled { " ×row" } else { "" }
+            ),
             st.map(|s| s.bits.to_string()).unwrap_or_default(),
             st.filter(|s| s.gap_bits > 0)
                 .map(|s| s.gap_bits.to_string())

@@ -7,8 +7,9 @@
 //! images): a wallpaper of 2560×1600 pixels holds many different 224-pixel views. Candidate
 //! models run in the core runtime (tract), exactly as the phone will run the file.
 
+use super::gptq::LayerHessian;
 use super::kmeans::KmeansInit;
-use super::share::{SharedLayer, share_weights};
+use super::share::{SharedLayer, row_normalise, share_weights, share_weights_by_row};
 use anyhow::{Context, Result, bail};
 use image::DynamicImage;
 use nnzip_core::format::encode::encode_tensor;
@@ -378,6 +379,7 @@ impl StudentBuilder {
         for t in &self.weights {
             let values = replace.get(&t.name).unwrap_or(&t.values).clone();
             w.push(TensorRecord {
+                row_scales: None,
                 name: t.name.clone(),
                 shape: t.shape.clone(),
                 data: TensorData::RawF32(values),
@@ -395,6 +397,10 @@ pub enum Quantizer {
     Kmeans {
         /// Index bits.
         bits: u8,
+        /// Rows normalised by their largest magnitude first, one scale per row stored
+        /// ([`crate::compress::share::share_weights_by_row`]).
+        #[serde(default)]
+        row_scaled: bool,
     },
     /// A uniform grid of step `step × std(layer)`, each value the mean of its weights; the bin
     /// around zero is the zero of the sparse encodings (so small weights are pruned by it).
@@ -403,44 +409,128 @@ pub enum Quantizer {
     Uniform {
         /// Grid step in standard deviations of the layer.
         step: f64,
+        /// Rows normalised by their largest magnitude first (the grid is then in standard
+        /// deviations of the normalised layer).
+        #[serde(default)]
+        row_scaled: bool,
+        /// Rounding errors compensated with the layer's input statistics (GPTQ,
+        /// [`crate::compress::gptq`]) where they were measured; plain rounding elsewhere.
+        #[serde(default)]
+        compensated: bool,
     },
 }
 
 impl Quantizer {
-    /// Short name for tables: `8b` or `0.10σ`.
+    /// Short name for tables: `8b` or `0.10σ`, with `/row` when rows are scaled.
     pub fn label(&self) -> String {
-        match self {
-            Quantizer::Kmeans { bits } => format!("{bits}b"),
-            Quantizer::Uniform { step } => format!("{step:.2}σ"),
+        match *self {
+            Quantizer::Kmeans { bits, row_scaled } => {
+                format!("{bits}b{}", if row_scaled { "/row" } else { "" })
+            }
+            Quantizer::Uniform {
+                step,
+                row_scaled,
+                compensated,
+            } => format!(
+                "{step:.2}σ{}{}",
+                if row_scaled { "/row" } else { "" },
+                if compensated { "+c" } else { "" }
+            ),
         }
     }
 
-    /// Shares one layer's weights (index 0 is always the zero).
-    pub fn share(&self, w: &Weight) -> Result<SharedLayer> {
+    /// Shares one layer's weights (index 0 is always the zero). `hessian`: the layer's input
+    /// statistics, used by compensated uniform grids (ignored otherwise, or when absent).
+    pub fn share(&self, w: &Weight, hessian: Option<&LayerHessian>) -> Result<SharedLayer> {
+        let rows = w.shape.first().copied().unwrap_or(1) as usize;
+        // Row scales and the row-normalised weights, when asked for and possible.
+        let by_row = |on: bool| {
+            row_normalise(&w.values, rows).filter(|_| on && w.shape.len() >= 2 && rows > 1)
+        };
         match *self {
-            Quantizer::Kmeans { bits } => {
-                share_weights(&w.values, bits, true, KmeansInit::Optimal, 0)
+            Quantizer::Kmeans {
+                bits,
+                row_scaled: false,
+            } => share_weights(&w.values, bits, true, KmeansInit::Optimal, 0),
+            Quantizer::Kmeans {
+                bits,
+                row_scaled: true,
+            } => share_weights_by_row(&w.values, &w.shape, bits, true, KmeansInit::Optimal, 0),
+            Quantizer::Uniform {
+                step,
+                row_scaled,
+                compensated,
+            } => {
+                let (scales, normalised) = match by_row(row_scaled) {
+                    Some((s, n)) => (Some(s), n),
+                    None => (None, w.values.clone()),
+                };
+                let hessian = hessian
+                    .filter(|h| compensated && h.cols > 0 && w.values.len() == rows * h.cols);
+                let delta = grid_delta(&normalised, step)?;
+                let layer = match hessian.filter(|_| delta > 0.0) {
+                    None => share_uniform(&normalised, step),
+                    Some(h) => {
+                        let scale = |r: usize| scales.as_ref().map_or(1.0, |s| f64::from(s[r]));
+                        let rounded = h.round(&w.values, |r, v| {
+                            let unit = scale(r) * delta;
+                            if unit > 0.0 {
+                                (v / unit).round() * unit
+                            } else {
+                                0.0
+                            }
+                        })?;
+                        // Back to the normalised grid (the same scales), then shared on it.
+                        let cols = h.cols;
+                        let on_grid: Vec<f32> = rounded
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &v)| {
+                                let s = scale(i / cols) as f32;
+                                if s > 0.0 { v / s } else { 0.0 }
+                            })
+                            .collect();
+                        share_grid(&on_grid, delta)
+                    }
+                };
+                layer.map(|mut l| {
+                    l.row_scales = scales;
+                    l
+                })
             }
-            Quantizer::Uniform { step } => share_uniform(&w.values, step),
         }
         .with_context(|| format!("weight sharing of '{}'", w.name))
     }
 }
 
-/// Uniform-grid sharing (see [`Quantizer::Uniform`]): weight `x` goes to bin `round(x / Δ)`
-/// with `Δ = step · std`; bin 0 is index 0 (the exact zero); the other bins that occur get the
-/// next indices in increasing order and the mean of their weights as shared value.
-pub fn share_uniform(w: &[f32], step: f64) -> Result<SharedLayer> {
+/// The grid step of [`Quantizer::Uniform`]: `step` standard deviations of `w` (0 for a
+/// constant layer).
+fn grid_delta(w: &[f32], step: f64) -> Result<f64> {
     if !(step.is_finite() && step > 0.0) {
         bail!("grid step must be > 0, got {step}");
     }
     let n = w.len().max(1) as f64;
     let mean = w.iter().map(|&x| x as f64).sum::<f64>() / n;
     let std = (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-    if std == 0.0 {
+    Ok(step * std)
+}
+
+/// Uniform-grid sharing (see [`Quantizer::Uniform`]): weight `x` goes to bin `round(x / Δ)`
+/// with `Δ = step · std`; bin 0 is index 0 (the exact zero); the other bins that occur get the
+/// next indices in increasing order and the mean of their weights as shared value.
+pub fn share_uniform(w: &[f32], step: f64) -> Result<SharedLayer> {
+    share_grid(w, grid_delta(w, step)?)
+}
+
+/// Sharing on the uniform grid of step `delta` (see [`share_uniform`]); a zero step (a constant
+/// layer) shares by k-means with one bit.
+pub fn share_grid(w: &[f32], delta: f64) -> Result<SharedLayer> {
+    if delta == 0.0 {
         return share_weights(w, 1, true, KmeansInit::Linear, 0);
     }
-    let delta = step * std;
+    if !(delta.is_finite() && delta > 0.0) {
+        bail!("grid step must be finite and > 0, got {delta}");
+    }
     let bins: Vec<i64> = w
         .iter()
         .map(|&x| (x as f64 / delta).round() as i64)
@@ -450,7 +540,7 @@ pub fn share_uniform(w: &[f32], step: f64) -> Result<SharedLayer> {
     used.dedup();
     if used.len() + 1 > 1 << 16 {
         bail!(
-            "a grid step of {step} std gives {} levels: more than 16-bit indices hold",
+            "a grid step of {delta} gives {} levels: more than 16-bit indices hold",
             used.len() + 1
         );
     }
@@ -480,6 +570,7 @@ pub fn share_uniform(w: &[f32], step: f64) -> Result<SharedLayer> {
         indices,
         bits,
         sparse: true,
+        row_scales: None,
     })
 }
 
@@ -514,22 +605,27 @@ pub fn coded_bytes(w: &Weight, layer: &SharedLayer) -> Result<u64> {
         .to_ac_tensor_data()
         .context("a shared layer without the zero index")?;
     let rec = TensorRecord {
+        row_scales: layer.row_scales.clone(),
         name: w.name.clone(),
         shape: w.shape.clone(),
         data,
     };
-    Ok(encode_tensor(&rec)?.0.len() as u64)
+    // `encode_tensor` gives the values' payload; the record adds the row scales.
+    Ok(encode_tensor(&rec)?.0.len() as u64 + rec.row_scale_bytes())
 }
 
 /// For each layer in `layers`, along `ladder` (finest first): share it alone, measure agreement
 /// with the teacher on `views`, and stop once the KL divergence exceeds `stop_kl` (coarser steps
-/// would only be worse). `on_step` is called after every measurement.
+/// would only be worse). Compensated grids use the layer's statistics in `hessians` where
+/// there are some. `on_step` is called after every measurement.
+#[allow(clippy::too_many_arguments)]
 pub fn bits_sensitivity(
     builder: &StudentBuilder,
     teacher: &[Vec<f32>],
     views: &Views,
     layers: &[String],
     ladder: &[Quantizer],
+    hessians: &Hessians,
     stop_kl: f64,
     mut on_step: impl FnMut(&str, &BitsPoint),
 ) -> Result<(Vec<BitsCurve>, SharedCache)> {
@@ -543,7 +639,7 @@ pub fn bits_sensitivity(
             .with_context(|| format!("no weight named '{name}'"))?;
         let mut points = Vec::new();
         for (level, q) in ladder.iter().enumerate() {
-            let layer = q.share(w)?;
+            let layer = q.share(w, hessians.get(name))?;
             let bytes = coded_bytes(w, &layer)?;
             let replace = BTreeMap::from([(name.clone(), layer.values())]);
             let student = logits(&builder.model(&replace)?, views)?;
@@ -567,6 +663,133 @@ pub fn bits_sensitivity(
         });
     }
     Ok((curves, cache))
+}
+
+/// Input statistics of the layers whose rounding can be compensated (GPTQ), by weight name.
+pub type Hessians = BTreeMap<String, LayerHessian>;
+
+/// Views run through the model at once while measuring layer inputs.
+const HESSIAN_BATCH: usize = 4;
+
+/// The weights of `names` whose layer is a plain matrix product of its input, so that GPTQ's
+/// `H = Σ x·xᵀ` is over one input vector per output position: pointwise convolutions (1×1
+/// kernel, one group, stride 1, no padding or dilation) and `Gemm` with `transB = 1` and
+/// `transA = 0`. Depthwise and wider kernels are rounded plainly.
+pub fn compensable_layers(model: &tract_onnx::pb::ModelProto, names: &[String]) -> Vec<String> {
+    let Some(graph) = model.graph.as_ref() else {
+        return Vec::new();
+    };
+    let shapes: BTreeMap<&str, &[i64]> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t.dims.as_slice()))
+        .collect();
+    let ints = |n: &tract_onnx::pb::NodeProto, key: &str| -> Option<Vec<i64>> {
+        n.attribute
+            .iter()
+            .find(|a| a.name == key)
+            .map(|a| a.ints.clone())
+    };
+    let int = |n: &tract_onnx::pb::NodeProto, key: &str, default: i64| -> i64 {
+        n.attribute
+            .iter()
+            .find(|a| a.name == key)
+            .map_or(default, |a| a.i)
+    };
+    let mut out = Vec::new();
+    for n in &graph.node {
+        let Some(w) = n.input.get(1).filter(|w| names.contains(*w)) else {
+            continue;
+        };
+        let ok = match n.op_type.as_str() {
+            "Conv" => {
+                let all =
+                    |key: &str, v: i64| ints(n, key).is_none_or(|x| x.iter().all(|&d| d == v));
+                shapes
+                    .get(w.as_str())
+                    .is_some_and(|d| d.len() == 4 && d[2] == 1 && d[3] == 1)
+                    && int(n, "group", 1) == 1
+                    && all("strides", 1)
+                    && all("pads", 0)
+                    && all("dilations", 1)
+                    && n.attribute
+                        .iter()
+                        .all(|a| a.name != "auto_pad" || a.s.is_empty() || a.s == b"NOTSET")
+            }
+            "Gemm" => int(n, "transA", 0) == 0 && int(n, "transB", 0) == 1,
+            _ => false,
+        };
+        if ok && !out.contains(w) {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+/// Measures `H = Σ x·xᵀ` of the inputs of every layer of `names` that [`compensable_layers`]
+/// accepts, over `views` run through the dense model (`onnx`), and factors it for GPTQ.
+pub fn layer_hessians(
+    onnx: &[u8],
+    views: &Views,
+    names: &[String],
+    progress: bool,
+) -> Result<Hessians> {
+    use crate::onnx::GraphExecutor;
+    use prost::Message;
+    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let layers: std::collections::BTreeSet<String> =
+        compensable_layers(&proto, names).into_iter().collect();
+    if layers.is_empty() || views.is_empty() {
+        return Ok(Hessians::new());
+    }
+    let exec = GraphExecutor::new(proto, "teacher")?;
+    // Per layer: inputs, vectors seen, Σ x·xᵀ.
+    let mut sums: BTreeMap<String, (usize, usize, Vec<f64>)> = BTreeMap::new();
+    let bar = crate::eval::progress_bar(progress, views.len(), "layer inputs");
+    for batch in views.inputs.chunks(HESSIAN_BATCH) {
+        let tensors: Vec<candle_core::Tensor> = batch
+            .iter()
+            .map(|x| {
+                let v = x.to_plain_array_view::<f32>()?;
+                let shape: Vec<usize> = v.shape().to_vec();
+                Ok(
+                    candle_core::Tensor::from_iter(v.iter().copied(), &candle_core::Device::Cpu)?
+                        .reshape(shape)?,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let input = candle_core::Tensor::cat(&tensors, 0)?;
+        for (name, x) in exec.layer_inputs(&input, &layers)? {
+            // Rows: one input vector per output position.
+            let x = x.to_dtype(candle_core::DType::F32)?;
+            let cols = x.dim(1)?;
+            let m = match x.rank() {
+                4 => x.transpose(0, 1)?.reshape((cols, ()))?.t()?,
+                2 => x,
+                r => bail!("'{name}' gets a rank-{r} input"),
+            }
+            .contiguous()?;
+            let h: Vec<f32> = m.t()?.matmul(&m)?.flatten_all()?.to_vec1()?;
+            let entry = sums
+                .entry(name)
+                .or_insert_with(|| (cols, 0, vec![0f64; cols * cols]));
+            entry.1 += m.dim(0)?;
+            entry
+                .2
+                .iter_mut()
+                .zip(h)
+                .for_each(|(a, b)| *a += f64::from(b));
+        }
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    sums.into_iter()
+        .map(|(name, (cols, samples, h))| {
+            let f = LayerHessian::new(&h, cols, samples)
+                .with_context(|| format!("GPTQ statistics of '{name}'"))?;
+            Ok((name, f))
+        })
+        .collect()
 }
 
 /// Shared layers by (name, ladder position), as measured by [`bits_sensitivity`]: the
@@ -691,6 +914,140 @@ mod tests {
     use super::*;
 
     #[test]
+    fn compensable_layers_are_pointwise_convolutions_and_gemm() {
+        use crate::onnx::build::{Architecture, build};
+        let m = build(Architecture::MobileTiny, 0);
+        let graph = m.graph.as_ref().unwrap();
+        let names: Vec<String> = graph
+            .initializer
+            .iter()
+            .filter(|t| t.dims.len() >= 2)
+            .map(|t| t.name.clone())
+            .collect();
+        let got = compensable_layers(&m, &names);
+        let dims = |n: &str| {
+            graph
+                .initializer
+                .iter()
+                .find(|t| t.name == n)
+                .unwrap()
+                .dims
+                .clone()
+        };
+        let (mut pointwise, mut gemm) = (0, 0);
+        for n in &graph.node {
+            let Some(w) = n.input.get(1).filter(|w| names.contains(*w)) else {
+                continue;
+            };
+            let group = n
+                .attribute
+                .iter()
+                .find(|a| a.name == "group")
+                .map_or(1, |a| a.i);
+            let expected = match n.op_type.as_str() {
+                "Conv" => {
+                    let d = dims(w);
+                    let strided = n
+                        .attribute
+                        .iter()
+                        .any(|a| a.name == "strides" && a.ints.iter().any(|&s| s != 1));
+                    d[2] == 1 && d[3] == 1 && group == 1 && !strided
+                }
+                "Gemm" => true,
+                _ => false,
+            };
+            assert_eq!(got.contains(w), expected, "{} '{w}'", n.op_type);
+            pointwise += usize::from(expected && n.op_type == "Conv");
+            gemm += usize::from(expected && n.op_type == "Gemm");
+        }
+        // The network's expansions, projections and head, and its classifier.
+        assert!(
+            pointwise >= 5 && gemm == 1,
+            "{pointwise} pointwise, {gemm} Gemm"
+        );
+    }
+
+    #[test]
+    fn compensated_grid_sharing_stays_on_the_row_grids_and_cuts_the_output_error() {
+        let (rows, cols) = (12, 32);
+        let mut st = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        // Rows of very different ranges (as BatchNorm folding leaves them), correlated inputs.
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| (rand() * 10f64.powi((i / cols) as i32 % 3 - 1)) as f32)
+            .collect();
+        let w = Weight {
+            name: "w".into(),
+            shape: vec![rows as u64, cols as u64, 1, 1],
+            values,
+        };
+        let xs: Vec<Vec<f64>> = (0..500)
+            .map(|_| {
+                let f = [rand(), rand()];
+                (0..cols).map(|c| f[c % 2] + 0.05 * rand()).collect()
+            })
+            .collect();
+        let mut h = vec![0f64; cols * cols];
+        for x in &xs {
+            for i in 0..cols {
+                for j in 0..cols {
+                    h[i * cols + j] += x[i] * x[j];
+                }
+            }
+        }
+        let hessian = LayerHessian::new(&h, cols, xs.len()).unwrap();
+        let output_error = |l: &SharedLayer| -> f64 {
+            let q = l.values();
+            xs.iter()
+                .map(|x| {
+                    (0..rows)
+                        .map(|r| {
+                            let d: f64 = (0..cols)
+                                .map(|c| f64::from(w.values[r * cols + c] - q[r * cols + c]) * x[c])
+                                .sum();
+                            d * d
+                        })
+                        .sum::<f64>()
+                })
+                .sum()
+        };
+        let grid = |compensated| Quantizer::Uniform {
+            step: 0.5,
+            row_scaled: true,
+            compensated,
+        };
+        let plain = grid(false).share(&w, Some(&hessian)).unwrap();
+        let comp = grid(true).share(&w, Some(&hessian)).unwrap();
+        // Same row scales; every shared value a multiple of the grid step (in row units).
+        assert_eq!(plain.row_scales, comp.row_scales);
+        let scales = comp.row_scales.clone().unwrap();
+        assert_eq!(scales.len(), rows);
+        let normalised: Vec<f32> = w
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v / scales[i / cols])
+            .collect();
+        let delta = grid_delta(&normalised, 0.5).unwrap();
+        for &c in &comp.codebook {
+            let k = f64::from(c) / delta;
+            assert!((k - k.round()).abs() < 1e-3, "centroid {c} is {k} steps");
+        }
+        let (e_plain, e_comp) = (output_error(&plain), output_error(&comp));
+        assert!(
+            e_comp < 0.5 * e_plain,
+            "compensated {e_comp} vs plain {e_plain}"
+        );
+        // Without statistics, compensation falls back to plain rounding.
+        assert_eq!(grid(true).share(&w, None).unwrap(), plain);
+    }
+
+    #[test]
     fn uniform_grid_keeps_zero_at_index_zero_and_beats_kmeans_when_entropy_coded() {
         // Laplace-distributed weights (heavy-tailed, like trained layers), unit variance.
         let mut x = 12345u64;
@@ -729,7 +1086,12 @@ mod tests {
                 .map(|(a, b)| ((a - b) as f64).powi(2))
                 .sum::<f64>()
         };
-        let km = Quantizer::Kmeans { bits: 5 }.share(&weight).unwrap();
+        let km = Quantizer::Kmeans {
+            bits: 5,
+            row_scaled: false,
+        }
+        .share(&weight, None)
+        .unwrap();
         let km_bytes = coded_bytes(&weight, &km).unwrap();
         // The finest grid that is no bigger than 5-bit k-means has clearly less error.
         let same_size = (10..40)
@@ -752,7 +1114,10 @@ mod tests {
             points: pts
                 .iter()
                 .map(|&(bits, bytes, kl)| BitsPoint {
-                    quantizer: Quantizer::Kmeans { bits },
+                    quantizer: Quantizer::Kmeans {
+                        bits,
+                        row_scaled: false,
+                    },
                     bits,
                     bytes,
                     agreement: Agreement {

@@ -2,6 +2,7 @@
 //! turning the result into `.nnz` tensors.
 
 pub mod calibrate;
+pub mod gptq;
 pub mod kmeans;
 pub mod pipeline;
 pub mod prune;

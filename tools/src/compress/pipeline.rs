@@ -279,11 +279,12 @@ pub fn compress_weights_with(
             let mut best: Option<(TensorRecord, u64)> = None;
             for data in candidates {
                 let rec = TensorRecord {
+                    row_scales: shared.get(&w.name).and_then(|l| l.row_scales.clone()),
                     name: w.name.clone(),
                     shape: w.shape.clone(),
                     data,
                 };
-                let size = encode_tensor(&rec)?.0.len() as u64;
+                let size = encode_tensor(&rec)?.0.len() as u64 + rec.row_scale_bytes();
                 if best.as_ref().is_none_or(|(_, s)| size < *s) {
                     best = Some((rec, size));
                 }
@@ -312,6 +313,7 @@ pub fn compress_weights_with(
                 TensorData::RawF32(w.values.clone())
             };
             let rec = TensorRecord {
+                row_scales: None,
                 name: w.name.clone(),
                 shape: w.shape.clone(),
                 data,

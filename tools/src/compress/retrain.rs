@@ -207,12 +207,20 @@ pub fn prune_and_retrain(
 
 /// Replaces every weight's gradient by the sum of the gradients of its cluster, so that all the
 /// weights sharing a centroid move together: the centroid's update is the summed gradient.
+///
+/// With row scales (weight `i` = `s_i · c[cluster(i)]`), the centroid's gradient is
+/// `Σ s_i g_i` over its cluster and weight `i` gets `s_i` times it, the chain rule through the
+/// scale. SGD then keeps every weight on `s_i · c`; Adam's per-weight normalisation does not, so
+/// after each update the hook projects the weights back (each centroid the least-squares fit of
+/// its weights, `Σ s w / Σ s²`).
 #[derive(Debug, Clone)]
 pub struct ClusterGradient {
     indices: Vec<u16>,
     clusters: usize,
     /// Cluster 0 is the pruned zero: it never moves.
     sparse: bool,
+    /// Per weight, the scale of its row (none: all 1).
+    scales: Option<Vec<f32>>,
 }
 
 impl ClusterGradient {
@@ -223,23 +231,78 @@ impl ClusterGradient {
             indices,
             clusters,
             sparse,
+            scales: None,
         }
+    }
+
+    /// The hook for a shared layer, row scales included.
+    pub fn for_layer(layer: &SharedLayer) -> Self {
+        ClusterGradient {
+            scales: layer.row_scales.as_ref().map(|_| layer.weight_scales()),
+            ..Self::new(layer.indices.clone(), layer.codebook.len(), layer.sparse)
+        }
+    }
+
+    fn check_len(&self, name: &str, what: &str, len: usize) -> Result<()> {
+        if len != self.indices.len() {
+            bail!(
+                "{what} of '{name}' has {len} values, the codebook assignment {}",
+                self.indices.len()
+            );
+        }
+        Ok(())
     }
 }
 
 impl GradientHook for ClusterGradient {
     fn replace_gradient(&self, name: &str, _param: &Tensor, grad: &Tensor) -> Result<Tensor> {
-        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
-        if g.len() != self.indices.len() {
-            bail!(
-                "gradient of '{name}' has {} values, the codebook assignment {}",
-                g.len(),
-                self.indices.len()
-            );
+        let mut g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        self.check_len(name, "gradient", g.len())?;
+        if let Some(s) = &self.scales {
+            g.iter_mut().zip(s).for_each(|(g, s)| *g *= s);
         }
         let sums = cluster_gradient_sums(&self.indices, &g, self.clusters, self.sparse);
-        let out: Vec<f32> = self.indices.iter().map(|&c| sums[c as usize]).collect();
+        let out: Vec<f32> = match &self.scales {
+            Some(s) => self
+                .indices
+                .iter()
+                .zip(s)
+                .map(|(&c, s)| s * sums[c as usize])
+                .collect(),
+            None => self.indices.iter().map(|&c| sums[c as usize]).collect(),
+        };
         Ok(Tensor::from_vec(out, grad.dims(), grad.device())?)
+    }
+
+    fn project(&self, name: &str, value: &Tensor) -> Result<Option<Tensor>> {
+        let Some(scales) = &self.scales else {
+            // Without scales every weight of a cluster gets the same update: they stay tied.
+            return Ok(None);
+        };
+        let w: Vec<f32> = value.flatten_all()?.to_vec1()?;
+        self.check_len(name, "tensor", w.len())?;
+        // Per cluster, the least-squares centroid of its weights: `Σ s·w / Σ s²`.
+        let (mut num, mut den) = (vec![0f64; self.clusters], vec![0f64; self.clusters]);
+        for ((&c, &x), &s) in self.indices.iter().zip(&w).zip(scales) {
+            num[c as usize] += f64::from(s) * f64::from(x);
+            den[c as usize] += f64::from(s) * f64::from(s);
+        }
+        let codebook: Vec<f32> = (0..self.clusters)
+            .map(|j| {
+                if den[j] > 0.0 && !(self.sparse && j == 0) {
+                    (num[j] / den[j]) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let out: Vec<f32> = self
+            .indices
+            .iter()
+            .zip(scales)
+            .map(|(&c, s)| s * codebook[c as usize])
+            .collect();
+        Ok(Some(Tensor::from_vec(out, value.dims(), value.device())?))
     }
 }
 
@@ -301,31 +364,15 @@ pub fn fine_tune_layers(
             let mask = masks.get(name).context("a shared layer without its mask")?;
             opt.set_mask(&p, mask_tensor(exec, name, mask)?)?;
         }
-        opt.set_gradient_hook(
-            name,
-            Box::new(ClusterGradient::new(
-                layer.indices.clone(),
-                layer.codebook.len(),
-                layer.sparse,
-            )),
-        );
+        opt.set_gradient_hook(name, Box::new(ClusterGradient::for_layer(layer)));
     }
     // Only the shared tensors and the small raw ones (biases) train; each cluster moves together.
     let cfg = train_config(rc, rc.fine_tune_epochs, rc.fine_tune_lr, rc.seed + 1000);
     train(exec, data, None, &cfg, &mut opt).context("centroid fine-tuning")?;
-    // Read the fine-tuned centroids back: all members of a cluster hold the same value.
+    // Read the fine-tuned centroids back: the members of a cluster are tied (each its row's
+    // scale times the centroid), so the least-squares fit is the centroid itself.
     for (name, layer) in layers.iter_mut() {
-        let w = values(exec, name)?;
-        let mut seen = vec![false; layer.codebook.len()];
-        for (&i, &v) in layer.indices.iter().zip(&w) {
-            let i = i as usize;
-            if !seen[i] {
-                seen[i] = true;
-                if !(layer.sparse && i == 0) {
-                    layer.codebook[i] = v;
-                }
-            }
-        }
+        layer.fit_codebook(&values(exec, name)?);
         // The model holds exactly what the file will.
         set_values(exec, name, layer.values())?;
     }

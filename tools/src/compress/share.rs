@@ -16,15 +16,52 @@ pub struct SharedLayer {
     pub bits: u8,
     /// Whether index 0 is reserved for pruned weights.
     pub sparse: bool,
+    /// One scale per row (index of the first dimension) multiplying that row's codebook values
+    /// (binary16 values, as the file stores them); `None`: the codebook values are the weights.
+    pub row_scales: Option<Vec<f32>>,
 }
 
 impl SharedLayer {
+    /// The scale of every weight: its row's, or 1 without row scales.
+    pub fn weight_scales(&self) -> Vec<f32> {
+        match &self.row_scales {
+            Some(scales) => {
+                let row = self.indices.len() / scales.len().max(1);
+                scales
+                    .iter()
+                    .flat_map(|&s| std::iter::repeat_n(s, row))
+                    .collect()
+            }
+            None => vec![1.0; self.indices.len()],
+        }
+    }
+
     /// The weights the layer now stands for.
     pub fn values(&self) -> Vec<f32> {
+        let scales = self.weight_scales();
         self.indices
             .iter()
-            .map(|&i| self.codebook[i as usize])
+            .zip(scales)
+            .map(|(&i, s)| self.codebook[i as usize] * s)
             .collect()
+    }
+
+    /// Sets each codebook value to the least-squares fit of the weights `w` assigned to it
+    /// (`Σ s·w / Σ s²` with `s` the weights' row scales: the plain mean without them). Used to
+    /// read fine-tuned centroids back from a model. Zero of sparse layers and unused entries
+    /// stay as they are.
+    pub fn fit_codebook(&mut self, w: &[f32]) {
+        let k = self.codebook.len();
+        let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
+        for ((&i, &x), s) in self.indices.iter().zip(w).zip(self.weight_scales()) {
+            num[i as usize] += f64::from(s) * f64::from(x);
+            den[i as usize] += f64::from(s) * f64::from(s);
+        }
+        for (j, c) in self.codebook.iter_mut().enumerate() {
+            if den[j] > 0.0 && !(self.sparse && j == 0) {
+                *c = (num[j] / den[j]) as f32;
+            }
+        }
     }
 
     /// The tensor payload for the `.nnz` writer.
@@ -52,6 +89,52 @@ impl SharedLayer {
             indices: self.indices.clone(),
             index_bits: self.bits,
         })
+    }
+}
+
+/// Per row of a tensor with `rows` rows (`w.len()` a multiple), the scale that maps the row's
+/// largest magnitude to 1 (rounded to binary16, as stored), and the weights divided by it.
+/// Returns `None` when a scale does not fit binary16 (a magnitude over 65504): such a tensor is
+/// shared without row scales. Rows of zeros (or below binary16's smallest value) get scale 0
+/// and normalised weights 0.
+pub fn row_normalise(w: &[f32], rows: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+    if rows == 0 || !w.len().is_multiple_of(rows) {
+        return None;
+    }
+    let row = w.len() / rows;
+    let mut scales = Vec::with_capacity(rows);
+    let mut normalised = Vec::with_capacity(w.len());
+    for chunk in w.chunks(row.max(1)).take(rows) {
+        let max = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let s = nnzip_core::format::round_row_scale(max);
+        if !s.is_finite() {
+            return None;
+        }
+        scales.push(s);
+        normalised.extend(chunk.iter().map(|&x| if s > 0.0 { x / s } else { 0.0 }));
+    }
+    Some((scales, normalised))
+}
+
+/// [`share_weights`] with row scales: every row (index of the first dimension of `shape`) is
+/// divided by its largest magnitude, the normalised weights share one codebook, and the layer
+/// keeps the scales. Tensors of one row, or whose scales do not fit binary16, are shared plainly.
+pub fn share_weights_by_row(
+    w: &[f32],
+    shape: &[u64],
+    bits: u8,
+    sparse: bool,
+    init: KmeansInit,
+    seed: u64,
+) -> Result<SharedLayer> {
+    let rows = shape.first().copied().unwrap_or(1) as usize;
+    match row_normalise(w, rows).filter(|_| shape.len() >= 2 && rows > 1) {
+        Some((scales, normalised)) => {
+            let mut layer = share_weights(&normalised, bits, sparse, init, seed)?;
+            layer.row_scales = Some(scales);
+            Ok(layer)
+        }
+        None => share_weights(w, bits, sparse, init, seed),
     }
 }
 
@@ -84,6 +167,7 @@ pub fn share_weights(
             indices,
             bits,
             sparse,
+            row_scales: None,
         })
     } else {
         let c = kmeans_1d(w, k, init, seed, 100)?;
@@ -93,6 +177,7 @@ pub fn share_weights(
             indices,
             bits,
             sparse,
+            row_scales: None,
         })
     }
 }
@@ -162,6 +247,7 @@ mod tests {
             indices: vec![1, 1, 2, 0],
             bits: 2,
             sparse: true,
+            row_scales: None,
         };
         fine_tune_centroids(&mut l, &[0.5, 0.25, -1.0, 9.0], 0.1);
         assert_eq!(l.codebook, vec![0.0, 1.0 - 0.075, 2.1]);

@@ -446,6 +446,39 @@ impl GraphExecutor {
         }
     }
 
+    /// Runs the graph on `input` in inference mode and returns, for every `Conv` or `Gemm` node
+    /// whose weight (input 1) is named in `weights`, the tensor that node received (its input 0),
+    /// by weight name. Used to measure what each layer sees (the inputs' second moments).
+    pub fn layer_inputs(
+        &self,
+        input: &Tensor,
+        weights: &std::collections::BTreeSet<String>,
+    ) -> Result<HashMap<String, Tensor>> {
+        let mut env: HashMap<String, Value> = HashMap::new();
+        env.insert(
+            self.input_name.clone(),
+            Value::Float(input.to_dtype(self.dtype)?),
+        );
+        let mut seen = HashMap::new();
+        let graph = self.model.graph.as_ref().expect("checked");
+        for n in &graph.node {
+            if n.op_type == "Constant" {
+                continue;
+            }
+            if matches!(n.op_type.as_str(), "Conv" | "Gemm")
+                && let Some(w) = n.input.get(1).filter(|w| weights.contains(*w))
+            {
+                let x = self.float(&env, n.input.first().context("missing input 0")?)?;
+                seen.insert(w.clone(), x);
+            }
+            let y = self
+                .eval_node(&env, n, Mode::Eval)
+                .with_context(|| self.at(n))?;
+            env.insert(n.output[0].clone(), y);
+        }
+        Ok(seen)
+    }
+
     fn eval_node(&self, env: &HashMap<String, Value>, n: &NodeProto, mode: Mode) -> Result<Value> {
         let x = || self.float(env, n.input.first().context("missing input 0")?);
         let input = |i: usize| {

@@ -97,6 +97,12 @@ impl Schedule {
 pub trait GradientHook: Send + Sync {
     /// The gradient to use for `param` (named `name`) instead of `grad`.
     fn replace_gradient(&self, name: &str, param: &Tensor, grad: &Tensor) -> Result<Tensor>;
+
+    /// The value to keep instead of `value`, the parameter after an update (and its mask): a
+    /// projection back onto the values the hook allows. `None` (the default) keeps `value`.
+    fn project(&self, _name: &str, _value: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// Per-tensor optimizer state.
@@ -244,6 +250,13 @@ impl Optimizer {
             let mut next = (w - (update * lr)?)?;
             if let Some(m) = mask {
                 next = apply_mask(&next, m)?;
+            }
+            if let Some(hook) = self.hooks.get(&p.name)
+                && let Some(projected) = hook
+                    .project(&p.name, &next)
+                    .with_context(|| format!("projection of '{}'", p.name))?
+            {
+                next = projected;
             }
             p.var.set(&next)?;
         }
