@@ -97,8 +97,7 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     assert_eq!(last["stage"], "decoded .nnz (core runtime)");
     assert_eq!(last["calibration"]["views"], 18, "3 photos × 6 views");
     assert_eq!(last["holdout"]["views"], 6);
-    // Row scales (format version 4) and error-compensated rounding of the fully connected
-    // layers (GPTQ: LeNet-5's convolutions are 5×5, rounded plainly).
+    // Row scales (format version 4) and error-compensated rounding (GPTQ) of every layer.
     let file_bytes = std::fs::read(&out).unwrap();
     assert_eq!(u16::from_le_bytes([file_bytes[8], file_bytes[9]]), 4);
     let gptq: Vec<&str> = v["gptq_layers"]
@@ -107,7 +106,11 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         .iter()
         .map(|n| n.as_str().unwrap())
         .collect();
-    assert_eq!(gptq, ["fc1.weight", "fc2.weight"], "{gptq:?}");
+    assert_eq!(
+        gptq,
+        ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"],
+        "{gptq:?}"
+    );
     // Fine-tuning saw new random views in its second epoch.
     assert_eq!(v["fine_tune_views"], 2 * 18, "2 epochs × 18 views");
     for key in ["top1", "top5"] {

@@ -184,10 +184,10 @@ pub struct CompressArgs {
     /// one codebook per layer serves badly [default: true].
     #[arg(long)]
     pub row_scales: Option<bool>,
-    /// With --calibration and --quantizer uniform: round pointwise convolutions and fully
-    /// connected layers with error compensation (GPTQ): each weight's rounding error is spread
-    /// over the inputs not yet rounded, weighted by how those inputs vary together on the
-    /// calibration photos, so that the layer's outputs move least [default: true].
+    /// With --calibration and --quantizer uniform: round convolutions and fully connected
+    /// layers with error compensation (GPTQ): each weight's rounding error is spread over the
+    /// inputs not yet rounded, weighted by how those inputs vary together on the calibration
+    /// photos, so that the layer's outputs move least [default: true].
     #[arg(long)]
     pub gptq: Option<bool>,
     /// Print the report as JSON.

@@ -7,7 +7,7 @@
 //! images): a wallpaper of 2560×1600 pixels holds many different 224-pixel views. Candidate
 //! models run in the core runtime (tract), exactly as the phone will run the file.
 
-use super::gptq::LayerHessian;
+use super::gptq::{LayerHessian, LayerStats};
 use super::kmeans::KmeansInit;
 use super::share::{SharedLayer, row_normalise, share_weights, share_weights_by_row};
 use anyhow::{Context, Result, bail};
@@ -441,7 +441,7 @@ impl Quantizer {
 
     /// Shares one layer's weights (index 0 is always the zero). `hessian`: the layer's input
     /// statistics, used by compensated uniform grids (ignored otherwise, or when absent).
-    pub fn share(&self, w: &Weight, hessian: Option<&LayerHessian>) -> Result<SharedLayer> {
+    pub fn share(&self, w: &Weight, hessian: Option<&LayerStats>) -> Result<SharedLayer> {
         let rows = w.shape.first().copied().unwrap_or(1) as usize;
         // Row scales and the row-normalised weights, when asked for and possible.
         let by_row = |on: bool| {
@@ -466,7 +466,7 @@ impl Quantizer {
                     None => (None, w.values.clone()),
                 };
                 let hessian = hessian
-                    .filter(|h| compensated && h.cols > 0 && w.values.len() == rows * h.cols);
+                    .filter(|h| compensated && h.cols() > 0 && h.weights() == w.values.len());
                 let delta = grid_delta(&normalised, step)?;
                 let layer = match hessian.filter(|_| delta > 0.0) {
                     None => share_uniform(&normalised, step),
@@ -481,7 +481,7 @@ impl Quantizer {
                             }
                         })?;
                         // Back to the normalised grid (the same scales), then shared on it.
-                        let cols = h.cols;
+                        let cols = h.cols();
                         let on_grid: Vec<f32> = rounded
                             .iter()
                             .enumerate()
@@ -666,18 +666,41 @@ pub fn bits_sensitivity(
 }
 
 /// Input statistics of the layers whose rounding can be compensated (GPTQ), by weight name.
-pub type Hessians = BTreeMap<String, LayerHessian>;
+pub type Hessians = BTreeMap<String, LayerStats>;
 
 /// Views run through the model at once while measuring layer inputs.
 const HESSIAN_BATCH: usize = 4;
 
-/// The weights of `names` whose layer is a plain matrix product of its input, so that GPTQ's
-/// `H = Σ x·xᵀ` is over one input vector per output position: pointwise convolutions (1×1
-/// kernel, one group, stride 1, no padding or dilation) and `Gemm` with `transB = 1` and
-/// `transA = 0`. Depthwise and wider kernels are rounded plainly.
-pub fn compensable_layers(model: &tract_onnx::pb::ModelProto, names: &[String]) -> Vec<String> {
+/// What one row of a compensable layer's weight sees: the input patches of a convolution, or
+/// the input vector of `Gemm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerInputs {
+    /// `Gemm` with `transA = 0`, `transB = 1`: row `o` of the weight meets the input vector.
+    Matrix,
+    /// `Conv` (no dilation, explicit pads): row `o` meets the `(C/group)·kh·kw` patch of its
+    /// group's input channels at every output position.
+    Patches {
+        /// Kernel height and width.
+        kernel: [usize; 2],
+        /// Strides (height, width).
+        strides: [usize; 2],
+        /// Pads: top, left, bottom, right.
+        pads: [usize; 4],
+        /// Groups (the input channels for a depthwise convolution).
+        group: usize,
+    },
+}
+
+/// The weights of `names` whose rounding GPTQ can compensate, with what their rows see:
+/// convolutions without dilation or `auto_pad` (pointwise, depthwise, grouped, dense) and `Gemm`
+/// with `transB = 1` and `transA = 0`.
+pub fn compensable_layers(
+    model: &tract_onnx::pb::ModelProto,
+    names: &[String],
+) -> BTreeMap<String, LayerInputs> {
+    let mut out = BTreeMap::new();
     let Some(graph) = model.graph.as_ref() else {
-        return Vec::new();
+        return out;
     };
     let shapes: BTreeMap<&str, &[i64]> = graph
         .initializer
@@ -696,38 +719,94 @@ pub fn compensable_layers(model: &tract_onnx::pb::ModelProto, names: &[String]) 
             .find(|a| a.name == key)
             .map_or(default, |a| a.i)
     };
-    let mut out = Vec::new();
+    let positive = |v: i64| usize::try_from(v).ok().filter(|&v| v > 0);
     for n in &graph.node {
         let Some(w) = n.input.get(1).filter(|w| names.contains(*w)) else {
             continue;
         };
-        let ok = match n.op_type.as_str() {
-            "Conv" => {
-                let all =
-                    |key: &str, v: i64| ints(n, key).is_none_or(|x| x.iter().all(|&d| d == v));
-                shapes
-                    .get(w.as_str())
-                    .is_some_and(|d| d.len() == 4 && d[2] == 1 && d[3] == 1)
-                    && int(n, "group", 1) == 1
-                    && all("strides", 1)
-                    && all("pads", 0)
-                    && all("dilations", 1)
-                    && n.attribute
-                        .iter()
-                        .all(|a| a.name != "auto_pad" || a.s.is_empty() || a.s == b"NOTSET")
+        let inputs = match n.op_type.as_str() {
+            "Conv" => (|| {
+                let d = shapes.get(w.as_str()).filter(|d| d.len() == 4)?;
+                let undilated = ints(n, "dilations").is_none_or(|x| x.iter().all(|&d| d == 1));
+                let explicit = n
+                    .attribute
+                    .iter()
+                    .all(|a| a.name != "auto_pad" || a.s.is_empty() || a.s == b"NOTSET");
+                if !(undilated && explicit) {
+                    return None;
+                }
+                let strides = ints(n, "strides").unwrap_or_else(|| vec![1, 1]);
+                let pads = ints(n, "pads").unwrap_or_else(|| vec![0; 4]);
+                if strides.len() != 2 || pads.len() != 4 || pads.iter().any(|&p| p < 0) {
+                    return None;
+                }
+                Some(LayerInputs::Patches {
+                    kernel: [positive(d[2])?, positive(d[3])?],
+                    strides: [positive(strides[0])?, positive(strides[1])?],
+                    pads: [pads[0], pads[1], pads[2], pads[3]].map(|p| p as usize),
+                    group: positive(int(n, "group", 1))?,
+                })
+            })(),
+            "Gemm" if int(n, "transA", 0) == 0 && int(n, "transB", 0) == 1 => {
+                Some(LayerInputs::Matrix)
             }
-            "Gemm" => int(n, "transA", 0) == 0 && int(n, "transB", 0) == 1,
-            _ => false,
+            _ => None,
         };
-        if ok && !out.contains(w) {
-            out.push(w.clone());
+        if let Some(inputs) = inputs {
+            out.entry(w.clone()).or_insert(inputs);
         }
     }
     out
 }
 
-/// Measures `H = Σ x·xᵀ` of the inputs of every layer of `names` that [`compensable_layers`]
-/// accepts, over `views` run through the dense model (`onnx`), and factors it for GPTQ.
+/// The `[groups, K, positions]` patches a convolution's rows meet (`K = (C/groups)·kh·kw`, in the
+/// weight's `[c, ky, kx]` order), from its input `[N, C, H, W]`.
+fn conv_patches(
+    x: &candle_core::Tensor,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    pads: [usize; 4],
+    group: usize,
+) -> Result<candle_core::Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let [kh, kw] = kernel;
+    let [sh, sw] = strides;
+    let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+    if hp < kh || wp < kw || c % group != 0 {
+        bail!("a {kh}×{kw} kernel on a {h}×{w} input of {c} channels in {group} groups");
+    }
+    let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
+    // Pad, plus room for the last stride step, so that each tap is a reshape away.
+    let x = x
+        .pad_with_zeros(2, pads[0], pads[2] + sh)?
+        .pad_with_zeros(3, pads[1], pads[3] + sw)?;
+    let mut taps = Vec::with_capacity(kh * kw);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let t = x
+                .narrow(2, ky, ho * sh)?
+                .reshape((n, c, ho, sh, ()))?
+                .narrow(3, 0, 1)?
+                .squeeze(3)?
+                .narrow(3, kx, wo * sw)?
+                .reshape((n, c, ho, wo, sw))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            taps.push(t);
+        }
+    }
+    // [N, C, T, Ho, Wo] → [groups, (C/groups)·T, N·Ho·Wo].
+    let p = candle_core::Tensor::stack(&taps, 2)?;
+    let k = c / group * kh * kw;
+    Ok(p.reshape((n, group, k, ho * wo))?
+        .permute((1, 2, 0, 3))?
+        .reshape((group, k, n * ho * wo))?
+        .contiguous()?)
+}
+
+/// Measures `H = Σ x·xᵀ` of what the rows of every layer of `names` that
+/// [`compensable_layers`] accepts see, over `views` run through the dense model (`onnx`), and
+/// factors it for GPTQ.
 pub fn layer_hessians(
     onnx: &[u8],
     views: &Views,
@@ -737,14 +816,24 @@ pub fn layer_hessians(
     use crate::onnx::GraphExecutor;
     use prost::Message;
     let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
-    let layers: std::collections::BTreeSet<String> =
-        compensable_layers(&proto, names).into_iter().collect();
-    if layers.is_empty() || views.is_empty() {
+    let geometry = compensable_layers(&proto, names);
+    if geometry.is_empty() || views.is_empty() {
         return Ok(Hessians::new());
     }
-    let exec = GraphExecutor::new(proto, "teacher")?;
-    // Per layer: inputs, vectors seen, Σ x·xᵀ.
-    let mut sums: BTreeMap<String, (usize, usize, Vec<f64>)> = BTreeMap::new();
+    let rows: BTreeMap<&str, usize> = proto
+        .graph
+        .as_ref()
+        .map(|g| {
+            g.initializer
+                .iter()
+                .filter_map(|t| Some((t.name.as_str(), *t.dims.first()? as usize)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let layers: std::collections::BTreeSet<String> = geometry.keys().cloned().collect();
+    let exec = GraphExecutor::new(proto.clone(), "teacher")?;
+    // Per layer: groups, inputs per row, vectors seen (per group), Σ x·xᵀ per group.
+    let mut sums: BTreeMap<String, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
     let bar = crate::eval::progress_bar(progress, views.len(), "layer inputs");
     for batch in views.inputs.chunks(HESSIAN_BATCH) {
         let tensors: Vec<candle_core::Tensor> = batch
@@ -760,22 +849,29 @@ pub fn layer_hessians(
             .collect::<Result<_>>()?;
         let input = candle_core::Tensor::cat(&tensors, 0)?;
         for (name, x) in exec.layer_inputs(&input, &layers)? {
-            // Rows: one input vector per output position.
             let x = x.to_dtype(candle_core::DType::F32)?;
-            let cols = x.dim(1)?;
-            let m = match x.rank() {
-                4 => x.transpose(0, 1)?.reshape((cols, ()))?.t()?,
-                2 => x,
-                r => bail!("'{name}' gets a rank-{r} input"),
-            }
-            .contiguous()?;
-            let h: Vec<f32> = m.t()?.matmul(&m)?.flatten_all()?.to_vec1()?;
+            // [groups, K, vectors]: each group's input vectors as columns.
+            let a = match (geometry[&name], x.rank()) {
+                (LayerInputs::Matrix, 2) => x.t()?.unsqueeze(0)?.contiguous()?,
+                (
+                    LayerInputs::Patches {
+                        kernel,
+                        strides,
+                        pads,
+                        group,
+                    },
+                    4,
+                ) => conv_patches(&x, kernel, strides, pads, group)?,
+                (_, r) => bail!("'{name}' gets a rank-{r} input"),
+            };
+            let (groups, k, m) = a.dims3()?;
+            let h: Vec<f32> = a.matmul(&a.t()?)?.flatten_all()?.to_vec1()?;
             let entry = sums
                 .entry(name)
-                .or_insert_with(|| (cols, 0, vec![0f64; cols * cols]));
-            entry.1 += m.dim(0)?;
+                .or_insert_with(|| (groups, k, 0, vec![0f64; groups * k * k]));
+            entry.2 += m;
             entry
-                .2
+                .3
                 .iter_mut()
                 .zip(h)
                 .for_each(|(a, b)| *a += f64::from(b));
@@ -784,10 +880,23 @@ pub fn layer_hessians(
     }
     bar.finish_and_clear();
     sums.into_iter()
-        .map(|(name, (cols, samples, h))| {
-            let f = LayerHessian::new(&h, cols, samples)
+        .map(|(name, (groups, k, samples, h))| {
+            let out_rows = rows.get(name.as_str()).copied().unwrap_or(0);
+            if groups == 0 || out_rows % groups != 0 {
+                bail!("'{name}': {out_rows} output channels in {groups} groups");
+            }
+            let factors = h
+                .chunks(k * k)
+                .map(|h| LayerHessian::new(h, k, samples))
+                .collect::<Result<Vec<_>>>()
                 .with_context(|| format!("GPTQ statistics of '{name}'"))?;
-            Ok((name, f))
+            Ok((
+                name,
+                LayerStats {
+                    groups: factors,
+                    rows_per_group: out_rows / groups,
+                },
+            ))
         })
         .collect()
 }
@@ -914,7 +1023,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compensable_layers_are_pointwise_convolutions_and_gemm() {
+    fn compensable_layers_are_the_convolutions_and_gemm_with_their_geometry() {
         use crate::onnx::build::{Architecture, build};
         let m = build(Architecture::MobileTiny, 0);
         let graph = m.graph.as_ref().unwrap();
@@ -925,46 +1034,83 @@ mod tests {
             .map(|t| t.name.clone())
             .collect();
         let got = compensable_layers(&m, &names);
-        let dims = |n: &str| {
-            graph
-                .initializer
-                .iter()
-                .find(|t| t.name == n)
-                .unwrap()
-                .dims
-                .clone()
-        };
-        let (mut pointwise, mut gemm) = (0, 0);
+        let (mut depthwise, mut gemm, mut convs) = (0, 0, 0);
         for n in &graph.node {
             let Some(w) = n.input.get(1).filter(|w| names.contains(*w)) else {
                 continue;
             };
-            let group = n
-                .attribute
+            let dims = &graph
+                .initializer
                 .iter()
-                .find(|a| a.name == "group")
-                .map_or(1, |a| a.i);
-            let expected = match n.op_type.as_str() {
-                "Conv" => {
-                    let d = dims(w);
-                    let strided = n
+                .find(|t| &t.name == w)
+                .unwrap()
+                .dims;
+            match (n.op_type.as_str(), got.get(w)) {
+                ("Conv", Some(LayerInputs::Patches { kernel, group, .. })) => {
+                    assert_eq!(kernel.map(|k| k as i64), [dims[2], dims[3]], "{w}");
+                    let g = n
                         .attribute
                         .iter()
-                        .any(|a| a.name == "strides" && a.ints.iter().any(|&s| s != 1));
-                    d[2] == 1 && d[3] == 1 && group == 1 && !strided
+                        .find(|a| a.name == "group")
+                        .map_or(1, |a| a.i);
+                    assert_eq!(*group as i64, g, "{w}");
+                    depthwise += usize::from(g > 1 && dims[1] == 1);
+                    convs += 1;
                 }
-                "Gemm" => true,
-                _ => false,
-            };
-            assert_eq!(got.contains(w), expected, "{} '{w}'", n.op_type);
-            pointwise += usize::from(expected && n.op_type == "Conv");
-            gemm += usize::from(expected && n.op_type == "Gemm");
+                ("Gemm", Some(LayerInputs::Matrix)) => gemm += 1,
+                (op, g) => panic!("{op} '{w}': {g:?}"),
+            }
         }
-        // The network's expansions, projections and head, and its classifier.
         assert!(
-            pointwise >= 5 && gemm == 1,
-            "{pointwise} pointwise, {gemm} Gemm"
+            convs >= 8 && depthwise >= 4 && gemm == 1,
+            "{convs} {depthwise} {gemm}"
         );
+    }
+
+    #[test]
+    fn conv_patches_are_what_each_output_position_sees() {
+        // Asymmetric pads, stride 2, two groups: every patch value against direct indexing.
+        let (n, c, h, w) = (2, 4, 7, 6);
+        let values: Vec<f32> = (0..n * c * h * w).map(|i| i as f32).collect();
+        let x =
+            candle_core::Tensor::from_vec(values.clone(), (n, c, h, w), &candle_core::Device::Cpu)
+                .unwrap();
+        let (kernel, strides, pads, group) = ([3, 2], [2, 2], [1, 0, 2, 1], 2);
+        let p = conv_patches(&x, kernel, strides, pads, group).unwrap();
+        let (ho, wo) = ((h + 3 - 3) / 2 + 1, (w + 1 - 2) / 2 + 1);
+        assert_eq!(p.dims(), &[group, (c / group) * 6, n * ho * wo]);
+        let p: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
+        let cg = c / group;
+        for g in 0..group {
+            for cl in 0..cg {
+                for ky in 0..3 {
+                    for kx in 0..2 {
+                        let k = (cl * 3 + ky) * 2 + kx;
+                        for b in 0..n {
+                            for oy in 0..ho {
+                                for ox in 0..wo {
+                                    let (y, xx) = ((oy * 2 + ky) as i64 - 1, (ox * 2 + kx) as i64);
+                                    let want = if (0..h as i64).contains(&y)
+                                        && (0..w as i64).contains(&xx)
+                                    {
+                                        values[((b * c + g * cg + cl) * h + y as usize) * w
+                                            + xx as usize]
+                                    } else {
+                                        0.0
+                                    };
+                                    let m = (b * ho + oy) * wo + ox;
+                                    let got = p[(g * cg * 6 + k) * n * ho * wo + m];
+                                    assert_eq!(
+                                        got, want,
+                                        "g{g} c{cl} k({ky},{kx}) b{b} ({oy},{ox})"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -1000,7 +1146,10 @@ mod tests {
                 }
             }
         }
-        let hessian = LayerHessian::new(&h, cols, xs.len()).unwrap();
+        let hessian = LayerStats {
+            groups: vec![LayerHessian::new(&h, cols, xs.len()).unwrap()],
+            rows_per_group: rows,
+        };
         let output_error = |l: &SharedLayer| -> f64 {
             let q = l.values();
             xs.iter()

@@ -112,6 +112,49 @@ impl LayerHessian {
     }
 }
 
+/// GPTQ statistics of one layer: rows (output channels) in groups that see the same inputs —
+/// one group for a pointwise convolution, a dense convolution or `Gemm`; one per channel for a
+/// depthwise convolution, whose channels each see their own input channel's patches.
+#[derive(Debug, Clone)]
+pub struct LayerStats {
+    /// One factorisation per group, in row order.
+    pub groups: Vec<LayerHessian>,
+    /// Consecutive rows per group.
+    pub rows_per_group: usize,
+}
+
+impl LayerStats {
+    /// Inputs per row.
+    pub fn cols(&self) -> usize {
+        self.groups.first().map_or(0, |g| g.cols)
+    }
+
+    /// Weights of the layer these statistics are for.
+    pub fn weights(&self) -> usize {
+        self.groups.len() * self.rows_per_group * self.cols()
+    }
+
+    /// [`LayerHessian::round`] for every group; `grid` gets the row's index in the layer.
+    pub fn round(&self, w: &[f32], grid: impl Fn(usize, f64) -> f64) -> Result<Vec<f32>> {
+        if w.len() != self.weights() || self.groups.iter().any(|g| g.cols != self.cols()) {
+            bail!(
+                "{} weights for statistics of {} groups × {} rows × {} inputs",
+                w.len(),
+                self.groups.len(),
+                self.rows_per_group,
+                self.cols()
+            );
+        }
+        let chunk = (self.rows_per_group * self.cols()).max(1);
+        let mut out = Vec::with_capacity(w.len());
+        for (gi, (h, rows)) in self.groups.iter().zip(w.chunks(chunk)).enumerate() {
+            let first = gi * self.rows_per_group;
+            out.extend(h.round(rows, |r, v| grid(first + r, v))?);
+        }
+        Ok(out)
+    }
+}
+
 /// The upper factor `U` of `P⁻¹ = Uᵀ·U` for a symmetric positive definite `P` (row-major
 /// `n × n`), or `None` when `P` is not positive definite.
 fn inverse_upper_factor(p: &[f64], n: usize) -> Option<Vec<f64>> {
