@@ -1115,14 +1115,9 @@ mod tests {
 
     #[test]
     fn compensated_grid_sharing_stays_on_the_row_grids_and_cuts_the_output_error() {
+        use crate::compress::gptq::test_support::{output_error, second_moments, uniform};
         let (rows, cols) = (12, 32);
-        let mut st = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut rand = uniform(0x2545_f491_4f6c_dd1d);
         // Rows of very different ranges (as BatchNorm folding leaves them), correlated inputs.
         let values: Vec<f32> = (0..rows * cols)
             .map(|i| (rand() * 10f64.powi((i / cols) as i32 % 3 - 1)) as f32)
@@ -1138,32 +1133,10 @@ mod tests {
                 (0..cols).map(|c| f[c % 2] + 0.05 * rand()).collect()
             })
             .collect();
-        let mut h = vec![0f64; cols * cols];
-        for x in &xs {
-            for i in 0..cols {
-                for j in 0..cols {
-                    h[i * cols + j] += x[i] * x[j];
-                }
-            }
-        }
+        let h = second_moments(&xs, cols);
         let hessian = LayerStats {
             groups: vec![LayerHessian::new(&h, cols, xs.len()).unwrap()],
             rows_per_group: rows,
-        };
-        let output_error = |l: &SharedLayer| -> f64 {
-            let q = l.values();
-            xs.iter()
-                .map(|x| {
-                    (0..rows)
-                        .map(|r| {
-                            let d: f64 = (0..cols)
-                                .map(|c| f64::from(w.values[r * cols + c] - q[r * cols + c]) * x[c])
-                                .sum();
-                            d * d
-                        })
-                        .sum::<f64>()
-                })
-                .sum()
         };
         let grid = |compensated| Quantizer::Uniform {
             step: 0.5,
@@ -1187,7 +1160,10 @@ mod tests {
             let k = f64::from(c) / delta;
             assert!((k - k.round()).abs() < 1e-3, "centroid {c} is {k} steps");
         }
-        let (e_plain, e_comp) = (output_error(&plain), output_error(&comp));
+        let (e_plain, e_comp) = (
+            output_error(&w.values, &plain.values(), &xs, cols),
+            output_error(&w.values, &comp.values(), &xs, cols),
+        );
         assert!(
             e_comp < 0.5 * e_plain,
             "compensated {e_comp} vs plain {e_plain}"

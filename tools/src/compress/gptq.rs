@@ -215,12 +215,35 @@ fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
+/// Helpers shared by the tests of GPTQ and of the sharing that uses it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    /// A xorshift generator of values in [−0.5, 0.5).
+    pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut s = seed;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        }
+    }
 
-    /// Output error `Σ_x ‖(W − Q)·x‖²` over the inputs.
-    fn output_error(w: &[f32], q: &[f32], xs: &[Vec<f64>], cols: usize) -> f64 {
+    /// `Σ x·xᵀ` over the inputs (row-major `cols × cols`).
+    pub(crate) fn second_moments(xs: &[Vec<f64>], cols: usize) -> Vec<f64> {
+        let mut h = vec![0f64; cols * cols];
+        for x in xs {
+            for i in 0..cols {
+                for j in 0..cols {
+                    h[i * cols + j] += x[i] * x[j];
+                }
+            }
+        }
+        h
+    }
+
+    /// Output error `Σ_x ‖(W − Q)·x‖²` over the inputs (`w`, `q`: rows of `cols`).
+    pub(crate) fn output_error(w: &[f32], q: &[f32], xs: &[Vec<f64>], cols: usize) -> f64 {
         let mut e = 0.0;
         for x in xs {
             for (wr, qr) in w.chunks_exact(cols).zip(q.chunks_exact(cols)) {
@@ -235,17 +258,17 @@ mod tests {
         }
         e
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{output_error, second_moments, uniform};
+    use super::*;
 
     #[test]
     fn compensation_beats_rounding_to_nearest_on_correlated_inputs() {
         let (rows, cols) = (8, 24);
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64 - 0.5
-        };
+        let mut rand = uniform(0x9e37_79b9_7f4a_7c15);
         // Inputs with correlated channels (a few latent factors) and one dead channel.
         let xs: Vec<Vec<f64>> = (0..400)
             .map(|_| {
@@ -261,14 +284,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let mut h = vec![0f64; cols * cols];
-        for x in &xs {
-            for i in 0..cols {
-                for j in 0..cols {
-                    h[i * cols + j] += x[i] * x[j];
-                }
-            }
-        }
+        let h = second_moments(&xs, cols);
         let w: Vec<f32> = (0..rows * cols).map(|_| rand() as f32).collect();
         let step = 0.25;
         let grid = |_: usize, v: f64| (v / step).round() * step;
