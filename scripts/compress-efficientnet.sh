@@ -5,8 +5,9 @@
 #
 #   bash scripts/compress-efficientnet.sh [OUT.nnz]     # default out/efficientnet_lite0.nnz
 #
-# Takes about 20 minutes on 2 cores (per-layer sensitivity, bit allocation, fine-tuning by
-# distillation); does nothing when OUT exists and is newer than this script (delete it to redo).
+# Takes about half an hour on 2 cores (input statistics for GPTQ, per-layer sensitivity, bit
+# allocation, fine-tuning by distillation); does nothing when OUT exists and is newer than this
+# script (delete it to redo).
 # The report goes to OUT.txt; the per-layer sensitivity (~10 min) is kept in
 # OUT-without-.nnz.sensitivity.json, so a re-run with other allocation or fine-tuning settings
 # skips it (delete that file after changing the photos or the ladder, or after updating nnzip:
