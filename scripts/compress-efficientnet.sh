@@ -10,8 +10,8 @@
 # script (delete it to redo).
 # The report goes to OUT.txt; the per-layer sensitivity (~10 min) is kept in
 # OUT-without-.nnz.sensitivity.json, so a re-run with other allocation or fine-tuning settings
-# skips it (delete that file after changing the photos or the ladder, or after updating nnzip:
-# the cache records the ladder, not the version of the rounding that measured it).
+# skips it (delete that file after changing the photos; one measured on another ladder or by a
+# version of nnzip that shares differently is refused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/efficientnet_lite0.nnz}

@@ -130,7 +130,8 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     // seed gives the same file, byte for byte.
     let cached: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cache_s).unwrap()).unwrap();
-    assert_eq!(cached, v["sensitivity"]);
+    assert_eq!(cached["curves"], v["sensitivity"]);
+    assert!(cached["measurement"].as_u64().is_some(), "{cached}");
     let first = std::fs::read(&out).unwrap();
     let again = tmp.join("again.nnz");
     let again_s = again.display().to_string();
@@ -140,6 +141,17 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         std::fs::read(&again).unwrap() == first,
         "same settings, different file"
     );
+    // A cache written by an older build (a bare list of curves, or another measurement) is
+    // refused with the fix, not used.
+    let stale = tmp.join("stale.json");
+    std::fs::write(&stale, serde_json::to_vec(&cached["curves"]).unwrap()).unwrap();
+    let stale_s = stale.display().to_string();
+    let stale_settings: Vec<&str> = settings
+        .iter()
+        .map(|&a| if a == cache_s { stale_s.as_str() } else { a })
+        .collect();
+    let (ok, _, err) = nnzip(&[&compress_args(&model, &again_s)[..], &stale_settings].concat());
+    assert!(!ok && err.contains("delete it to measure again"), "{err}");
 
     // The file classifies in the core runtime, with its preprocessing.
     let (ok, out_c, err) = nnzip(&[

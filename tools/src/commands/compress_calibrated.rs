@@ -29,6 +29,22 @@ const SENSITIVITY_VIEWS_PER_PHOTO: usize = 1;
 /// Largest mini-batch of fine-tuning on photos (activations of 224-pixel images add up fast).
 const MAX_FINE_TUNE_BATCH: usize = 16;
 
+/// Version of what a ladder step measures, kept in `--sensitivity-cache` files: bumped whenever
+/// sharing changes what a step produces for the same ladder, so that a cache measured by another
+/// build is refused instead of steering the allocation with stale numbers. 2: row scales and
+/// error-compensated rounding (GPTQ) of every convolution.
+const SENSITIVITY_MEASUREMENT: u32 = 2;
+
+/// A `--sensitivity-cache` file.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SensitivityCache {
+    /// [`SENSITIVITY_MEASUREMENT`] of the build that measured it.
+    measurement: u32,
+    /// Per shared tensor, agreement along the ladder.
+    curves: Vec<BitsCurve>,
+}
+
 /// Photos and their views, with the teacher's logits.
 struct PhotoSet {
     folder: PhotoFolder,
@@ -264,8 +280,21 @@ pub fn run(
     };
     let cached: Option<Vec<BitsCurve>> = match &s.sensitivity_cache {
         Some(p) if p.exists() => {
-            let curves: Vec<BitsCurve> = serde_json::from_slice(&fsutil::read(p)?)
-                .with_context(|| format!("{} is not a sensitivity cache", p.display()))?;
+            let file: SensitivityCache = serde_json::from_slice(&fsutil::read(p)?)
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{} is not a sensitivity cache of this version of nnzip (measurement {SENSITIVITY_MEASUREMENT}): delete it to measure again",
+                        p.display()
+                    )
+                })?;
+            if file.measurement != SENSITIVITY_MEASUREMENT {
+                bail!(
+                    "{} was measured by another version of nnzip's sharing (measurement {}, this build {SENSITIVITY_MEASUREMENT}): delete it to measure again",
+                    p.display(),
+                    file.measurement
+                );
+            }
+            let curves = file.curves;
             let names: Vec<&String> = curves.iter().map(|c| &c.name).collect();
             let same_ladder = curves
                 .iter()
@@ -318,7 +347,11 @@ pub fn run(
             )?;
             bar.finish_and_clear();
             if let Some(p) = &s.sensitivity_cache {
-                fsutil::write_atomic(p, &serde_json::to_vec(&curves)?)?;
+                let file = SensitivityCache {
+                    measurement: SENSITIVITY_MEASUREMENT,
+                    curves: curves.clone(),
+                };
+                fsutil::write_atomic(p, &serde_json::to_vec(&file)?)?;
             }
             (curves, cache)
         }
