@@ -691,9 +691,14 @@ pub enum LayerInputs {
     },
 }
 
+/// Most inputs per row for GPTQ: its statistics take `8·inputs²` bytes per group and its
+/// factorisation `inputs³` operations (at 2,304 = 256 channels × 3×3: 42 MB and ~12 G, seconds).
+/// Phone models stay far below (EfficientNet-Lite0: 1,280); wider layers are rounded plainly.
+pub const MAX_COMPENSATED_INPUTS: usize = 2304;
+
 /// The weights of `names` whose rounding GPTQ can compensate, with what their rows see:
 /// convolutions without dilation or `auto_pad` (pointwise, depthwise, grouped, dense) and `Gemm`
-/// with `transB = 1` and `transA = 0`.
+/// with `transB = 1` and `transA = 0`, with at most [`MAX_COMPENSATED_INPUTS`] inputs per row.
 pub fn compensable_layers(
     model: &tract_onnx::pb::ModelProto,
     names: &[String],
@@ -752,7 +757,12 @@ pub fn compensable_layers(
             }
             _ => None,
         };
-        if let Some(inputs) = inputs {
+        // Inputs per row: the weight's elements over its first dimension.
+        let cols: i64 = shapes
+            .get(w.as_str())
+            .map_or(0, |d| d.iter().skip(1).product());
+        if let Some(inputs) = inputs.filter(|_| (1..=MAX_COMPENSATED_INPUTS as i64).contains(&cols))
+        {
             out.entry(w.clone()).or_insert(inputs);
         }
     }
@@ -1065,6 +1075,21 @@ mod tests {
             convs >= 8 && depthwise >= 4 && gemm == 1,
             "{convs} {depthwise} {gemm}"
         );
+    }
+
+    #[test]
+    fn layers_too_wide_or_dilated_are_rounded_plainly() {
+        use crate::onnx::build::single_node_model;
+        use crate::onnx::proto::{float_tensor, ints_attr, node};
+        let conv = |c: usize, attrs| {
+            let w = float_tensor("w", &[2, c, 3, 3], &vec![0.1; 2 * c * 9]);
+            let n = node("Conv", "conv", &["x", "w"], &["y"], attrs);
+            compensable_layers(&single_node_model(n, &[1, c, 8, 8], vec![w]), &["w".into()])
+        };
+        // 256 channels × 3×3 = 2,304 inputs per row: compensated; one channel more is not.
+        assert!(conv(MAX_COMPENSATED_INPUTS / 9, vec![]).contains_key("w"));
+        assert!(conv(MAX_COMPENSATED_INPUTS / 9 + 1, vec![]).is_empty());
+        assert!(conv(4, vec![ints_attr("dilations", &[2, 2])]).is_empty());
     }
 
     #[test]
