@@ -9,7 +9,7 @@
 
 use super::gptq::{LayerHessian, LayerStats};
 use super::kmeans::KmeansInit;
-use super::share::{SharedLayer, row_normalise, share_weights, share_weights_by_row};
+use super::share::{SharedLayer, row_normalise, share_weights};
 use anyhow::{Context, Result, bail};
 use image::DynamicImage;
 use nnzip_core::format::encode::encode_tensor;
@@ -398,7 +398,7 @@ pub enum Quantizer {
         /// Index bits.
         bits: u8,
         /// Rows normalised by their largest magnitude first, one scale per row stored
-        /// ([`crate::compress::share::share_weights_by_row`]).
+        /// ([`crate::compress::share::row_normalise`]).
         #[serde(default)]
         row_scaled: bool,
     },
@@ -448,14 +448,15 @@ impl Quantizer {
             row_normalise(&w.values, rows).filter(|_| on && w.shape.len() >= 2 && rows > 1)
         };
         match *self {
-            Quantizer::Kmeans {
-                bits,
-                row_scaled: false,
-            } => share_weights(&w.values, bits, true, KmeansInit::Optimal, 0),
-            Quantizer::Kmeans {
-                bits,
-                row_scaled: true,
-            } => share_weights_by_row(&w.values, &w.shape, bits, true, KmeansInit::Optimal, 0),
+            Quantizer::Kmeans { bits, row_scaled } => match by_row(row_scaled) {
+                Some((scales, normalised)) => {
+                    share_weights(&normalised, bits, true, KmeansInit::Optimal, 0).map(|mut l| {
+                        l.row_scales = Some(scales);
+                        l
+                    })
+                }
+                None => share_weights(&w.values, bits, true, KmeansInit::Optimal, 0),
+            },
             Quantizer::Uniform {
                 step,
                 row_scaled,

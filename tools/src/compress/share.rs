@@ -116,28 +116,6 @@ pub fn row_normalise(w: &[f32], rows: usize) -> Option<(Vec<f32>, Vec<f32>)> {
     Some((scales, normalised))
 }
 
-/// [`share_weights`] with row scales: every row (index of the first dimension of `shape`) is
-/// divided by its largest magnitude, the normalised weights share one codebook, and the layer
-/// keeps the scales. Tensors of one row, or whose scales do not fit binary16, are shared plainly.
-pub fn share_weights_by_row(
-    w: &[f32],
-    shape: &[u64],
-    bits: u8,
-    sparse: bool,
-    init: KmeansInit,
-    seed: u64,
-) -> Result<SharedLayer> {
-    let rows = shape.first().copied().unwrap_or(1) as usize;
-    match row_normalise(w, rows).filter(|_| shape.len() >= 2 && rows > 1) {
-        Some((scales, normalised)) => {
-            let mut layer = share_weights(&normalised, bits, sparse, init, seed)?;
-            layer.row_scales = Some(scales);
-            Ok(layer)
-        }
-        None => share_weights(w, bits, sparse, init, seed),
-    }
-}
-
 /// Clusters a layer's weights into `2^bits` shared values. With `sparse`, exact zeros stay zero
 /// (index 0 = 0.0) and the non-zero weights share the other `2^bits − 1` entries.
 pub fn share_weights(
