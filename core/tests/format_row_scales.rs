@@ -90,7 +90,7 @@ fn every_shared_encoding_round_trips_with_row_scales() {
     let codebook = [0.0f32, -1.0, -0.25, 0.5, 1.0];
     let s = scales();
     for (t, rec) in reader.tensors().iter().zip(&recs) {
-        assert!(t.row_scaled, "{}", t.name);
+        assert_eq!(t.row_scales.as_ref(), Some(&s), "{}", t.name);
         let got = t.decode().unwrap();
         let want: Vec<f32> = indices(5)
             .iter()

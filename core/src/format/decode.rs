@@ -314,10 +314,12 @@ impl<'a> NnzReader<'a> {
             }
             let payload_len = c.u64("a tensor payload length")?;
             let payload = c.bytes(payload_len, &format!("tensor '{name}'"))?;
-            let values = if row_scaled {
-                split_row_scales(&name, &shape, payload)?.1
+            // Row scales are read (and checked) once, here; the view keeps them.
+            let (row_scales, values) = if row_scaled {
+                let (scales, values) = split_row_scales(&name, &shape, payload)?;
+                (Some(scales), values)
             } else {
-                payload
+                (None, payload)
             };
             check_size(&name, encoding, n, values)?;
             if tensors.iter().any(|t| t.name == name) {
@@ -327,7 +329,7 @@ impl<'a> NnzReader<'a> {
                 name,
                 shape,
                 encoding,
-                row_scaled,
+                row_scales,
                 offset,
                 record_bytes: c.offset() - offset,
                 payload,
@@ -491,8 +493,9 @@ pub struct TensorView<'a> {
     pub shape: Vec<u64>,
     /// Encoding of the values.
     pub encoding: Encoding,
-    /// Whether the payload starts with row scales (format version 4).
-    pub row_scaled: bool,
+    /// The row scales that lead the payload (format version 4), as read and checked at parse
+    /// time; `None` for a tensor without them.
+    pub row_scales: Option<Vec<f32>>,
     /// Byte offset of the record in the file.
     pub offset: u64,
     /// Total bytes of the record (header + payload).
@@ -521,15 +524,18 @@ impl TensorView<'_> {
                 ),
             ));
         }
-        if !self.row_scaled {
+        let Some(scales) = &self.row_scales else {
             return decode_payload(&self.name, self.encoding, self.payload, out);
-        }
-        let (scales, values) = split_row_scales(&self.name, &self.shape, self.payload)?;
+        };
+        // The encoded values follow `u32 rows` and a binary16 per row (checked at parse time).
+        let values = self.payload.get(4 + 2 * scales.len()..).ok_or_else(|| {
+            NnzError::bad_tensor(&self.name, "payload shorter than its row scales")
+        })?;
         decode_payload(&self.name, self.encoding, values, out)?;
         // `rows` = the first dimension (checked), so rows divide the elements evenly.
         let row_len = out.len() / scales.len().max(1);
         if row_len > 0 {
-            for (row, &s) in out.chunks_exact_mut(row_len).zip(&scales) {
+            for (row, &s) in out.chunks_exact_mut(row_len).zip(scales.iter()) {
                 row.iter_mut().for_each(|v| *v *= s);
             }
         }

@@ -514,9 +514,8 @@ fn encode_record(t: &TensorRecord) -> Result<(Vec<u8>, TensorStats)> {
         put_u64(&mut r, d);
     }
     // Row scales lead the payload: `u32 rows`, then one binary16 per row.
-    let scales = t.row_scales.as_deref().unwrap_or_default();
     put_u64(&mut r, t.row_scale_bytes() + payload.len() as u64);
-    if t.row_scales.is_some() {
+    if let Some(scales) = &t.row_scales {
         put_u32(&mut r, len_u32(scales.len(), "row scales")?);
         for &s in scales {
             r.extend_from_slice(&half::f16::from_f32(s).to_le_bytes());

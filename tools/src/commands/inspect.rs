@@ -73,7 +73,7 @@ pub fn report(bytes: &[u8]) -> Result<String> {
             format!(
                 "{}{}",
                 v.encoding.name(),
-                if v.row_scaled { " ×row" } else { "" }
+                if v.row_scales.is_some() { " ×row" } else { "" }
             ),
             st.map(|s| s.bits.to_string()).unwrap_or_default(),
             st.filter(|s| s.gap_bits > 0)

@@ -831,18 +831,20 @@ pub fn layer_hessians(
     if geometry.is_empty() || views.is_empty() {
         return Ok(Hessians::new());
     }
-    let rows: BTreeMap<&str, usize> = proto
+    // Output channels of each weight, to split its rows into groups.
+    let rows: BTreeMap<String, usize> = proto
         .graph
         .as_ref()
         .map(|g| {
             g.initializer
                 .iter()
-                .filter_map(|t| Some((t.name.as_str(), *t.dims.first()? as usize)))
+                .filter(|t| geometry.contains_key(&t.name))
+                .filter_map(|t| Some((t.name.clone(), *t.dims.first()? as usize)))
                 .collect()
         })
         .unwrap_or_default();
     let layers: std::collections::BTreeSet<String> = geometry.keys().cloned().collect();
-    let exec = GraphExecutor::new(proto.clone(), "teacher")?;
+    let exec = GraphExecutor::new(proto, "teacher")?;
     // Per layer: groups, inputs per row, vectors seen (per group), Σ x·xᵀ per group.
     let mut sums: BTreeMap<String, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
     let bar = crate::eval::progress_bar(progress, views.len(), "layer inputs");
@@ -892,7 +894,7 @@ pub fn layer_hessians(
     bar.finish_and_clear();
     sums.into_iter()
         .map(|(name, (groups, k, samples, h))| {
-            let out_rows = rows.get(name.as_str()).copied().unwrap_or(0);
+            let out_rows = rows.get(&name).copied().unwrap_or(0);
             if groups == 0 || out_rows % groups != 0 {
                 bail!("'{name}': {out_rows} output channels in {groups} groups");
             }

@@ -5,7 +5,7 @@
 
 use super::pipeline::{CompressConfig, PruneRule};
 use super::prune::{apply_mask, mask_by_density, mask_by_quality};
-use super::share::{SharedLayer, cluster_gradient_sums, share_weights};
+use super::share::{SharedLayer, cluster_gradient_sums, fit_centroids, share_weights};
 use crate::data::Dataset;
 use crate::onnx::GraphExecutor;
 use crate::train::{
@@ -282,20 +282,8 @@ impl GradientHook for ClusterGradient {
         let w: Vec<f32> = value.flatten_all()?.to_vec1()?;
         self.check_len(name, "tensor", w.len())?;
         // Per cluster, the least-squares centroid of its weights: `Σ s·w / Σ s²`.
-        let (mut num, mut den) = (vec![0f64; self.clusters], vec![0f64; self.clusters]);
-        for ((&c, &x), &s) in self.indices.iter().zip(&w).zip(scales) {
-            num[c as usize] += f64::from(s) * f64::from(x);
-            den[c as usize] += f64::from(s) * f64::from(s);
-        }
-        let codebook: Vec<f32> = (0..self.clusters)
-            .map(|j| {
-                if den[j] > 0.0 && !(self.sparse && j == 0) {
-                    (num[j] / den[j]) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let mut codebook = vec![0f32; self.clusters];
+        fit_centroids(&mut codebook, &self.indices, &w, scales, self.sparse);
         let out: Vec<f32> = self
             .indices
             .iter()

@@ -51,17 +51,8 @@ impl SharedLayer {
     /// read fine-tuned centroids back from a model. Zero of sparse layers and unused entries
     /// stay as they are.
     pub fn fit_codebook(&mut self, w: &[f32]) {
-        let k = self.codebook.len();
-        let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
-        for ((&i, &x), s) in self.indices.iter().zip(w).zip(self.weight_scales()) {
-            num[i as usize] += f64::from(s) * f64::from(x);
-            den[i as usize] += f64::from(s) * f64::from(s);
-        }
-        for (j, c) in self.codebook.iter_mut().enumerate() {
-            if den[j] > 0.0 && !(self.sparse && j == 0) {
-                *c = (num[j] / den[j]) as f32;
-            }
-        }
+        let scales = self.weight_scales();
+        fit_centroids(&mut self.codebook, &self.indices, w, &scales, self.sparse);
     }
 
     /// The tensor payload for the `.nnz` writer.
@@ -89,6 +80,29 @@ impl SharedLayer {
             indices: self.indices.clone(),
             index_bits: self.bits,
         })
+    }
+}
+
+/// Sets `codebook[j]` to the least-squares fit `Σ s·w / Σ s²` of the weights `w` that
+/// `indices` assigns to cluster `j`, `scales` being each weight's scale (all 1: the mean). With
+/// `sparse`, entry 0 (the pruned zero) stays; so do entries no weight is assigned to.
+pub fn fit_centroids(
+    codebook: &mut [f32],
+    indices: &[u16],
+    w: &[f32],
+    scales: &[f32],
+    sparse: bool,
+) {
+    let k = codebook.len();
+    let (mut num, mut den) = (vec![0f64; k], vec![0f64; k]);
+    for ((&i, &x), &s) in indices.iter().zip(w).zip(scales) {
+        num[i as usize] += f64::from(s) * f64::from(x);
+        den[i as usize] += f64::from(s) * f64::from(s);
+    }
+    for (j, c) in codebook.iter_mut().enumerate() {
+        if den[j] > 0.0 && !(sparse && j == 0) {
+            *c = (num[j] / den[j]) as f32;
+        }
     }
 }
 

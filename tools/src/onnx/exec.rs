@@ -423,20 +423,10 @@ impl GraphExecutor {
 
     /// Runs the graph on `input` (`N×…`, the model's input layout) and returns its first output.
     pub fn forward(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut env: HashMap<String, Value> = HashMap::new();
-        env.insert(
-            self.input_name.clone(),
-            Value::Float(input.to_dtype(self.dtype)?),
-        );
-        let graph = self.model.graph.as_ref().expect("checked");
-        for n in &graph.node {
-            if n.op_type == "Constant" {
-                continue;
-            }
-            let y = self.eval_node(&env, n, mode).with_context(|| self.at(n))?;
-            env.insert(n.output[0].clone(), y);
-        }
-        match env.remove(&self.output_name) {
+        match self
+            .evaluate(input, mode, |_, _| Ok(()))?
+            .remove(&self.output_name)
+        {
             Some(Value::Float(t)) => Ok(t),
             _ => bail!(
                 "{}: output '{}' was not computed as a float tensor",
@@ -454,29 +444,42 @@ impl GraphExecutor {
         input: &Tensor,
         weights: &std::collections::BTreeSet<String>,
     ) -> Result<HashMap<String, Tensor>> {
+        let mut seen = HashMap::new();
+        self.evaluate(input, Mode::Eval, |n, env| {
+            if matches!(n.op_type.as_str(), "Conv" | "Gemm")
+                && let Some(w) = n.input.get(1).filter(|w| weights.contains(*w))
+            {
+                let x = self.float(env, n.input.first().context("missing input 0")?)?;
+                seen.insert(w.clone(), x);
+            }
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    /// Evaluates every node in order on `input`, calling `before` with each node and the values
+    /// computed so far before evaluating it; returns all values by name.
+    fn evaluate(
+        &self,
+        input: &Tensor,
+        mode: Mode,
+        mut before: impl FnMut(&NodeProto, &HashMap<String, Value>) -> Result<()>,
+    ) -> Result<HashMap<String, Value>> {
         let mut env: HashMap<String, Value> = HashMap::new();
         env.insert(
             self.input_name.clone(),
             Value::Float(input.to_dtype(self.dtype)?),
         );
-        let mut seen = HashMap::new();
         let graph = self.model.graph.as_ref().expect("checked");
         for n in &graph.node {
             if n.op_type == "Constant" {
                 continue;
             }
-            if matches!(n.op_type.as_str(), "Conv" | "Gemm")
-                && let Some(w) = n.input.get(1).filter(|w| weights.contains(*w))
-            {
-                let x = self.float(&env, n.input.first().context("missing input 0")?)?;
-                seen.insert(w.clone(), x);
-            }
-            let y = self
-                .eval_node(&env, n, Mode::Eval)
-                .with_context(|| self.at(n))?;
+            before(n, &env)?;
+            let y = self.eval_node(&env, n, mode).with_context(|| self.at(n))?;
             env.insert(n.output[0].clone(), y);
         }
-        Ok(seen)
+        Ok(env)
     }
 
     fn eval_node(&self, env: &HashMap<String, Value>, n: &NodeProto, mode: Mode) -> Result<Value> {
