@@ -8,11 +8,8 @@ use crate::format::{DecodeLimits, NnzReader};
 use crate::graph::parse_model_proto;
 use crate::metadata::Metadata;
 use crate::preprocess;
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use tract_hir::internal::InferenceFact;
-use tract_hir::ops::konst::Const;
 use tract_hir::prelude::*;
 
 /// How [`Model::from_bytes_with`] prepares a model.
@@ -207,65 +204,40 @@ fn read_graph_and_weights(
     })
 }
 
-/// Parses the graph with tract and replaces every weight that the graph leaves unresolved by a
-/// constant decoded from the file, writing straight into the tensor tract will keep.
+/// Decodes every weight straight into the tensor tract will keep and parses the graph with
+/// them as its initializers, so that tract builds the graph it would build from the original
+/// ONNX file (and optimises it as cheaply).
 fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
     let proto = parse_model_proto(reader.graph())?;
-    let parsed = crate::onnx::onnx()
-        .parse(&proto)
-        .map_err(|e| NnzError::model(format!("tract cannot read the graph: {e:#}")))?;
-    let mut model = parsed.model;
-    let unresolved: HashSet<&str> = parsed
-        .unresolved_inputs
-        .iter()
-        .map(|s| s.as_str())
-        .collect();
-    let mut filled = HashSet::new();
-    if let Some(view) = reader
+    let tensors = decode_tensors(reader.tensors())?;
+    let weights = reader
         .tensors()
         .iter()
-        .find(|v| !unresolved.contains(v.name.as_str()))
-    {
+        .map(|view| view.name.clone())
+        .zip(tensors)
+        .collect();
+    let parsed = crate::onnx::onnx()
+        .parse(&proto, weights)
+        .map_err(|e| NnzError::model(format!("tract cannot read the graph: {e:#}")))?;
+    if !parsed.unresolved_inputs.is_empty() {
         return Err(NnzError::malformed(format!(
-            "tensor '{}' is not used by the graph (or is defined twice)",
-            view.name
+            "the graph needs tensors the file does not hold: {:?}",
+            parsed.unresolved_inputs
         )));
     }
-    let tensors = decode_tensors(reader.tensors())?;
-    for (view, tensor) in reader.tensors().iter().zip(tensors) {
-        let outlet = *parsed
+    let model = parsed.model;
+    for view in reader.tensors() {
+        let unused = parsed
             .outlets_by_name
             .get(view.name.as_str())
-            .ok_or_else(|| {
-                NnzError::malformed(format!("tensor '{}' has no place in the graph", view.name))
-            })?;
-        let tensor = tensor.into_arc_tensor();
-        // The fact carries the value, as tract's own `add_const` gives it: with only type and
-        // shape, the analyser works out the value itself (measured on LeNet-5: 0.76 M more
-        // instructions of analysis per load, a third more than from the ONNX).
-        let fact = InferenceFact::try_from(&tensor).map_err(NnzError::model)?;
-        let node = model.node_mut(outlet.node);
-        node.op = Box::new(Const::new(tensor).map_err(NnzError::model)?);
-        model
-            .set_outlet_fact(outlet, fact)
-            .map_err(NnzError::model)?;
-        filled.insert(view.name.as_str());
+            .is_none_or(|&outlet| model.outlet_successors(outlet).is_empty());
+        if unused {
+            return Err(NnzError::malformed(format!(
+                "tensor '{}' is not used by the graph",
+                view.name
+            )));
+        }
     }
-    let missing: Vec<&str> = unresolved.difference(&filled).copied().collect();
-    if !missing.is_empty() {
-        return Err(NnzError::malformed(format!(
-            "the graph needs tensors the file does not hold: {missing:?}"
-        )));
-    }
-    // The weights were sources; only the declared graph inputs stay inputs.
-    let inputs: Vec<OutletId> = model
-        .input_outlets()
-        .map_err(NnzError::model)?
-        .iter()
-        .copied()
-        .filter(|o| !filled.contains(model.node(o.node).name.as_str()))
-        .collect();
-    model.set_input_outlets(&inputs).map_err(NnzError::model)?;
     Ok(model)
 }
 
@@ -396,6 +368,18 @@ mod tests {
 
     /// As [`one_node_nnz`] with an input of this shape (`-1`: a dynamic dimension "N").
     fn one_node_nnz_shaped(op_type: &str, dims: &[i64]) -> Vec<u8> {
+        one_node_nnz_with(op_type, dims, &[], Vec::new(), Vec::new())
+    }
+
+    /// A one-node graph `y = op(x, extra_inputs…)` with `initializers` left in the graph and
+    /// `tensors` stored in the file.
+    fn one_node_nnz_with(
+        op_type: &str,
+        dims: &[i64],
+        extra_inputs: &[&str],
+        initializers: Vec<pb::TensorProto>,
+        tensors: Vec<crate::format::TensorRecord>,
+    ) -> Vec<u8> {
         let tensor_type = |name: &str| pb::ValueInfoProto {
             name: name.into(),
             r#type: Some(pb::TypeProto {
@@ -430,12 +414,16 @@ mod tests {
                 node: vec![pb::NodeProto {
                     name: "the-node".into(),
                     op_type: op_type.into(),
-                    input: vec!["x".into()],
+                    input: std::iter::once("x")
+                        .chain(extra_inputs.iter().copied())
+                        .map(String::from)
+                        .collect(),
                     output: vec!["y".into()],
                     ..Default::default()
                 }],
                 input: vec![tensor_type("x")],
                 output: vec![tensor_type("y")],
+                initializer: initializers,
                 ..Default::default()
             }),
             ..Default::default()
@@ -448,9 +436,70 @@ mod tests {
             },
             ..Default::default()
         };
-        NnzWriter::new(metadata, proto.encode_to_vec())
-            .to_bytes()
+        let mut w = NnzWriter::new(metadata, proto.encode_to_vec());
+        for t in tensors {
+            w.push(t).unwrap();
+        }
+        w.to_bytes().unwrap()
+    }
+
+    fn raw(name: &str, values: &[f32]) -> crate::format::TensorRecord {
+        crate::format::TensorRecord {
+            row_scales: None,
+            name: name.into(),
+            shape: vec![1, values.len() as u64],
+            data: crate::format::TensorData::RawF32(values.to_vec()),
+        }
+    }
+
+    /// The file's tensors become the graph's initializers: used, they run; one too many, one
+    /// missing or one that the graph also holds is a clear error.
+    #[test]
+    fn file_tensors_fill_the_graph_and_mismatches_are_named() {
+        let b = [1f32, 2., 3., 4.];
+        let ok = one_node_nnz_with("Add", &[1, 4], &["b"], vec![], vec![raw("b", &b)]);
+        let y = Model::from_bytes(&ok)
             .unwrap()
+            .run(Tensor::from_shape(&[1, 4], &[10f32, 20., 30., 40.]).unwrap())
+            .unwrap();
+        assert_eq!(
+            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
+            &[11., 22., 33., 44.]
+        );
+
+        let extra = one_node_nnz_with(
+            "Add",
+            &[1, 4],
+            &["b"],
+            vec![],
+            vec![raw("b", &b), raw("stray", &[5., 6., 7., 8.])],
+        );
+        let err = Model::from_bytes(&extra).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor 'stray' is not used by the graph"),
+            "{err}"
+        );
+
+        let missing = one_node_nnz_with("Add", &[1, 4], &["b"], vec![], vec![]);
+        let err = Model::from_bytes(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("the graph needs tensors the file does not hold") && err.contains("\"b\""),
+            "{err}"
+        );
+
+        let in_graph = pb::TensorProto {
+            name: "b".into(),
+            dims: vec![1, 4],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: b.to_vec(),
+            ..Default::default()
+        };
+        let twice = one_node_nnz_with("Add", &[1, 4], &["b"], vec![in_graph], vec![raw("b", &b)]);
+        let err = Model::from_bytes(&twice).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor 'b' is both in the graph and among the decoded weights"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -44,13 +44,20 @@ impl ParsingContext<'_> {
         load_tensor(proto)
     }
 
-    pub fn parse_graph(&self, graph: &pb::GraphProto) -> TractResult<ParseResult> {
+    /// Parses `graph`; `weights` are initializers decoded elsewhere (a `.nnz` file's tensors),
+    /// added exactly as the graph's own initializers are (nnzip's change, see the module docs).
+    pub fn parse_graph(
+        &self,
+        graph: &pb::GraphProto,
+        weights: Vec<(String, Tensor)>,
+    ) -> TractResult<ParseResult> {
         let mut ctx = self.clone();
         ctx.parent_graphs.push(graph);
         let mut model = self.template.clone();
         let mut unresolved_inputs = vec![];
         let mut closures_to_wire = vec![];
         trace!("trying to initialize initializers hashmap...");
+        let (weight_names, weight_values): (Vec<String>, Vec<Tensor>) = weights.into_iter().unzip();
         #[allow(unused_assignments)]
         let mut initializers: HashMap<&str, Tensor> = graph
             .initializer
@@ -60,6 +67,14 @@ impl ParsingContext<'_> {
                 Ok((&*name.name, t))
             })
             .collect::<TractResult<_>>()?;
+        // Decoded weights become constants in the same order and the same way as initializers
+        // (before the operators, sorted by name), so tract builds and optimises the graph it
+        // builds from the original ONNX file, node for node.
+        for (name, value) in weight_names.iter().zip(weight_values) {
+            if initializers.insert(name.as_str(), value).is_some() {
+                bail!("tensor '{name}' is both in the graph and among the decoded weights");
+            }
+        }
         for (k, v) in initializers.iter().sorted_by_key(|kv| kv.0) {
             trace!("Initializer: {k} {v:?}");
         }
@@ -243,7 +258,12 @@ impl Default for Onnx {
 }
 
 impl Onnx {
-    pub fn parse(&self, proto: &pb::ModelProto) -> TractResult<ParseResult> {
+    /// Parses `proto` with `weights` as extra initializers (see [`ParsingContext::parse_graph`]).
+    pub fn parse(
+        &self,
+        proto: &pb::ModelProto,
+        weights: Vec<(String, Tensor)>,
+    ) -> TractResult<ParseResult> {
         let template = InferenceModel::default();
         let onnx_operator_set_version = proto
             .opset_import
@@ -269,7 +289,7 @@ impl Onnx {
             template,
         };
         trace!("created ParsingContext");
-        let mut result = ctx.parse_graph(graph)?;
+        let mut result = ctx.parse_graph(graph, weights)?;
         if !proto.producer_name.is_empty() {
             result.model.properties.insert(
                 "onnx.producer_name".into(),
