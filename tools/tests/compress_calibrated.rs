@@ -152,6 +152,19 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         .collect();
     let (ok, _, err) = nnzip(&[&compress_args(&model, &again_s)[..], &stale_settings].concat());
     assert!(!ok && err.contains("delete it to measure again"), "{err}");
+    // So is one measured with other entropy coders: its bytes are not the ones this run writes.
+    let (ok, _, err) = nnzip(
+        &[
+            &compress_args(&model, &again_s)[..],
+            &settings[..],
+            &["--coder", "smallest"][..],
+        ]
+        .concat(),
+    );
+    assert!(
+        !ok && err.contains("was measured with --coder auto") && err.contains("--coder smallest"),
+        "{err}"
+    );
 
     // The file classifies in the core runtime, with its preprocessing.
     let (ok, out_c, err) = nnzip(&[

@@ -13,7 +13,7 @@ use crate::compress::calibrate::{
     SharedCache, StudentBuilder, Views, agreement, allocate, bits_sensitivity,
     fine_tune_by_distillation, layer_hessians, load_photos, logits, make_views, predicted_bytes,
 };
-use crate::compress::pipeline::{CompressConfig, compress_weights_with, is_prunable};
+use crate::compress::pipeline::{Coder, CompressConfig, compress_weights_with, is_prunable};
 use crate::compress::share::SharedLayer;
 use crate::eval::progress_bar;
 use crate::fsutil;
@@ -32,8 +32,9 @@ const MAX_FINE_TUNE_BATCH: usize = 16;
 /// Version of what a ladder step measures, kept in `--sensitivity-cache` files: bumped whenever
 /// sharing changes what a step produces for the same ladder, so that a cache measured by another
 /// build is refused instead of steering the allocation with stale numbers. 2: row scales and
-/// error-compensated rounding (GPTQ) of every convolution.
-const SENSITIVITY_MEASUREMENT: u32 = 2;
+/// error-compensated rounding (GPTQ) of every convolution. 3: bytes are those of the encoding
+/// chosen (range coding only where it saves 10%), no longer always the range coder's.
+const SENSITIVITY_MEASUREMENT: u32 = 3;
 
 /// A `--sensitivity-cache` file.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -41,6 +42,10 @@ const SENSITIVITY_MEASUREMENT: u32 = 2;
 struct SensitivityCache {
     /// [`SENSITIVITY_MEASUREMENT`] of the build that measured it.
     measurement: u32,
+    /// The entropy coders the bytes were measured with (`--coder`).
+    coder: Coder,
+    /// The gap width the bytes were measured with (`--gap-bits`, 0: the best of 2–10).
+    gap_bits: u8,
     /// Per shared tensor, agreement along the ladder.
     curves: Vec<BitsCurve>,
 }
@@ -294,6 +299,16 @@ pub fn run(
                     file.measurement
                 );
             }
+            if (file.coder, file.gap_bits) != (cfg.coder, cfg.gap_bits) {
+                bail!(
+                    "{} was measured with --coder {} and gap width {} (this run: --coder {}, gap width {}; 0 = the best of 2–10): delete it to measure again, or compress with its settings",
+                    p.display(),
+                    file.coder.name(),
+                    file.gap_bits,
+                    cfg.coder.name(),
+                    cfg.gap_bits
+                );
+            }
             let curves = file.curves;
             let names: Vec<&String> = curves.iter().map(|c| &c.name).collect();
             let same_ladder = curves
@@ -317,6 +332,7 @@ pub fn run(
             let mut last = String::new();
             let (curves, cache) = bits_sensitivity(
                 &builder,
+                cfg,
                 &sub_teacher,
                 &sub_views,
                 &layers,
@@ -349,6 +365,8 @@ pub fn run(
             if let Some(p) = &s.sensitivity_cache {
                 let file = SensitivityCache {
                     measurement: SENSITIVITY_MEASUREMENT,
+                    coder: cfg.coder,
+                    gap_bits: cfg.gap_bits,
                     curves: curves.clone(),
                 };
                 fsutil::write_atomic(p, &serde_json::to_vec(&file)?)?;

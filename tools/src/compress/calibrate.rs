@@ -9,10 +9,10 @@
 
 use super::gptq::{LayerHessian, LayerStats};
 use super::kmeans::KmeansInit;
+use super::pipeline::{CompressConfig, choose_encoding, shared_candidates};
 use super::share::{SharedLayer, row_normalise, share_weights};
 use anyhow::{Context, Result, bail};
 use image::DynamicImage;
-use nnzip_core::format::encode::encode_tensor;
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
 use nnzip_core::graph::Weight;
 use nnzip_core::metadata::Resize;
@@ -599,29 +599,29 @@ pub struct BitsCurve {
     pub points: Vec<BitsPoint>,
 }
 
-/// Payload bytes of a shared layer with the range coder (the coder that wins on all but the
-/// smallest layers; the final encoding still picks the smallest of all).
-pub fn coded_bytes(w: &Weight, layer: &SharedLayer) -> Result<u64> {
-    let data = layer
-        .to_ac_tensor_data()
-        .context("a shared layer without the zero index")?;
-    let rec = TensorRecord {
-        row_scales: layer.row_scales.clone(),
-        name: w.name.clone(),
-        shape: w.shape.clone(),
-        data,
-    };
-    // `encode_tensor` gives the values' payload; the record adds the row scales.
-    Ok(encode_tensor(&rec)?.0.len() as u64 + rec.row_scale_bytes())
+/// Bytes the layer will take in the file (payload and row scales) with the encoding `cfg` would
+/// store it with ([`choose_encoding`]), so that the allocation plans with the sizes written.
+pub fn coded_bytes(w: &Weight, layer: &SharedLayer, cfg: &CompressConfig) -> Result<u64> {
+    let candidates = shared_candidates(layer, cfg);
+    let (_, bytes) = choose_encoding(
+        &w.name,
+        &w.shape,
+        layer.row_scales.clone(),
+        candidates,
+        cfg.coder,
+    )?;
+    Ok(bytes)
 }
 
 /// For each layer in `layers`, along `ladder` (finest first): share it alone, measure agreement
 /// with the teacher on `views`, and stop once the KL divergence exceeds `stop_kl` (coarser steps
 /// would only be worse). Compensated grids use the layer's statistics in `hessians` where
-/// there are some. `on_step` is called after every measurement.
+/// there are some; bytes are those of the encoding `cfg` chooses. `on_step` is called after
+/// every measurement.
 #[allow(clippy::too_many_arguments)]
 pub fn bits_sensitivity(
     builder: &StudentBuilder,
+    cfg: &CompressConfig,
     teacher: &[Vec<f32>],
     views: &Views,
     layers: &[String],
@@ -641,7 +641,7 @@ pub fn bits_sensitivity(
         let mut points = Vec::new();
         for (level, q) in ladder.iter().enumerate() {
             let layer = q.share(w, hessians.get(name))?;
-            let bytes = coded_bytes(w, &layer)?;
+            let bytes = coded_bytes(w, &layer, cfg)?;
             let replace = BTreeMap::from([(name.clone(), layer.values())]);
             let student = logits(&builder.model(&replace)?, views)?;
             let point = BitsPoint {
@@ -1245,11 +1245,12 @@ mod tests {
         }
         .share(&weight, None)
         .unwrap();
-        let km_bytes = coded_bytes(&weight, &km).unwrap();
+        let cfg = CompressConfig::default();
+        let km_bytes = coded_bytes(&weight, &km, &cfg).unwrap();
         // The finest grid that is no bigger than 5-bit k-means has clearly less error.
         let same_size = (10..40)
             .map(|i| share_uniform(&w, i as f64 * 0.01).unwrap())
-            .find(|g| coded_bytes(&weight, g).unwrap() <= km_bytes)
+            .find(|g| coded_bytes(&weight, g, &cfg).unwrap() <= km_bytes)
             .unwrap();
         assert!(
             mse(&same_size) < 0.8 * mse(&km),
