@@ -3,7 +3,10 @@
 //!   decoder's on a `shared-sparse-ac` tensor (entries/s);
 //! - load-to-ready: `.nnz` → runnable plan vs dense ONNX → runnable plan with tract, in a loop
 //!   (criterion, and alternating medians) and as the first load of a fresh process (the phone's
-//!   case: one load per app start);
+//!   case: one load per app start), for the reference models packed losslessly (`raw`) and for
+//!   the app's compressed model (`out/efficientnet_lite0.nnz`, from
+//!   `scripts/compress-efficientnet.sh`; skipped when absent) against its own weights as a dense
+//!   ONNX;
 //! - batch-1 inference latency of the decoded model (loaded for batch 1, as the bindings do) vs
 //!   tract on the ONNX given a batch-1 input fact.
 //!
@@ -12,10 +15,11 @@
 
 use criterion::{Criterion, Throughput};
 use nnzip_core::Model;
+use nnzip_core::format::NnzReader;
 use nnzip_core::format::decode::decode_payload;
 use nnzip_core::format::encode::encode_tensor;
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
-use nnzip_core::graph::split_onnx;
+use nnzip_core::graph::{Weight, merge_onnx, split_onnx};
 use nnzip_core::metadata::Metadata;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -62,6 +66,21 @@ fn pack(onnx: &[u8]) -> Vec<u8> {
         .expect("push");
     }
     w.to_bytes().expect("encode")
+}
+
+/// The dense ONNX of a `.nnz` file's model: its graph with every tensor decoded back in.
+fn dense_onnx(nnz: &[u8]) -> Vec<u8> {
+    let reader = NnzReader::parse(nnz).expect("a valid .nnz");
+    let weights: Vec<Weight> = reader
+        .tensors()
+        .iter()
+        .map(|t| Weight {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            values: t.decode().expect("decodes"),
+        })
+        .collect();
+    merge_onnx(reader.graph(), weights).expect("merge")
 }
 
 fn tract_load(onnx: &[u8]) -> Arc<TypedSimplePlan> {
@@ -300,6 +319,36 @@ fn main() {
             format!("{file}: batch-1 latency nnzip vs tract-on-ONNX"),
             versus(t_m, t_p, 3),
         ));
+    }
+
+    // The file a phone actually loads: the compressed model, against tract loading the same
+    // weights as a dense ONNX (what shipping the model uncompressed would mean).
+    let app = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../out/efficientnet_lite0.nnz");
+    match std::fs::read(&app) {
+        Ok(nnz) => {
+            let dense = dense_onnx(&nnz);
+            let dir = std::env::temp_dir();
+            let (nnz_path, onnx_path) = (
+                dir.join("nnzip-bench-app.nnz"),
+                dir.join("nnzip-bench-app-dense.onnx"),
+            );
+            std::fs::write(&nnz_path, &nnz).unwrap();
+            std::fs::write(&onnx_path, &dense).unwrap();
+            let (t_nnz, t_onnx) = fresh_process_load(&nnz_path, &onnx_path, 15);
+            let _ = std::fs::remove_file(&nnz_path);
+            let _ = std::fs::remove_file(&onnx_path);
+            summary.push((
+                format!(
+                    "app model ({:.2} MB .nnz): load, fresh process",
+                    nnz.len() as f64 / 1e6
+                ),
+                versus(t_nnz, t_onnx, 1),
+            ));
+        }
+        Err(_) => eprintln!(
+            "skipping the app model: {} not found (bash scripts/compress-efficientnet.sh makes it)",
+            app.display()
+        ),
     }
 
     println!("\n{:<50} result", "benchmark (medians)");
