@@ -19,10 +19,13 @@ nnzip=target/release/nnzip
 shared=../shared
 mkdir -p out
 if [ -f "$shared/models/efficientnet_lite0.onnx" ]; then
-  "$nnzip" pack "$shared/models/efficientnet_lite0.onnx" -o out/efficientnet_lite0.nnz \
+  # Not out/efficientnet_lite0.nnz: that is the compressed model of compress-efficientnet.sh,
+  # which skips its half hour when the file is already there (and the Android build bundles it).
+  packed=out/efficientnet_lite0.packed.nnz
+  "$nnzip" pack "$shared/models/efficientnet_lite0.onnx" -o "$packed" \
     --preprocess efficientnet-lite --labels "$shared/models/imagenet_labels.txt"
-  "$nnzip" inspect out/efficientnet_lite0.nnz | head -20
-  "$nnzip" classify out/efficientnet_lite0.nnz "$shared"/images/*.jpg --top-k 3
+  "$nnzip" inspect "$packed" | head -20
+  "$nnzip" classify "$packed" "$shared"/images/*.jpg --top-k 3
 else
   echo "note: $shared/models/ not found beside the project; skipping the demo" >&2
 fi
