@@ -334,7 +334,7 @@ fn main() {
             );
             std::fs::write(&nnz_path, &nnz).unwrap();
             std::fs::write(&onnx_path, &dense).unwrap();
-            let (t_nnz, t_onnx) = fresh_process_load(&nnz_path, &onnx_path, 15);
+            let (t_nnz, t_onnx) = fresh_process_load(&nnz_path, &onnx_path, 31);
             let _ = std::fs::remove_file(&nnz_path);
             let _ = std::fs::remove_file(&onnx_path);
             summary.push((
