@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use nnzip_tools::commands::{
-    bench, classify, compress, decompress, eval, init, inspect, pack, sensitivity, train,
+    agree, bench, classify, compress, decompress, eval, init, inspect, pack, sensitivity, train,
 };
 use std::process::ExitCode;
 
@@ -36,6 +36,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Time loading and batch-1 inference of a model in the core runtime.
     Bench(bench::BenchArgs),
+    /// How often a compressed model agrees with its dense original on unlabelled photos.
+    Agree(agree::AgreeArgs),
 }
 
 /// Training allocates and frees tensors of megabytes at every op. glibc serves those with
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Sensitivity(a) => sensitivity::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Agree(a) => agree::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

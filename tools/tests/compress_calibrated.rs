@@ -166,6 +166,61 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         "{err}"
     );
 
+    // `nnzip agree` measures the file against the dense model on photos: on the holdout photos
+    // with the same views, the figures of the report's last stage, to the last digit.
+    let (ok, out_a, err) = nnzip(&[
+        "agree",
+        &out_s,
+        "--teacher",
+        &model,
+        "--photos",
+        &hold,
+        "--views",
+        "6",
+        "--json",
+    ]);
+    assert!(ok, "agree failed: {err}");
+    let a: serde_json::Value = serde_json::from_str(out_a.trim()).expect("one JSON object");
+    for key in [
+        "views",
+        "top1",
+        "top5",
+        "kl",
+        "confident_views",
+        "confident_top1",
+    ] {
+        assert_eq!(a["agreement"][key], last["holdout"][key], "{key}: {a}");
+    }
+    assert_eq!(a["photos"], 1);
+    // The dense model against itself: full agreement, no divergence.
+    let packed = tmp.join("dense.nnz");
+    let packed_s = packed.display().to_string();
+    let (ok, _, err) = nnzip(&["pack", &model, "-o", &packed_s, "--preprocess", "mnist"]);
+    assert!(ok, "pack failed: {err}");
+    let (ok, out_a, err) = nnzip(&[
+        "agree",
+        &packed_s,
+        "--teacher",
+        &model,
+        "--photos",
+        &cal,
+        "--json",
+    ]);
+    assert!(ok, "agree failed: {err}");
+    let a: serde_json::Value = serde_json::from_str(out_a.trim()).unwrap();
+    assert_eq!(a["agreement"]["top1"], 1.0, "{a}");
+    assert!(a["agreement"]["kl"].as_f64().unwrap() < 1e-9, "{a}");
+    assert_eq!(a["skipped"].as_array().unwrap().len(), 1, "readme.txt: {a}");
+    // A model without preprocessing in its file cannot be fed photos: said, with the fix.
+    let bare = tmp.join("bare.nnz");
+    let bare_s = bare.display().to_string();
+    assert!(nnzip(&["pack", &model, "-o", &bare_s]).0);
+    let (ok, _, err) = nnzip(&["agree", &bare_s, "--teacher", &model, "--photos", &cal]);
+    assert!(
+        !ok && err.contains("has no image preprocessing") && err.contains("--preprocess"),
+        "{err}"
+    );
+
     // The file classifies in the core runtime, with its preprocessing.
     let (ok, out_c, err) = nnzip(&[
         "classify",

@@ -9,8 +9,8 @@
 
 use super::compress::{CompressArgs, CompressSettings, QuantizerKind, layer_table};
 use crate::compress::calibrate::{
-    Agreement, BitsCurve, CONFIDENT, DistillFineTune, Hessians, PhotoFolder, Quantizer,
-    SharedCache, StudentBuilder, Views, agreement, allocate, bits_sensitivity,
+    Agreement, BitsCurve, CONFIDENT, DistillFineTune, HOLDOUT_SEED_SALT, Hessians, PhotoFolder,
+    Quantizer, SharedCache, StudentBuilder, Views, agreement, allocate, bits_sensitivity,
     fine_tune_by_distillation, layer_hessians, load_photos, logits, make_views, predicted_bytes,
 };
 use crate::compress::pipeline::{Coder, CompressConfig, compress_weights_with, is_prunable};
@@ -203,7 +203,7 @@ pub fn run(
     ));
     let hold = match &s.holdout {
         Some(d) => {
-            let h = PhotoSet::load(d, s, &pre, s.seed ^ 0x5eed, &teacher)?;
+            let h = PhotoSet::load(d, s, &pre, s.seed ^ HOLDOUT_SEED_SALT, &teacher)?;
             let overlap = h
                 .folder
                 .photos

@@ -1,5 +1,6 @@
 //! The subcommands of `nnzip`, each a function over parsed arguments; `main.rs` only dispatches.
 
+pub mod agree;
 pub mod bench;
 pub mod classify;
 pub mod compress;

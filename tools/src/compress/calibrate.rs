@@ -187,6 +187,10 @@ impl Views {
     }
 }
 
+/// Mixed into the seed of the holdout photos' views (`nnzip compress --holdout`, `nnzip
+/// agree`), so that they are not cut like the calibration views of the same seed.
+pub const HOLDOUT_SEED_SALT: u64 = 0x5eed;
+
 /// `per_photo` views of every photo: the first is the photo as the model's preprocessing sees
 /// it (the whole photo, centre crop); the others are random crops (8–100% of the area, aspect
 /// 3:4 to 4:3), half of them mirrored, then the same preprocessing. Seeded: the same seed gives

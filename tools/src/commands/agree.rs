@@ -1,0 +1,138 @@
+//! `nnzip agree MODEL.nnz --teacher DENSE.onnx --photos DIR`: how often a compressed model agrees
+//! with its dense original on unlabelled photos — top-1 agreement, the dense class in the top 5,
+//! KL divergence of the softmax outputs — for developers who check a compressed model on photos
+//! of their own, without labels, after `nnzip compress`.
+
+use crate::compress::calibrate::{
+    Agreement, HOLDOUT_SEED_SALT, agreement, load_photos, logits, make_views,
+};
+use crate::table::Table;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Arguments of `nnzip agree`.
+#[derive(Debug, Args)]
+pub struct AgreeArgs {
+    /// The compressed model (`.nnz`, with its preprocessing in the metadata).
+    pub model: PathBuf,
+    /// The dense original: its ONNX file (or a `.nnz`).
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// A folder of JPEG/PNG photos, searched recursively; other files are skipped and listed.
+    #[arg(long)]
+    pub photos: PathBuf,
+    /// Views per photo: the whole photo, then random crops and mirror images. With the same
+    /// `--views` and `--seed`, the views `nnzip compress --holdout` measures.
+    #[arg(long, default_value_t = 8)]
+    pub views: usize,
+    /// Seed of the random views.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// One JSON object on stdout: the agreement figures, photos, views and skipped files.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `nnzip agree`.
+pub fn run(args: &AgreeArgs) -> Result<()> {
+    if args.views == 0 {
+        bail!("--views must be at least 1");
+    }
+    let student = super::eval::load_model(&args.model)?;
+    let pre = student.metadata().preprocessing.clone().with_context(|| {
+        format!(
+            "{} has no image preprocessing in its metadata: compress or pack it with --preprocess",
+            args.model.display()
+        )
+    })?;
+    let teacher = super::eval::load_model(&args.teacher)?;
+    let folder = load_photos(&args.photos, &pre)?;
+    let views = make_views(&folder, args.views, &pre, args.seed ^ HOLDOUT_SEED_SALT)?;
+    let dense = logits(&teacher, &views)?;
+    let compressed = logits(&student, &views)?;
+    if let (Some(t), Some(s)) = (dense.first(), compressed.first())
+        && t.len() != s.len()
+    {
+        bail!(
+            "the teacher gives {} outputs per image and the model {}: is {} the original of {}?",
+            t.len(),
+            s.len(),
+            args.teacher.display(),
+            args.model.display()
+        );
+    }
+    let a = agreement(&dense, &compressed);
+    // Views of one photo move together: how many photos hold every disagreement says more
+    // about the spread than the view count.
+    let photos_disagreeing = disagreeing_photos(&dense, &compressed, &views.photo);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": args.model,
+                "teacher": args.teacher,
+                "photos": folder.photos.len(),
+                "views_per_photo": args.views,
+                "agreement": a,
+                "photos_with_a_top1_disagreement": photos_disagreeing,
+                "skipped": folder.skipped,
+            })
+        );
+        return Ok(());
+    }
+    print!("{}", render(&a, folder.photos.len(), photos_disagreeing));
+    if !folder.skipped.is_empty() {
+        eprintln!("skipped {} files:", folder.skipped.len());
+        for s in &folder.skipped {
+            eprintln!("  {}: {}", s.path.display(), s.reason);
+        }
+    }
+    Ok(())
+}
+
+/// Photos with at least one view whose top-1 class differs between `dense` and `compressed`.
+fn disagreeing_photos(dense: &[Vec<f32>], compressed: &[Vec<f32>], photo: &[usize]) -> usize {
+    let top1 = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    let mut photos: Vec<usize> = dense
+        .iter()
+        .zip(compressed)
+        .zip(photo)
+        .filter(|((d, c), _)| top1(d) != top1(c))
+        .map(|(_, &p)| p)
+        .collect();
+    photos.sort_unstable();
+    photos.dedup();
+    photos.len()
+}
+
+fn render(a: &Agreement, photos: usize, photos_disagreeing: usize) -> String {
+    let mut t = Table::new(&[
+        "photos",
+        "views",
+        "top-1",
+        "top-5",
+        "KL",
+        "confident top-1",
+        "photos with a top-1 disagreement",
+    ]);
+    t.row(vec![
+        photos.to_string(),
+        a.views.to_string(),
+        format!("{:.2}%", a.top1 * 100.0),
+        format!("{:.2}%", a.top5 * 100.0),
+        format!("{:.4}", a.kl),
+        format!("{:.2}% of {}", a.confident_top1 * 100.0, a.confident_views),
+        format!("{photos_disagreeing} of {photos}"),
+    ]);
+    format!(
+        "{}top-1 = the dense model's class; top-5 = the dense class among the model's first five; \
+         confident = views where the dense model gives its class ≥ 50%\n",
+        t.render()
+    )
+}
