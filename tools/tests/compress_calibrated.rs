@@ -111,6 +111,9 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"],
         "{gptq:?}"
     );
+    // Sensitivity measured on the photos compensation did not fit: every other one (of the
+    // three, the second), two views each.
+    assert_eq!(v["sensitivity_views"], 2, "{}", v["sensitivity_views"]);
     // Fine-tuning saw new random views in its second epoch.
     assert_eq!(v["fine_tune_views"], 2 * 18, "2 epochs × 18 views");
     for key in ["top1", "top5"] {
