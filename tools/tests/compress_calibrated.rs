@@ -214,6 +214,12 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     assert_eq!(a["agreement"]["top1"], 1.0, "{a}");
     assert!(a["agreement"]["kl"].as_f64().unwrap() < 1e-9, "{a}");
     assert_eq!(a["skipped"].as_array().unwrap().len(), 1, "readme.txt: {a}");
+    // A teacher that is not the model's original is refused before any photo is run.
+    let other = shared("models/efficientnet_lite0.onnx")
+        .display()
+        .to_string();
+    let (ok, _, err) = nnzip(&["agree", &out_s, "--teacher", &other, "--photos", &hold]);
+    assert!(!ok && err.contains("the original of"), "{err}");
     // A model without preprocessing in its file cannot be fed photos: said, with the fix.
     let bare = tmp.join("bare.nnz");
     let bare_s = bare.display().to_string();

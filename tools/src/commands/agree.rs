@@ -47,6 +47,23 @@ pub fn run(args: &AgreeArgs) -> Result<()> {
         )
     })?;
     let teacher = super::eval::load_model(&args.teacher)?;
+    let (t_in, s_in) = (
+        &teacher.metadata().input.shape,
+        &student.metadata().input.shape,
+    );
+    // -1 is a dynamic dimension (the batch): it matches anything.
+    let clash = t_in.len() != s_in.len()
+        || t_in
+            .iter()
+            .zip(s_in)
+            .any(|(&t, &s)| t > 0 && s > 0 && t != s);
+    if clash {
+        bail!(
+            "the teacher takes inputs of shape {t_in:?} and the model {s_in:?}: is {} the original of {}?",
+            args.teacher.display(),
+            args.model.display()
+        );
+    }
     let folder = load_photos(&args.photos, &pre)?;
     let views = make_views(&folder, args.views, &pre, args.seed ^ HOLDOUT_SEED_SALT)?;
     let dense = logits(&teacher, &views)?;

@@ -80,7 +80,7 @@ fn min_side(pre: &Preprocessing) -> u32 {
 pub fn load_photos(dir: &Path, pre: &Preprocessing) -> Result<PhotoFolder> {
     if !dir.is_dir() {
         bail!(
-            "{} is not a folder: --calibration wants a folder of JPEG/PNG photos (any photos, no labels; `bash scripts/photos.sh` fetches some)",
+            "{} is not a folder: give a folder of JPEG/PNG photos (any photos, no labels; `bash scripts/photos.sh` fetches some)",
             dir.display()
         );
     }
