@@ -62,7 +62,7 @@ pub struct CompressConfig {
 #[serde(rename_all = "lowercase")]
 pub enum Coder {
     /// The paper's Huffman coding (format version 1), or adaptive range coding (version 2 on)
-    /// where it is at least [`RANGE_CODING_MIN_SAVING`] smaller: it decodes about ten times
+    /// where it is at least 10% smaller (`RANGE_CODING_MIN_SAVING`): it decodes about ten times
     /// slower, which a phone pays at every start.
     #[default]
     Auto,
