@@ -13,7 +13,8 @@
 //! is refused at parse time with an error that names it; tensors with external data are refused
 //! (a `.nnz` graph never has any); a `dim_param` is a plain symbol or an integer (tract-onnx also
 //! parses expressions), anything else is left to shape inference; no NNEF, no sub-graphs; the
-//! parser takes the weights decoded from a `.nnz` file as extra initializers.
+//! parser takes the weights decoded from a `.nnz` file as extra initializers, and adds
+//! initializers without searching for an equal one already in the graph (quadratic).
 //!
 //! [tract-onnx]: https://github.com/sonos/tract/tree/main/onnx
 
