@@ -4,7 +4,7 @@
 //! of their own, without labels, after `nnzip compress`.
 
 use crate::compress::calibrate::{
-    Agreement, HOLDOUT_SEED_SALT, agreement, load_photos, logits, make_views,
+    Agreement, HOLDOUT_SEED_SALT, agreement, argmax, load_photos, logits, make_views,
 };
 use crate::table::Table;
 use anyhow::{Context, Result, bail};
@@ -110,17 +110,11 @@ pub fn run(args: &AgreeArgs) -> Result<()> {
 
 /// Photos with at least one view whose top-1 class differs between `dense` and `compressed`.
 fn disagreeing_photos(dense: &[Vec<f32>], compressed: &[Vec<f32>], photo: &[usize]) -> usize {
-    let top1 = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-    };
     let mut photos: Vec<usize> = dense
         .iter()
         .zip(compressed)
         .zip(photo)
-        .filter(|((d, c), _)| top1(d) != top1(c))
+        .filter(|((d, c), _)| argmax(d) != argmax(c))
         .map(|(_, &p)| p)
         .collect();
     photos.sort_unstable();

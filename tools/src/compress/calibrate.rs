@@ -296,7 +296,8 @@ fn softmax(x: &[f32]) -> Vec<f64> {
     e.into_iter().map(|v| v / s).collect()
 }
 
-fn argmax(x: &[f32]) -> usize {
+/// Index of the largest value (the first of equals): a view's top-1 class.
+pub fn argmax(x: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in x.iter().enumerate() {
         if v > x[best] {

@@ -73,13 +73,11 @@ pub enum Coder {
 }
 
 impl Coder {
-    /// The name `--coder` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Coder::Auto => "auto",
-            Coder::Smallest => "smallest",
-            Coder::Huffman => "huffman",
-        }
+    /// The name `--coder` takes (clap's, so the two cannot drift apart).
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_string())
     }
 }
 
