@@ -195,6 +195,37 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         assert_eq!(a["agreement"][key], last["holdout"][key], "{key}: {a}");
     }
     assert_eq!(a["photos"], 1);
+    // Agreement by the dense model's margin: the bands hold every view and every agreeing one.
+    let sum = |bands: &serde_json::Value, key: &str| -> u64 {
+        bands["bands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[key].as_u64().unwrap())
+            .sum()
+    };
+    let (views, top1) = (
+        a["agreement"]["views"].as_u64().unwrap(),
+        a["agreement"]["top1"].as_f64().unwrap(),
+    );
+    assert_eq!(sum(&a["by_teacher_margin"], "views"), views, "{a}");
+    assert_eq!(
+        sum(&a["by_teacher_margin"], "agree"),
+        (top1 * views as f64).round() as u64,
+        "{a}"
+    );
+    // The binary16 reference is the dense model barely moved: KL far below the file's.
+    let reference = &a["binary16_reference"]["agreement"];
+    assert_eq!(reference["views"], views);
+    let ref_kl = reference["kl"].as_f64().unwrap();
+    assert!(
+        ref_kl < 1e-3 && ref_kl < a["agreement"]["kl"].as_f64().unwrap(),
+        "{a}"
+    );
+    // The report measured the same reference on the same holdout views.
+    assert_eq!(v["binary16_reference"]["holdout"], *reference, "{v}");
+    assert_eq!(v["by_teacher_margin"]["views"], "holdout");
+    assert_eq!(v["by_teacher_margin"]["model"], a["by_teacher_margin"]);
     // The dense model against itself: full agreement, no divergence.
     let packed = tmp.join("dense.nnz");
     let packed_s = packed.display().to_string();

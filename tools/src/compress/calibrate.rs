@@ -351,6 +351,104 @@ pub fn agreement(teacher: &[Vec<f32>], student: &[Vec<f32>]) -> Agreement {
     }
 }
 
+/// Upper bounds of the bands of [`MarginBands`]: the teacher's top-1 probability minus its
+/// top-2 probability, below 1, 5 and 20 points, and the rest.
+pub const MARGIN_BANDS: [f64; 4] = [0.01, 0.05, 0.2, 1.0];
+
+/// Top-1 agreement by how close the teacher's view is to a tie: its top-1 probability minus its
+/// second (the margin). On a view with a margin of a tenth of a point, the rounding error of
+/// binary16 weights already moves the logits enough to swap the two classes; a compressed
+/// model's disagreements there say little, those at wide margins say a lot.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MarginBands {
+    /// One band per entry of [`MARGIN_BANDS`], narrowest margins first.
+    pub bands: Vec<MarginBand>,
+}
+
+/// One band of [`MarginBands`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MarginBand {
+    /// Smallest teacher margin in the band (probability, inclusive).
+    pub from: f64,
+    /// Largest (exclusive; 1 is inclusive).
+    pub to: f64,
+    /// Views whose teacher margin falls in the band.
+    pub views: usize,
+    /// Of those, views whose top-1 class is the teacher's.
+    pub agree: usize,
+}
+
+impl MarginBand {
+    /// Fraction of the band's views that agree (1 for an empty band).
+    pub fn top1(&self) -> f64 {
+        if self.views == 0 {
+            1.0
+        } else {
+            self.agree as f64 / self.views as f64
+        }
+    }
+}
+
+/// The teacher's top-1 probability minus its top-2 probability on one view.
+pub fn teacher_margin(teacher: &[f32]) -> f64 {
+    let p = softmax(teacher);
+    let (mut first, mut second) = (0f64, 0f64);
+    for &v in &p {
+        if v > first {
+            second = first;
+            first = v;
+        } else if v > second {
+            second = v;
+        }
+    }
+    first - second
+}
+
+/// Top-1 agreement of `student` with `teacher` (same views, same order) by the teacher's margin.
+pub fn margin_bands(teacher: &[Vec<f32>], student: &[Vec<f32>]) -> MarginBands {
+    let mut from = 0.0;
+    let mut bands: Vec<MarginBand> = MARGIN_BANDS
+        .iter()
+        .map(|&to| {
+            let b = MarginBand {
+                from,
+                to,
+                views: 0,
+                agree: 0,
+            };
+            from = to;
+            b
+        })
+        .collect();
+    for (t, s) in teacher.iter().zip(student) {
+        let m = teacher_margin(t);
+        let i = MARGIN_BANDS
+            .iter()
+            .position(|&to| m < to)
+            .unwrap_or(MARGIN_BANDS.len() - 1);
+        bands[i].views += 1;
+        bands[i].agree += usize::from(argmax(t) == argmax(s));
+    }
+    MarginBands { bands }
+}
+
+/// Every weight of `weights` rounded to binary16 and back: the mildest rounding a stored model
+/// can have (2× smaller than f32), as a reference for agreement figures. Views on which even
+/// this model disagrees with the teacher are ties closer than any compression can keep.
+pub fn binary16_weights(weights: &[Weight]) -> BTreeMap<String, Vec<f32>> {
+    weights
+        .iter()
+        .map(|w| {
+            let v = w
+                .values
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_f32())
+                .collect();
+            (w.name.clone(), v)
+        })
+        .collect()
+}
+
 /// Builds runnable models from the teacher's graph and weights with some weights replaced.
 #[derive(Debug, Clone)]
 pub struct StudentBuilder {
@@ -1306,6 +1404,39 @@ mod tests {
         let unsure = agreement(&[vec![0.1, 0.0, 0.0]], &[vec![0.0, 0.1, 0.0]]);
         assert_eq!((unsure.confident_views, unsure.confident_top1), (0, 1.0));
         assert!(a.kl > 0.1);
+    }
+
+    #[test]
+    fn margin_bands_sort_views_by_how_close_the_teacher_is_to_a_tie() {
+        // Margins (top-1 − top-2 probability): a near tie, ~3 points, ~46 points, a sure view.
+        let teacher = vec![
+            vec![1.0, 0.999, -5.0],
+            vec![1.0, 0.9, -5.0],
+            vec![2.0, 1.0, -5.0],
+            vec![9.0, 0.0, 0.0],
+        ];
+        let m: Vec<f64> = teacher.iter().map(|t| teacher_margin(t)).collect();
+        assert!(m[0] < 0.01 && (0.01..0.05).contains(&m[1]), "{m:?}");
+        assert!((0.2..1.0).contains(&m[2]) && m[3] > 0.99, "{m:?}");
+        // The student swaps the near tie and the third view's classes.
+        let mut student = teacher.clone();
+        student[0].swap(0, 1);
+        student[2].swap(0, 1);
+        let b = margin_bands(&teacher, &student);
+        let got: Vec<(usize, usize)> = b.bands.iter().map(|b| (b.views, b.agree)).collect();
+        assert_eq!(got, [(1, 0), (1, 1), (0, 0), (2, 1)]);
+        assert_eq!((b.bands[0].from, b.bands[3].to), (0.0, 1.0));
+        assert_eq!(b.bands[2].top1(), 1.0, "an empty band");
+        // Binary16 rounding moves weights by at most 2^-11 of their size.
+        let w = Weight {
+            name: "w".into(),
+            shape: vec![3],
+            values: vec![0.1, -3.3, 1e-3],
+        };
+        let r = &binary16_weights(std::slice::from_ref(&w))["w"];
+        for (a, b) in r.iter().zip(&w.values) {
+            assert!((a - b).abs() <= b.abs() / 2048.0, "{a} vs {b}");
+        }
     }
 
     #[test]
