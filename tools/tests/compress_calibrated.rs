@@ -168,6 +168,26 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         !ok && err.contains("was measured with --coder auto") && err.contains("--coder smallest"),
         "{err}"
     );
+    // And one whose GPTQ statistics came from another number of views per photo.
+    let more_stats = [&settings[..], &["--statistics-views", "12"][..]].concat();
+    let (ok, _, err) = nnzip(&[&compress_args(&model, &again_s)[..], &more_stats].concat());
+    assert!(
+        !ok && err.contains("--statistics-views 6 (this run: 6 and 12)"),
+        "{err}"
+    );
+    // Statistics from more views than are measured: the calibration views are the first six
+    // of each photo's twelve.
+    assert_eq!(v["statistics_views"], 18, "3 photos × 6 views");
+    let fresh = tmp.join("fresh-cache.json").display().to_string();
+    let more_stats: Vec<&str> = more_stats
+        .iter()
+        .map(|&a| if a == cache_s { fresh.as_str() } else { a })
+        .collect();
+    let (ok, stdout, err) = nnzip(&[&compress_args(&model, &again_s)[..], &more_stats].concat());
+    assert!(ok, "compress with --statistics-views failed: {err}");
+    let w: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(w["statistics_views"], 36, "3 photos × 12 views");
+    assert_eq!(w["stages"][0]["calibration"]["views"], 18);
 
     // `nnzip agree` measures the file against the dense model on photos: on the holdout photos
     // with the same views, the figures of the report's last stage, to the last digit.

@@ -152,6 +152,12 @@ pub struct CompressArgs {
     /// images) [default: 8].
     #[arg(long)]
     pub views: Option<usize>,
+    /// With --calibration and GPTQ: views per calibration photo whose layer inputs are measured
+    /// for error-compensated rounding (the first --views of them are the calibration views)
+    /// [default: --views]. Wide layers need many: EfficientNet-Lite0's classifier has 1,280
+    /// inputs per row.
+    #[arg(long)]
+    pub statistics_views: Option<usize>,
     /// With --calibration: the smallest top-1 agreement with the dense model on the calibration
     /// views, in percent [default: 99.5].
     #[arg(long)]
@@ -263,6 +269,8 @@ pub struct CompressSettings {
     pub holdout: Option<PathBuf>,
     /// Views per photo.
     pub views: usize,
+    /// Views per calibration photo for GPTQ's input statistics (none: `views`).
+    pub statistics_views: Option<usize>,
     /// Smallest top-1 agreement on the calibration views, percent.
     pub min_agreement: f64,
     /// Bit widths tried per layer.
@@ -372,6 +380,7 @@ impl Default for CompressSettings {
             calibration: None,
             holdout: None,
             views: 8,
+            statistics_views: None,
             min_agreement: 99.5,
             bits_ladder: vec![8, 6, 5, 4, 3],
             target_ratio: None,
@@ -461,7 +470,8 @@ impl CompressSettings {
             holdout,
             target_ratio,
             sensitivity_cache,
-            paper_densities
+            paper_densities,
+            statistics_views
         );
         take_some!(data, labels, train_limit, max_accuracy_drop);
         take_some!(fine_tune_lr, fine_tune_optimizer);
@@ -536,7 +546,7 @@ impl CompressSettings {
                 bail!("target-ratio works with --calibration");
             }
         }
-        if s.views == 0 {
+        if s.views == 0 || s.statistics_views == Some(0) {
             bail!("views must be at least 1");
         }
         if s.grid_steps.is_empty()

@@ -50,6 +50,13 @@ struct SensitivityCache {
     coder: Coder,
     /// The gap width the bytes were measured with (`--gap-bits`, 0: the best of 2–10).
     gap_bits: u8,
+    /// Views per photo measured (`--views`; absent in caches of earlier builds, which were
+    /// taken as measured with this run's).
+    #[serde(default)]
+    views: Option<usize>,
+    /// Views per photo of the GPTQ statistics (`--statistics-views`, absent: as `views`).
+    #[serde(default)]
+    statistics_views: Option<usize>,
     /// Per shared tensor, agreement along the ladder.
     curves: Vec<BitsCurve>,
 }
@@ -295,15 +302,22 @@ pub fn run(
             .collect(),
     };
     // What each layer's inputs look like, for error-compensated rounding (GPTQ): measured on
-    // every calibration view through the dense model.
+    // every calibration view through the dense model, or on more views of the same photos
+    // (`--statistics-views`; the first `--views` of each photo are the calibration views).
+    let statistics_views = s.statistics_views.unwrap_or(s.views);
+    let stat_views = if compensate && statistics_views != s.views {
+        make_views(&cal.folder, statistics_views, &pre, s.seed)?
+    } else {
+        cal.views.clone()
+    };
     let hessians = if compensate {
         let started = std::time::Instant::now();
-        let h = layer_hessians(onnx, &cal.views, &layers, show)?;
+        let h = layer_hessians(onnx, &stat_views, &layers, show)?;
         say(format!(
             "error-compensated rounding (GPTQ) for {} of {} layers: input statistics of {} views in {:.0} s",
             h.len(),
             layers.len(),
-            cal.views.len(),
+            stat_views.len(),
             started.elapsed().as_secs_f64()
         ));
         h
@@ -324,6 +338,17 @@ pub fn run(
                     "{} was measured by another version of nnzip's sharing (measurement {}, this build {SENSITIVITY_MEASUREMENT}): delete it to measure again",
                     p.display(),
                     file.measurement
+                );
+            }
+            let (views, stats) = (
+                file.views.unwrap_or(s.views),
+                file.statistics_views.or(file.views).unwrap_or(s.views),
+            );
+            if (views, stats) != (s.views, statistics_views) {
+                bail!(
+                    "{} was measured with --views {views} and --statistics-views {stats} (this run: {} and {statistics_views}): delete it to measure again, or compress with its settings",
+                    p.display(),
+                    s.views
                 );
             }
             if (file.coder, file.gap_bits) != (cfg.coder, cfg.gap_bits) {
@@ -357,10 +382,10 @@ pub fn run(
         None => {
             let fitted_hessians;
             let sensitivity_hessians = if held_out {
-                let fitted: Vec<usize> = (0..cal.views.len())
-                    .filter(|&i| cal.views.photo[i] % 2 == 0)
+                let fitted: Vec<usize> = (0..stat_views.len())
+                    .filter(|&i| stat_views.photo[i] % 2 == 0)
                     .collect();
-                fitted_hessians = layer_hessians(onnx, &cal.views.subset(&fitted), &layers, show)?;
+                fitted_hessians = layer_hessians(onnx, &stat_views.subset(&fitted), &layers, show)?;
                 &fitted_hessians
             } else {
                 &hessians
@@ -404,6 +429,8 @@ pub fn run(
                     measurement: SENSITIVITY_MEASUREMENT,
                     coder: cfg.coder,
                     gap_bits: cfg.gap_bits,
+                    views: Some(s.views),
+                    statistics_views: Some(statistics_views),
                     curves: curves.clone(),
                 };
                 fsutil::write_atomic(p, &serde_json::to_vec(&file)?)?;
@@ -615,6 +642,7 @@ pub fn run(
             "fine_tune_views": fine_tune_views,
             "gptq_layers": hessians.keys().collect::<Vec<_>>(),
             "sensitivity_views": sub.len(),
+            "statistics_views": stat_views.len(),
             "binary16_reference": {"calibration": ref_cal, "holdout": ref_hold},
             "by_teacher_margin": {
                 "views": if hold.is_some() { "holdout" } else { "calibration" },
