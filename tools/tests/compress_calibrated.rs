@@ -188,6 +188,42 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
     let w: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(w["statistics_views"], 36, "3 photos × 12 views");
     assert_eq!(w["stages"][0]["calibration"]["views"], 18);
+    assert_eq!(
+        w["asymmetric_layers"].as_array().unwrap().len(),
+        0,
+        "off by default"
+    );
+    // Asymmetric rounding of the last layers: the compensated grids among them, in graph
+    // order, rounded again and measured as a stage of their own; the size goal still holds.
+    let asym = [&more_stats[..], &["--asymmetric-layers", "3"][..]].concat();
+    let (ok, stdout, err) = nnzip(&[&compress_args(&model, &again_s)[..], &asym].concat());
+    assert!(ok, "compress with --asymmetric-layers failed: {err}");
+    let w: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let names: Vec<&str> = w["asymmetric_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let order = ["conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"];
+    assert!(!names.is_empty(), "{w}");
+    let mut previous = 0;
+    for n in &names {
+        let i = order.iter().position(|o| o == n).expect("a shared layer");
+        assert!(
+            i >= 1 && i >= previous,
+            "{names:?}: the last three, in graph order"
+        );
+        previous = i;
+    }
+    let stage = &w["stages"][1];
+    assert_eq!(
+        stage["stage"],
+        format!("asymmetric rounding (last {} layers)", names.len())
+    );
+    assert!(stage["holdout"]["kl"].as_f64().unwrap().is_finite());
+    let file = w["file_bytes"].as_u64().unwrap();
+    assert!(onnx as f64 / file as f64 >= 8.0, "{onnx} / {file} < 8×");
 
     // `nnzip agree` measures the file against the dense model on photos: on the holdout photos
     // with the same views, the figures of the report's last stage, to the last digit.

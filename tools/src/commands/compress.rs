@@ -158,6 +158,12 @@ pub struct CompressArgs {
     /// inputs per row.
     #[arg(long)]
     pub statistics_views: Option<usize>,
+    /// With --calibration and GPTQ: round the last N compensated layers again, in graph order,
+    /// each against the dense model's outputs from the inputs the compressed model gives it
+    /// (asymmetric calibration): a layer absorbs the error the layers before it left
+    /// [default: 0].
+    #[arg(long)]
+    pub asymmetric_layers: Option<usize>,
     /// With --calibration: the smallest top-1 agreement with the dense model on the calibration
     /// views, in percent [default: 99.5].
     #[arg(long)]
@@ -271,6 +277,8 @@ pub struct CompressSettings {
     pub views: usize,
     /// Views per calibration photo for GPTQ's input statistics (none: `views`).
     pub statistics_views: Option<usize>,
+    /// Compensated layers nearest the output rounded again against the dense outputs.
+    pub asymmetric_layers: usize,
     /// Smallest top-1 agreement on the calibration views, percent.
     pub min_agreement: f64,
     /// Bit widths tried per layer.
@@ -381,6 +389,7 @@ impl Default for CompressSettings {
             holdout: None,
             views: 8,
             statistics_views: None,
+            asymmetric_layers: 0,
             min_agreement: 99.5,
             bits_ladder: vec![8, 6, 5, 4, 3],
             target_ratio: None,
@@ -450,6 +459,7 @@ impl CompressSettings {
         );
         take!(
             views,
+            asymmetric_layers,
             min_agreement,
             bits_ladder,
             quantizer,

@@ -11,8 +11,9 @@ use super::compress::{CompressArgs, CompressSettings, QuantizerKind, layer_table
 use crate::compress::calibrate::{
     Agreement, BitsCurve, CONFIDENT, DistillFineTune, HOLDOUT_SEED_SALT, Hessians, MarginBands,
     PhotoFolder, Quantizer, SharedCache, StudentBuilder, Views, agreement, allocate,
-    binary16_weights, bits_sensitivity, fine_tune_by_distillation, layer_hessians, load_photos,
-    logits, make_views, margin_bands, predicted_bytes,
+    asymmetric_reround, binary16_weights, bits_sensitivity, compensable_in_graph_order,
+    fine_tune_by_distillation, layer_hessians, load_photos, logits, make_views, margin_bands,
+    predicted_bytes,
 };
 use crate::compress::pipeline::{Coder, CompressConfig, compress_weights_with, is_prunable};
 use crate::compress::share::SharedLayer;
@@ -520,6 +521,7 @@ pub fn run(
     let bits = candidates[chosen].1.clone();
     let mut shared = allocation_layers(&bits, &cache, &curves, &builder, &hessians)?;
     let mut stages: Vec<(String, Agreement, Option<Agreement>)> = Vec::new();
+    let mut asymmetric: Vec<String> = Vec::new();
     // Agreement on the calibration views, and on the holdout views when there are some.
     let measure = |model: &nnzip_core::Model| -> Result<(Agreement, Option<Agreement>)> {
         Ok((
@@ -533,6 +535,42 @@ pub fn run(
         sharing,
         sharing_hold,
     ));
+    let mut sharing = sharing;
+    if compensate && s.asymmetric_layers > 0 {
+        let order = compensable_in_graph_order(onnx, &layers)?;
+        let last = &order[order.len().saturating_sub(s.asymmetric_layers)..];
+        let quantizers: BTreeMap<String, Quantizer> = bits
+            .iter()
+            .filter_map(|(name, &i)| {
+                let c = curves.iter().find(|c| &c.name == name)?;
+                Some((name.clone(), c.points.get(i)?.quantizer))
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        asymmetric = asymmetric_reround(
+            onnx,
+            &stat_views,
+            &mut shared,
+            last,
+            &quantizers,
+            builder.weights(),
+            show,
+        )?;
+        let (a, h) = measure(&builder.model(&values_of(&shared))?)?;
+        say(format!(
+            "asymmetric rounding of {} layers in {:.0} s: calibration KL {:.4} → {:.4}",
+            asymmetric.len(),
+            started.elapsed().as_secs_f64(),
+            sharing.kl,
+            a.kl
+        ));
+        stages.push((
+            format!("asymmetric rounding (last {} layers)", asymmetric.len()),
+            a,
+            h,
+        ));
+        sharing = a;
+    }
 
     // 3. Centroid fine-tuning by distillation on the calibration views (no labels); kept only if
     // it brings the model closer to the teacher on them.
@@ -643,6 +681,7 @@ pub fn run(
             "gptq_layers": hessians.keys().collect::<Vec<_>>(),
             "sensitivity_views": sub.len(),
             "statistics_views": stat_views.len(),
+            "asymmetric_layers": asymmetric,
             "binary16_reference": {"calibration": ref_cal, "holdout": ref_hold},
             "by_teacher_margin": {
                 "views": if hold.is_some() { "holdout" } else { "calibration" },

@@ -918,6 +918,50 @@ fn conv_patches(
         .contiguous()?)
 }
 
+/// `[groups, K, vectors]`: what each group's rows of the layer `name` see in `x`, the tensor
+/// its node receives (each group's input vectors as columns).
+fn row_inputs(
+    name: &str,
+    x: &candle_core::Tensor,
+    geometry: LayerInputs,
+) -> Result<candle_core::Tensor> {
+    let x = x.to_dtype(candle_core::DType::F32)?;
+    match (geometry, x.rank()) {
+        (LayerInputs::Matrix, 2) => Ok(x.t()?.unsqueeze(0)?.contiguous()?),
+        (
+            LayerInputs::Patches {
+                kernel,
+                strides,
+                pads,
+                group,
+            },
+            4,
+        ) => conv_patches(&x, kernel, strides, pads, group),
+        (_, r) => bail!("'{name}' gets a rank-{r} input"),
+    }
+}
+
+/// Views as candle batches of at most `batch` inputs.
+fn candle_batches(
+    views: &Views,
+    batch: usize,
+) -> impl Iterator<Item = Result<candle_core::Tensor>> + '_ {
+    views.inputs.chunks(batch.max(1)).map(|chunk| {
+        let tensors: Vec<candle_core::Tensor> = chunk
+            .iter()
+            .map(|x| {
+                let v = x.to_plain_array_view::<f32>()?;
+                let shape: Vec<usize> = v.shape().to_vec();
+                Ok(
+                    candle_core::Tensor::from_iter(v.iter().copied(), &candle_core::Device::Cpu)?
+                        .reshape(shape)?,
+                )
+            })
+            .collect::<Result<_>>()?;
+        Ok(candle_core::Tensor::cat(&tensors, 0)?)
+    })
+}
+
 /// Measures `H = Σ x·xᵀ` of what the rows of every layer of `names` that
 /// [`compensable_layers`] accepts see, over `views` run through the dense model (`onnx`), and
 /// factors it for GPTQ.
@@ -951,35 +995,11 @@ pub fn layer_hessians(
     // Per layer: groups, inputs per row, vectors seen (per group), Σ x·xᵀ per group.
     let mut sums: BTreeMap<String, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
     let bar = crate::eval::progress_bar(progress, views.len(), "layer inputs");
-    for batch in views.inputs.chunks(HESSIAN_BATCH) {
-        let tensors: Vec<candle_core::Tensor> = batch
-            .iter()
-            .map(|x| {
-                let v = x.to_plain_array_view::<f32>()?;
-                let shape: Vec<usize> = v.shape().to_vec();
-                Ok(
-                    candle_core::Tensor::from_iter(v.iter().copied(), &candle_core::Device::Cpu)?
-                        .reshape(shape)?,
-                )
-            })
-            .collect::<Result<_>>()?;
-        let input = candle_core::Tensor::cat(&tensors, 0)?;
+    for input in candle_batches(views, HESSIAN_BATCH) {
+        let input = input?;
+        let n = input.dim(0)?;
         for (name, x) in exec.layer_inputs(&input, &layers)? {
-            let x = x.to_dtype(candle_core::DType::F32)?;
-            // [groups, K, vectors]: each group's input vectors as columns.
-            let a = match (geometry[&name], x.rank()) {
-                (LayerInputs::Matrix, 2) => x.t()?.unsqueeze(0)?.contiguous()?,
-                (
-                    LayerInputs::Patches {
-                        kernel,
-                        strides,
-                        pads,
-                        group,
-                    },
-                    4,
-                ) => conv_patches(&x, kernel, strides, pads, group)?,
-                (_, r) => bail!("'{name}' gets a rank-{r} input"),
-            };
+            let a = row_inputs(&name, &x, geometry[&name])?;
             let (groups, k, m) = a.dims3()?;
             let h: Vec<f32> = a.matmul(&a.t()?)?.flatten_all()?.to_vec1()?;
             let entry = sums
@@ -992,7 +1012,7 @@ pub fn layer_hessians(
                 .zip(h)
                 .for_each(|(a, b)| *a += f64::from(b));
         }
-        bar.inc(batch.len() as u64);
+        bar.inc(n as u64);
     }
     bar.finish_and_clear();
     sums.into_iter()
@@ -1015,6 +1035,146 @@ pub fn layer_hessians(
             ))
         })
         .collect()
+}
+
+/// The weights of `names` that GPTQ can compensate, in the order the graph computes them.
+pub fn compensable_in_graph_order(onnx: &[u8], names: &[String]) -> Result<Vec<String>> {
+    use prost::Message;
+    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let geometry = compensable_layers(&proto, names);
+    let mut order = Vec::new();
+    for n in proto.graph.iter().flat_map(|g| &g.node) {
+        if let Some(w) = n.input.get(1).filter(|w| geometry.contains_key(*w))
+            && !order.contains(w)
+        {
+            order.push(w.clone());
+        }
+    }
+    Ok(order)
+}
+
+/// Asymmetric re-rounding ([`super::gptq::asymmetric_target`]): each layer of `order` (in graph
+/// order), shared by `quantizers[name]`, is rounded again so that, with the layers before it
+/// rounded as in `shared`, it reproduces the dense model's outputs on `views`: its weights
+/// become the least-squares fit of the dense outputs from the inputs the compressed model gives
+/// it, then GPTQ rounds them under those inputs' statistics. Layers of `order` shared otherwise
+/// than by a compensated grid are left as they are. Updates `shared`; returns the layers
+/// rounded again.
+pub fn asymmetric_reround(
+    onnx: &[u8],
+    views: &Views,
+    shared: &mut BTreeMap<String, SharedLayer>,
+    order: &[String],
+    quantizers: &BTreeMap<String, Quantizer>,
+    weights: &[Weight],
+    progress: bool,
+) -> Result<Vec<String>> {
+    use crate::compress::retrain::set_values;
+    use crate::onnx::GraphExecutor;
+    use prost::Message;
+    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let geometry = compensable_layers(&proto, order);
+    let dense = GraphExecutor::new(proto.clone(), "teacher")?;
+    let student = GraphExecutor::new(proto, "student")?;
+    for (name, layer) in shared.iter() {
+        set_values(&student, name, layer.values())?;
+    }
+    let todo: Vec<&String> = order
+        .iter()
+        .filter(|n| {
+            geometry.contains_key(*n)
+                && shared.contains_key(*n)
+                && matches!(
+                    quantizers.get(*n),
+                    Some(Quantizer::Uniform {
+                        compensated: true,
+                        ..
+                    })
+                )
+        })
+        .collect();
+    let bar = crate::eval::progress_bar(progress, todo.len() * views.len(), "asymmetric rounding");
+    let mut done = Vec::new();
+    for name in todo {
+        let wanted = std::collections::BTreeSet::from([name.clone()]);
+        // Per group: C = Σ x·x̃ᵀ and H̃ = Σ x̃·x̃ᵀ, and the vectors seen.
+        let mut sums: Option<(usize, usize, usize, Vec<f64>, Vec<f64>)> = None;
+        for input in candle_batches(views, HESSIAN_BATCH) {
+            let input = input?;
+            let n = input.dim(0)?;
+            let x = dense
+                .layer_inputs(&input, &wanted)?
+                .remove(name)
+                .with_context(|| format!("'{name}' is not computed by the model"))?;
+            let xt = student
+                .layer_inputs(&input, &wanted)?
+                .remove(name)
+                .with_context(|| format!("'{name}' is not computed by the model"))?;
+            let a = row_inputs(name, &x, geometry[name])?;
+            let at = row_inputs(name, &xt, geometry[name])?;
+            let (groups, k, m) = at.dims3()?;
+            let h: Vec<f32> = at.matmul(&at.t()?)?.flatten_all()?.to_vec1()?;
+            let c: Vec<f32> = a.matmul(&at.t()?)?.flatten_all()?.to_vec1()?;
+            let e = sums.get_or_insert_with(|| {
+                (
+                    groups,
+                    k,
+                    0,
+                    vec![0f64; groups * k * k],
+                    vec![0f64; groups * k * k],
+                )
+            });
+            e.2 += m;
+            e.3.iter_mut().zip(c).for_each(|(a, b)| *a += f64::from(b));
+            e.4.iter_mut().zip(h).for_each(|(a, b)| *a += f64::from(b));
+            bar.inc(n as u64);
+        }
+        let Some((groups, k, samples, cross, h)) = sums else {
+            continue;
+        };
+        let w = weights
+            .iter()
+            .find(|w| &w.name == name)
+            .with_context(|| format!("no weight named '{name}'"))?;
+        let rows = w.shape.first().copied().unwrap_or(0) as usize;
+        if groups == 0 || rows % groups != 0 || w.values.len() != rows * k {
+            bail!("'{name}': {rows} rows of {k} inputs in {groups} groups");
+        }
+        let per_group = rows / groups * k;
+        let mut target = Vec::with_capacity(w.values.len());
+        let mut factors = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let (cg, hg) = (
+                &cross[g * k * k..(g + 1) * k * k],
+                &h[g * k * k..(g + 1) * k * k],
+            );
+            target.extend(super::gptq::asymmetric_target(
+                &w.values[g * per_group..(g + 1) * per_group],
+                cg,
+                hg,
+                k,
+                samples,
+            )?);
+            factors.push(LayerHessian::new(hg, k, samples)?);
+        }
+        let stats = LayerStats {
+            groups: factors,
+            rows_per_group: rows / groups,
+        };
+        let refit = Weight {
+            name: name.clone(),
+            shape: w.shape.clone(),
+            values: target,
+        };
+        let layer = quantizers[name]
+            .share(&refit, Some(&stats))
+            .with_context(|| format!("asymmetric rounding of '{name}'"))?;
+        set_values(&student, name, layer.values())?;
+        shared.insert(name.clone(), layer);
+        done.push(name.clone());
+    }
+    bar.finish_and_clear();
+    Ok(done)
 }
 
 /// Shared layers by (name, ladder position), as measured by [`bits_sensitivity`]: the

@@ -51,9 +51,7 @@ impl LayerHessian {
         let dead: Vec<bool> = (0..cols).map(|i| h[i * cols + i] <= 0.0).collect();
         let mut order: Vec<usize> = (0..cols).collect();
         order.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
-        let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols.max(1) as f64;
-        let relative = DAMPING.max(DAMPING_PER_INPUT * cols as f64 / samples.max(1) as f64);
-        let mut damping = relative * mean_diag.max(1e-12);
+        let mut damping = damping(h, cols, samples);
         for _ in 0..6 {
             let mut p = vec![0f64; cols * cols];
             for (a, &i) in order.iter().enumerate() {
@@ -153,6 +151,88 @@ impl LayerStats {
         }
         Ok(out)
     }
+}
+
+/// The damping GPTQ adds to the diagonal of `H` (the sum of `samples` outer products of
+/// `cols` inputs): [`DAMPING`], or more when there are few samples per input
+/// ([`DAMPING_PER_INPUT`]), relative to `H`'s mean diagonal.
+fn damping(h: &[f64], cols: usize, samples: usize) -> f64 {
+    let mean_diag = (0..cols).map(|i| h[i * cols + i]).sum::<f64>() / cols.max(1) as f64;
+    let relative = DAMPING.max(DAMPING_PER_INPUT * cols as f64 / samples.max(1) as f64);
+    relative * mean_diag.max(1e-12)
+}
+
+/// Asymmetric calibration (Li et al., "GPTAQ", ICML 2025): the weights `W'` that reproduce a
+/// layer's outputs in the dense model from the inputs it gets in the compressed one, where the
+/// layers before it are already rounded: `min ‖W·X − W'·X̃‖²` over the calibration inputs, with
+/// `X` what the layer sees in the dense model and `X̃` in the compressed one. Ridge-damped
+/// towards `W` as GPTQ damps `H`: `W' = (W·C + λ·W)·(H̃ + λ·I)⁻¹` with `C = Σ x·x̃ᵀ` and
+/// `H̃ = Σ x̃·x̃ᵀ`. Rounding `W'` with GPTQ under `H̃` then minimises the same objective on the
+/// grid (`‖W·X − Q·X̃‖² = ‖(W' − Q)·X̃‖²` + a constant): each layer absorbs the error that the
+/// rounding of the layers before it left in its inputs, instead of passing it on.
+///
+/// `w`: rows of `cols` weights; `cross`: `C` (row-major `cols × cols`, `C[i][j] = Σ x_i·x̃_j`);
+/// `h`: `H̃`; both sums of `samples` vectors.
+pub fn asymmetric_target(
+    w: &[f32],
+    cross: &[f64],
+    h: &[f64],
+    cols: usize,
+    samples: usize,
+) -> Result<Vec<f32>> {
+    if cols == 0
+        || !w.len().is_multiple_of(cols)
+        || cross.len() != cols * cols
+        || h.len() != cols * cols
+    {
+        bail!(
+            "asymmetric target: {} weights, statistics of {} and {} values for {cols} inputs",
+            w.len(),
+            cross.len(),
+            h.len()
+        );
+    }
+    let mut lambda = damping(h, cols, samples);
+    let mut l = None;
+    for _ in 0..6 {
+        let mut p = h.to_vec();
+        for i in 0..cols {
+            p[i * cols + i] += lambda;
+        }
+        l = cholesky(&p, cols);
+        if l.is_some() {
+            break;
+        }
+        lambda *= 10.0;
+    }
+    let Some(l) = l else {
+        bail!("the input second moments of a layer are not positive definite, even damped")
+    };
+    let mut out = Vec::with_capacity(w.len());
+    let mut rhs = vec![0f64; cols];
+    for row in w.chunks_exact(cols) {
+        // (H̃ + λI)·w' = Cᵀ·w + λ·w, solved with the Cholesky factor (forward, then back).
+        for (j, r) in rhs.iter_mut().enumerate() {
+            *r = lambda * f64::from(row[j]);
+        }
+        for (i, &wi) in row.iter().enumerate() {
+            let wi = f64::from(wi);
+            if wi != 0.0 {
+                let c = &cross[i * cols..(i + 1) * cols];
+                rhs.iter_mut().zip(c).for_each(|(r, c)| *r += wi * c);
+            }
+        }
+        for i in 0..cols {
+            let s: f64 = (0..i).map(|k| l[i * cols + k] * rhs[k]).sum();
+            rhs[i] = (rhs[i] - s) / l[i * cols + i];
+        }
+        for i in (0..cols).rev() {
+            let s: f64 = (i + 1..cols).map(|k| l[k * cols + i] * rhs[k]).sum();
+            rhs[i] = (rhs[i] - s) / l[i * cols + i];
+        }
+        out.extend(rhs.iter().map(|&v| v as f32));
+    }
+    Ok(out)
 }
 
 /// The upper factor `U` of `P⁻¹ = Uᵀ·U` for a symmetric positive definite `P` (row-major
@@ -312,5 +392,63 @@ mod tests {
             assert!(a == b || i % cols == 5, "weight {i}: {a} vs {b}");
         }
         assert!(LayerHessian::new(&h[1..], cols, xs.len()).is_err());
+    }
+
+    #[test]
+    fn asymmetric_target_absorbs_the_error_of_the_inputs() {
+        let (rows, cols) = (6, 16);
+        let mut rand = uniform(0x1234_5678_9abc_def1);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rand() as f32).collect();
+        // Dense inputs, and the compressed model's: the same plus an error that mixes channels
+        // (what rounded layers before this one leave), plus noise.
+        let xs: Vec<Vec<f64>> = (0..800)
+            .map(|_| (0..cols).map(|_| rand()).collect())
+            .collect();
+        let xt: Vec<Vec<f64>> = xs
+            .iter()
+            .map(|x| {
+                (0..cols)
+                    .map(|c| 0.9 * x[c] + 0.2 * x[(c + 1) % cols] + 0.01 * rand())
+                    .collect()
+            })
+            .collect();
+        let moments = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+            let mut m = vec![0f64; cols * cols];
+            for (x, y) in a.iter().zip(b) {
+                for i in 0..cols {
+                    for j in 0..cols {
+                        m[i * cols + j] += x[i] * y[j];
+                    }
+                }
+            }
+            m
+        };
+        let (cross, h) = (moments(&xs, &xt), second_moments(&xt, cols));
+        let target = asymmetric_target(&w, &cross, &h, cols, xs.len()).unwrap();
+        // Output error against the dense outputs W·x, from the compressed inputs.
+        let err = |q: &[f32]| -> f64 {
+            let mut e = 0.0;
+            for (x, y) in xs.iter().zip(&xt) {
+                for (wr, qr) in w.chunks_exact(cols).zip(q.chunks_exact(cols)) {
+                    let d: f64 = (0..cols)
+                        .map(|c| f64::from(wr[c]) * x[c] - f64::from(qr[c]) * y[c])
+                        .sum();
+                    e += d * d;
+                }
+            }
+            e
+        };
+        assert!(
+            err(&target) < 0.05 * err(&w),
+            "{} vs {}",
+            err(&target),
+            err(&w)
+        );
+        // Inputs unchanged: the target is the weights themselves (but for the damping).
+        let same = asymmetric_target(&w, &h, &h, cols, xs.len()).unwrap();
+        for (a, b) in same.iter().zip(&w) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        assert!(asymmetric_target(&w, &cross[1..], &h, cols, 800).is_err());
     }
 }
