@@ -1053,6 +1053,16 @@ pub fn compensable_in_graph_order(onnx: &[u8], names: &[String]) -> Result<Vec<S
     Ok(order)
 }
 
+/// Per group of a layer's rows: `C = Σ x·x̃ᵀ` (dense inputs against the compressed model's) and
+/// `H̃ = Σ x̃·x̃ᵀ`, over `samples` vectors of `k` inputs.
+struct CrossMoments {
+    groups: usize,
+    k: usize,
+    samples: usize,
+    cross: Vec<f64>,
+    h: Vec<f64>,
+}
+
 /// Asymmetric re-rounding ([`super::gptq::asymmetric_target`]): each layer of `order` (in graph
 /// order), shared by `quantizers[name]`, is rounded again so that, with the layers before it
 /// rounded as in `shared`, it reproduces the dense model's outputs on `views`: its weights
@@ -1097,8 +1107,7 @@ pub fn asymmetric_reround(
     let mut done = Vec::new();
     for name in todo {
         let wanted = std::collections::BTreeSet::from([name.clone()]);
-        // Per group: C = Σ x·x̃ᵀ and H̃ = Σ x̃·x̃ᵀ, and the vectors seen.
-        let mut sums: Option<(usize, usize, usize, Vec<f64>, Vec<f64>)> = None;
+        let mut sums: Option<CrossMoments> = None;
         for input in candle_batches(views, HESSIAN_BATCH) {
             let input = input?;
             let n = input.dim(0)?;
@@ -1115,21 +1124,29 @@ pub fn asymmetric_reround(
             let (groups, k, m) = at.dims3()?;
             let h: Vec<f32> = at.matmul(&at.t()?)?.flatten_all()?.to_vec1()?;
             let c: Vec<f32> = a.matmul(&at.t()?)?.flatten_all()?.to_vec1()?;
-            let e = sums.get_or_insert_with(|| {
-                (
-                    groups,
-                    k,
-                    0,
-                    vec![0f64; groups * k * k],
-                    vec![0f64; groups * k * k],
-                )
+            let e = sums.get_or_insert_with(|| CrossMoments {
+                groups,
+                k,
+                samples: 0,
+                cross: vec![0f64; groups * k * k],
+                h: vec![0f64; groups * k * k],
             });
-            e.2 += m;
-            e.3.iter_mut().zip(c).for_each(|(a, b)| *a += f64::from(b));
-            e.4.iter_mut().zip(h).for_each(|(a, b)| *a += f64::from(b));
+            e.samples += m;
+            e.cross
+                .iter_mut()
+                .zip(c)
+                .for_each(|(a, b)| *a += f64::from(b));
+            e.h.iter_mut().zip(h).for_each(|(a, b)| *a += f64::from(b));
             bar.inc(n as u64);
         }
-        let Some((groups, k, samples, cross, h)) = sums else {
+        let Some(CrossMoments {
+            groups,
+            k,
+            samples,
+            cross,
+            h,
+        }) = sums
+        else {
             continue;
         };
         let w = weights
@@ -1137,7 +1154,7 @@ pub fn asymmetric_reround(
             .find(|w| &w.name == name)
             .with_context(|| format!("no weight named '{name}'"))?;
         let rows = w.shape.first().copied().unwrap_or(0) as usize;
-        if groups == 0 || rows % groups != 0 || w.values.len() != rows * k {
+        if groups == 0 || !rows.is_multiple_of(groups) || w.values.len() != rows * k {
             bail!("'{name}': {rows} rows of {k} inputs in {groups} groups");
         }
         let per_group = rows / groups * k;
