@@ -270,6 +270,12 @@ fn lenet5_without_labels_meets_its_size_goal_and_reports_agreement() {
         (top1 * views as f64).round() as u64,
         "{a}"
     );
+    let top5 = a["agreement"]["top5"].as_f64().unwrap();
+    assert_eq!(
+        sum(&a["by_teacher_margin"], "top5"),
+        (top5 * views as f64).round() as u64,
+        "{a}"
+    );
     // The binary16 reference is the dense model barely moved: KL far below the file's.
     let reference = &a["binary16_reference"]["agreement"];
     assert_eq!(reference["views"], views);

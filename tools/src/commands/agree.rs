@@ -182,6 +182,7 @@ pub fn margin_table(bands: &MarginBands, reference: &MarginBands) -> Table {
         "dense margin (top-1 − top-2)",
         "views",
         "top-1",
+        "top-5",
         "binary16 reference top-1",
     ]);
     for (b, f) in bands.bands.iter().zip(&reference.bands) {
@@ -189,6 +190,7 @@ pub fn margin_table(bands: &MarginBands, reference: &MarginBands) -> Table {
             format!("{:.0}–{:.0} points", b.from * 100.0, b.to * 100.0),
             b.views.to_string(),
             format!("{:.2}% ({} of {})", b.top1() * 100.0, b.agree, b.views),
+            format!("{} of {}", b.top5, b.views),
             format!("{:.2}% ({} of {})", f.top1() * 100.0, f.agree, f.views),
         ]);
     }

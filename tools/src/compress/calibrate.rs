@@ -376,6 +376,8 @@ pub struct MarginBand {
     pub views: usize,
     /// Of those, views whose top-1 class is the teacher's.
     pub agree: usize,
+    /// Of those, views where the teacher's class is among the student's first five.
+    pub top5: usize,
 }
 
 impl MarginBand {
@@ -413,8 +415,7 @@ pub fn margin_bands(teacher: &[Vec<f32>], student: &[Vec<f32>]) -> MarginBands {
             let b = MarginBand {
                 from,
                 to,
-                views: 0,
-                agree: 0,
+                ..MarginBand::default()
             };
             from = to;
             b
@@ -426,8 +427,10 @@ pub fn margin_bands(teacher: &[Vec<f32>], student: &[Vec<f32>]) -> MarginBands {
             .iter()
             .position(|&to| m < to)
             .unwrap_or(MARGIN_BANDS.len() - 1);
+        let ti = argmax(t);
         bands[i].views += 1;
-        bands[i].agree += usize::from(argmax(t) == argmax(s));
+        bands[i].agree += usize::from(argmax(s) == ti);
+        bands[i].top5 += usize::from(s.iter().filter(|&&v| v > s[ti]).count() < 5);
     }
     MarginBands { bands }
 }
@@ -1600,8 +1603,13 @@ mod tests {
         student[0].swap(0, 1);
         student[2].swap(0, 1);
         let b = margin_bands(&teacher, &student);
-        let got: Vec<(usize, usize)> = b.bands.iter().map(|b| (b.views, b.agree)).collect();
-        assert_eq!(got, [(1, 0), (1, 1), (0, 0), (2, 1)]);
+        let got: Vec<(usize, usize, usize)> =
+            b.bands.iter().map(|b| (b.views, b.agree, b.top5)).collect();
+        assert_eq!(
+            got,
+            [(1, 0, 1), (1, 1, 1), (0, 0, 0), (2, 1, 2)],
+            "3 classes: all top-5"
+        );
         assert_eq!((b.bands[0].from, b.bands[3].to), (0.0, 1.0));
         assert_eq!(b.bands[2].top1(), 1.0, "an empty band");
         // Binary16 rounding moves weights by at most 2^-11 of their size.
