@@ -154,14 +154,16 @@ pub struct CompressArgs {
     pub views: Option<usize>,
     /// With --calibration and GPTQ: views per calibration photo whose layer inputs are measured
     /// for error-compensated rounding (the first --views of them are the calibration views)
-    /// [default: --views]. Wide layers need many: EfficientNet-Lite0's classifier has 1,280
-    /// inputs per row.
+    /// [default: --views]. Measured on EfficientNet-Lite0 with 60 photos, 32 instead of 8: no
+    /// better on new photos (more views of the same photos are not more photos).
     #[arg(long)]
     pub statistics_views: Option<usize>,
     /// With --calibration and GPTQ: round the last N compensated layers again, in graph order,
     /// each against the dense model's outputs from the inputs the compressed model gives it
     /// (asymmetric calibration): a layer absorbs the error the layers before it left
-    /// [default: 0].
+    /// [default: 0]. It fits the calibration photos closely: on EfficientNet-Lite0 with 60
+    /// photos, the last 12 layers cut the calibration KL 6× and raised it on new photos
+    /// (0.034 → 0.037); worth trying with many more photos.
     #[arg(long)]
     pub asymmetric_layers: Option<usize>,
     /// With --calibration: the smallest top-1 agreement with the dense model on the calibration
