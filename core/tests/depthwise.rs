@@ -1,6 +1,8 @@
 //! The depthwise convolution tract runs for nnzip (vendor/tract-core: the padded-plane kernel of
 //! `ops/cnn/conv/depth_wise_padded.rs` for channel-first f32) against a plain reference, and
-//! against tract's own zone walk (the scopable knob `TRACT_DEPTHWISE_ZONES`), on random inputs:
+//! against tract's own zone walk (the scopable knob `TRACT_DEPTHWISE_ZONES`), on random inputs,
+//! in its vector (AVX2+FMA here) and its plain-Rust four-lane form (`TRACT_DEPTHWISE_PORTABLE`,
+//! the layout of the NEON kernel phones run, which cannot run here):
 //! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
 //! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
 //! random geometries. Sums are reordered (fused multiply-adds, other order), so outputs are
@@ -84,10 +86,25 @@ impl Data {
     }
 }
 
+/// Which of tract's depthwise paths a plan takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The padded-plane kernel, vectorised for this CPU (AVX2+FMA here).
+    Padded,
+    /// The padded-plane kernel in plain Rust, four lanes: the layout NEON runs on phones.
+    Portable,
+    /// Upstream tract's zone walk.
+    Zones,
+}
+
 /// Tract's optimised plan of one depthwise Conv, with the info of its DepthWiseConv nodes.
-fn plan(case: &Case, data: &Data, zones: bool) -> (Arc<TypedSimplePlan>, Vec<String>) {
-    let knob = if zones { "true" } else { "false" };
-    let scope = KnobScope::new([("TRACT_DEPTHWISE_ZONES", knob)]).unwrap();
+fn plan(case: &Case, data: &Data, path: Path) -> (Arc<TypedSimplePlan>, Vec<String>) {
+    let flag = |b: bool| if b { "true" } else { "false" };
+    let scope = KnobScope::new([
+        ("TRACT_DEPTHWISE_ZONES", flag(path == Path::Zones)),
+        ("TRACT_DEPTHWISE_PORTABLE", flag(path == Path::Portable)),
+    ])
+    .unwrap();
     scope.enter(|| {
         let (fmt, x_shape): (DataFormat, TVec<usize>) = if case.batch_axis {
             (DataFormat::NCHW, tvec!(case.n, case.c, case.h, case.w))
@@ -202,7 +219,7 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
 fn check(case: &Case, seed: u64) {
     let data = Data::new(case, seed);
     let (want, mag) = reference(case, &data);
-    let (padded, infos) = plan(case, &data, false);
+    let (padded, infos) = plan(case, &data, Path::Padded);
     let got = run(&padded, case, &data);
     assert_close("padded planes vs reference", case, &got, &want, &mag);
     if infos.is_empty() {
@@ -218,7 +235,20 @@ fn check(case: &Case, seed: u64) {
         infos.iter().all(|i| i.contains("padded planes")),
         "{case:?}: expected the padded-plane kernel, got {infos:?}"
     );
-    let (zones, infos) = plan(case, &data, true);
+    let (portable, infos) = plan(case, &data, Path::Portable);
+    assert!(
+        infos.iter().all(|i| i.contains("portable kernel")),
+        "{infos:?}"
+    );
+    let four_lanes = run(&portable, case, &data);
+    assert_close(
+        "portable padded planes vs reference",
+        case,
+        &four_lanes,
+        &want,
+        &mag,
+    );
+    let (zones, infos) = plan(case, &data, Path::Zones);
     assert!(infos.iter().all(|i| i.contains("zone walk")), "{infos:?}");
     let walk = run(&zones, case, &data);
     let walk64: Vec<f64> = walk.iter().map(|&v| v as f64).collect();

@@ -34,7 +34,11 @@ impl Op for DepthWise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let path = if self.padded.is_some() { "padded planes" } else { "zone walk" };
+        let path = match &self.padded {
+            Some(plan) if plan.is_portable() => "padded planes (portable kernel)",
+            Some(_) => "padded planes",
+            None => "zone walk",
+        };
         Ok(vec![format!("{:?}", self.patch), path.to_string()])
     }
 

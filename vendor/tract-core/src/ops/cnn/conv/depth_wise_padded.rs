@@ -29,6 +29,13 @@ use crate::internal::*;
 use crate::ops::cnn::Patch;
 use crate::ops::nn::DataShape;
 
+crate::declare_knob!(
+    scopable TRACT_DEPTHWISE_PORTABLE,
+    bool,
+    false,
+    "Run the padded-plane depthwise kernel in plain Rust (four lanes) even where a vector kernel exists (tests)."
+);
+
 /// Output vectors computed together, each with its own accumulator.
 const JOBS: usize = 8;
 
@@ -65,6 +72,10 @@ pub(super) struct PaddedPlan {
     c_stride_i: usize,
     n_stride_o: usize,
     c_stride_o: usize,
+    /// Runs the plain-Rust four-lane kernel even where a vector one exists (knob
+    /// `TRACT_DEPTHWISE_PORTABLE`): lets x86_64 tests cover the code NEON machines run in the
+    /// same four-lane layout.
+    portable: bool,
 }
 
 impl PaddedPlan {
@@ -159,7 +170,13 @@ impl PaddedPlan {
             c_stride_i,
             n_stride_o,
             c_stride_o,
+            portable: TRACT_DEPTHWISE_PORTABLE.get(),
         })
+    }
+
+    /// Whether the plain-Rust kernel runs even where a vector one exists.
+    pub(super) fn is_portable(&self) -> bool {
+        self.portable
     }
 
     /// Runs the convolution: `input` holds the `[N,] C, H, W` data, `kernel` `C` runs of
@@ -194,7 +211,7 @@ impl PaddedPlan {
             (input.try_as_plain_ram()?, kernel.try_as_plain_ram()?, bias.try_as_plain_ram()?);
         let (input, kernel, bias) =
             (input.as_slice::<f32>()?, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
-        let run = kernel_here();
+        let run = if self.portable { plane_portable } else { kernel_here() };
         let mut view = output.try_as_plain_ram_mut()?;
         tract_linalg::multithread::par_chunks_mut(
             view.as_slice_mut::<f32>()?,
@@ -207,12 +224,11 @@ impl PaddedPlan {
                     let (ni, ci) = (p / self.c, p % self.c);
                     let src =
                         &input[ni * self.n_stride_i + ci * self.c_stride_i..][..self.h * self.w];
-                    self.fill(&mut scratch, src);
                     // SAFETY: `scratch` holds `rows · pitch` values and every tap offset plus
-                    // every job's base stays below it (see `PaddedPlan::new`); `out` is one
-                    // output plane.
+                    // every job's base stays below it (see `PaddedPlan::new`); `src` is one
+                    // input plane and `out` one output plane.
                     unsafe {
-                        run(self, &scratch, &kernel[ci * taps..][..taps], bias[ci], out);
+                        run(self, src, &mut scratch, &kernel[ci * taps..][..taps], bias[ci], out);
                     }
                 }
                 Ok(())
@@ -221,38 +237,11 @@ impl PaddedPlan {
         drop(view);
         Ok(output)
     }
-
-    /// Copies one input plane into the padded scratch buffer. Only the positions that hold
-    /// input are written: they are the same for every plane, so the zeros of the padding,
-    /// written once when the buffer was made, stay.
-    fn fill(&self, scratch: &mut [f32], src: &[f32]) {
-        let (h, w) = (self.h, self.w);
-        let (pt, pl, s) = (self.pad_top, self.pad_left, self.stride_w);
-        for r in pt..self.rows.min(pt + h) {
-            let src = &src[(r - pt) * w..][..w];
-            let dst = &mut scratch[r * self.pitch..][..self.pitch];
-            for (p, dst) in dst.chunks_exact_mut(self.phase_len).enumerate() {
-                // Columns j of phase p hold padded column j·s + p, input column j·s + p - pl.
-                let j0 = if pl > p { (pl - p).div_ceil(s) } else { 0 };
-                let j1 = if w + pl > p { (w + pl - p).div_ceil(s) } else { 0 }.min(self.phase_len);
-                if j1 <= j0 {
-                    continue;
-                }
-                let x0 = j0 * s + p - pl;
-                if s == 1 {
-                    dst[j0..j1].copy_from_slice(&src[x0..x0 + (j1 - j0)]);
-                } else {
-                    for (d, x) in dst[j0..j1].iter_mut().zip(src[x0..].iter().step_by(s)) {
-                        *d = *x;
-                    }
-                }
-            }
-        }
-    }
 }
 
-/// One plane through the vector kernel: `scratch` the padded plane, `taps` its channel's kernel.
-type PlaneFn = unsafe fn(&PaddedPlan, &[f32], &[f32], f32, &mut [f32]);
+/// One plane through the vector kernel: `src` the input plane, `scratch` the buffer it is padded
+/// into, `taps` its channel's kernel.
+type PlaneFn = unsafe fn(&PaddedPlan, &[f32], &mut [f32], &[f32], f32, &mut [f32]);
 
 /// The best implementation this CPU runs.
 fn kernel_here() -> PlaneFn {
@@ -282,6 +271,8 @@ trait Lanes {
     unsafe fn store(p: *mut f32, v: Self::V);
     /// `acc + a · b`.
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// The even and the odd elements of the `2 · LANES` values from `p`.
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V);
 }
 
 /// Plain Rust, four lanes, separate multiply and add (as the zone walk).
@@ -305,6 +296,11 @@ impl Lanes for Portable {
     #[inline(always)]
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
         [acc[0] + a[0] * b[0], acc[1] + a[1] * b[1], acc[2] + a[2] * b[2], acc[3] + a[3] * b[3]]
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        let v = unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) };
+        ([v[0], v[2], v[4], v[6]], [v[1], v[3], v[5], v[7]])
     }
 }
 
@@ -331,6 +327,20 @@ impl Lanes for Avx2Fma {
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
         unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, acc) }
     }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            // Per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit quarters reordered.
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            let order = |v: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
+            };
+            (order(even), order(odd))
+        }
+    }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -356,36 +366,51 @@ impl Lanes for Neon {
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
         unsafe { std::arch::aarch64::vfmaq_f32(acc, a, b) }
     }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        let v = unsafe { std::arch::aarch64::vld2q_f32(p) };
+        (v.0, v.1)
+    }
 }
 
 unsafe fn plane_portable(
     plan: &PaddedPlan,
-    scratch: &[f32],
+    src: &[f32],
+    scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
     out: &mut [f32],
 ) {
-    unsafe { plane::<Portable>(plan, scratch, taps, bias, out) }
+    unsafe { plane::<Portable>(plan, src, scratch, taps, bias, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn plane_avx2_fma(
     plan: &PaddedPlan,
-    scratch: &[f32],
+    src: &[f32],
+    scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
     out: &mut [f32],
 ) {
-    unsafe { plane::<Avx2Fma>(plan, scratch, taps, bias, out) }
+    unsafe { plane::<Avx2Fma>(plan, src, scratch, taps, bias, out) }
 }
 
 #[cfg(target_arch = "aarch64")]
-unsafe fn plane_neon(plan: &PaddedPlan, scratch: &[f32], taps: &[f32], bias: f32, out: &mut [f32]) {
-    unsafe { plane::<Neon>(plan, scratch, taps, bias, out) }
+unsafe fn plane_neon(
+    plan: &PaddedPlan,
+    src: &[f32],
+    scratch: &mut [f32],
+    taps: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
+    unsafe { plane::<Neon>(plan, src, scratch, taps, bias, out) }
 }
 
-/// Every output of one plane, `JOBS` vectors at a time. The last group repeats the plane's last
+/// Copies one input plane into the padded scratch buffer, then computes every output of the
+/// plane, `JOBS` vectors at a time. The last group repeats the plane's last
 /// vector where it runs short, so every group takes the same code; its copies are stored again
 /// with the same value.
 ///
@@ -395,11 +420,14 @@ unsafe fn plane_neon(plan: &PaddedPlan, scratch: &[f32], taps: &[f32], bias: f32
 #[inline(always)]
 unsafe fn plane<L: Lanes>(
     plan: &PaddedPlan,
-    scratch: &[f32],
+    src: &[f32],
+    scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
     out: &mut [f32],
 ) {
+    fill::<L>(plan, scratch, src);
+    let scratch: &[f32] = scratch;
     debug_assert!(scratch.len() >= plan.rows * plan.pitch);
     debug_assert!(out.len() == plan.oh * plan.ow);
     debug_assert!(taps.len() == plan.tap_offsets.len());
@@ -451,6 +479,80 @@ unsafe fn plane<L: Lanes>(
             q += JOBS;
         }
     }
+}
+
+/// Copies one input plane into the padded scratch buffer. Only the positions that hold input
+/// are written: they are the same for every plane, so the zeros of the padding, written once
+/// when the buffer was made, stay. Vector copies for strides 1 and 2 (de-interleaved into the
+/// two phases), element by element otherwise.
+#[inline(always)]
+fn fill<L: Lanes>(plan: &PaddedPlan, scratch: &mut [f32], src: &[f32]) {
+    let (h, w) = (plan.h, plan.w);
+    let (pt, pl, s, len) = (plan.pad_top, plan.pad_left, plan.stride_w, plan.phase_len);
+    for r in pt..plan.rows.min(pt + h) {
+        let src = &src[(r - pt) * w..][..w];
+        let dst = &mut scratch[r * plan.pitch..][..plan.pitch];
+        if s == 1 {
+            // Padded column j is input column j - pl.
+            let n = w.min(len.saturating_sub(pl));
+            copy::<L>(&src[..n], &mut dst[pl.min(len)..][..n]);
+        } else if s == 2 {
+            // Input column 2m (even) is padded column 2m + pl, input column 2m + 1 (odd) the
+            // next: with an even pl they are column m + pl/2 of phases 0 and 1, with an odd one
+            // column m + pl/2 of phase 1 and m + pl/2 + 1 of phase 0.
+            let a = pl / 2;
+            let ((even_phase, even_j), (odd_phase, odd_j)) =
+                if pl % 2 == 0 { ((0, a), (1, a)) } else { ((1, a), (0, a + 1)) };
+            let evens = w.div_ceil(2).min(len.saturating_sub(even_j));
+            let odds = (w / 2).min(len.saturating_sub(odd_j));
+            let (even_at, odd_at) = (even_phase * len + even_j, odd_phase * len + odd_j);
+            let both = evens.min(odds);
+            let mut m = 0;
+            while m + L::LANES <= both && 2 * (m + L::LANES) <= w {
+                // SAFETY: `2 · LANES` values from column 2m are in the row (2(m + LANES) <= w),
+                // `LANES` values from `even_at + m` and `odd_at + m` are in their phases
+                // (m + LANES <= evens, odds).
+                unsafe {
+                    let (e, o) = L::load_deinterleaved(src.as_ptr().add(2 * m));
+                    L::store(dst.as_mut_ptr().add(even_at + m), e);
+                    L::store(dst.as_mut_ptr().add(odd_at + m), o);
+                }
+                m += L::LANES;
+            }
+            for i in m..evens {
+                dst[even_at + i] = src[2 * i];
+            }
+            for i in m..odds {
+                dst[odd_at + i] = src[2 * i + 1];
+            }
+        } else {
+            for (p, dst) in dst.chunks_exact_mut(len).enumerate() {
+                // Columns j of phase p hold padded column j·s + p, input column j·s + p - pl.
+                let j0 = if pl > p { (pl - p).div_ceil(s) } else { 0 };
+                let j1 = if w + pl > p { (w + pl - p).div_ceil(s) } else { 0 }.min(len);
+                if j1 > j0 {
+                    let x0 = j0 * s + p - pl;
+                    for (d, x) in dst[j0..j1].iter_mut().zip(src[x0..].iter().step_by(s)) {
+                        *d = *x;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)`, by vectors: a call to `memmove` per row cost more than the copy
+/// on short rows.
+#[inline(always)]
+fn copy<L: Lanes>(src: &[f32], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + L::LANES <= n {
+        // SAFETY: `LANES` values from `i` are in both slices.
+        unsafe { L::store(dst.as_mut_ptr().add(i), L::load(src.as_ptr().add(i))) };
+        i += L::LANES;
+    }
+    dst[i..n].copy_from_slice(&src[i..n]);
 }
 
 #[cfg(test)]
