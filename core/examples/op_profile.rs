@@ -87,7 +87,7 @@ fn main() -> TractResult<()> {
             node.op().name(),
             node.name,
             facts.first().map(|f| format!("{:?}", f.shape)),
-            info.chars().take(80).collect::<String>()
+            info.chars().take(400).collect::<String>()
         );
     }
     Ok(())

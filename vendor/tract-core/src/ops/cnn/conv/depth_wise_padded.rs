@@ -144,11 +144,14 @@ impl PaddedPlan {
         if rows.checked_mul(pitch)? > MAX_SCRATCH {
             return None;
         }
-        let mut tap_offsets = Vec::with_capacity(kh * kw);
+        // Below rows · pitch wherever an output exists; checked for the planes without one.
+        let mut tap_offsets = Vec::with_capacity(kh.checked_mul(kw)?);
         for ky in 0..kh {
             for kx in 0..kw {
-                let x = kx * dw;
-                tap_offsets.push(ky * dh * pitch + (x % sw) * phase_len + x / sw);
+                let x = kx.checked_mul(dw)?;
+                let row = ky.checked_mul(dh)?.checked_mul(pitch)?;
+                tap_offsets
+                    .push(row.checked_add((x % sw).checked_mul(phase_len)?)?.checked_add(x / sw)?);
             }
         }
         Some(PaddedPlan {
@@ -333,12 +336,13 @@ impl Lanes for Avx2Fma {
         unsafe {
             let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
             // Per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit quarters reordered.
-            let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-            let order = |v: __m256| {
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)))
-            };
-            (order(even), order(odd))
+            // (No closure for the reordering: a closure would not carry this path's AVX2.)
+            let even = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+            let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(even)),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(odd)),
+            )
         }
     }
 }
