@@ -692,7 +692,8 @@ impl Conv {
             c_axis,
             self.output_channels(),
         )?[0];
-        let op = DepthWise::new(patch, input_shape, output_shape);
+        let op =
+            DepthWise::new(patch, input_shape, output_shape).with_padded_plan(x_fact.datum_type);
         Ok(model.wire_node(name, op, &[x, kernel[0], bias])?[0])
     }
 

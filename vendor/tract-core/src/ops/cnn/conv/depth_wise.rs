@@ -4,6 +4,15 @@ use crate::ops::cnn::patches::ZoneScanner;
 use crate::ops::nn::DataShape;
 use num_traits::Zero;
 
+use super::depth_wise_padded::PaddedPlan;
+
+crate::declare_knob!(
+    scopable TRACT_DEPTHWISE_ZONES,
+    bool,
+    false,
+    "Lower channel-first f32 depthwise convolutions to the zone walk, as upstream tract does, instead of the padded-plane kernel."
+);
+
 /// Largest zone `process_zone_any` hands to the vectorised kernel; 9x9 is 81 taps and 11x11
 /// is 121. The taps live in stack arrays of this size, two per call.
 const MAX_VECTORISED_TAPS: usize = 128;
@@ -13,6 +22,10 @@ pub struct DepthWise {
     patch: Patch,
     input_shape: DataShape,
     output_shape: DataShape,
+    /// Where this convolution runs on the padded-plane kernel (`depth_wise_padded`), its
+    /// geometry; `None` runs the zone walk. Set by [`DepthWise::with_padded_plan`].
+    #[new(default)]
+    padded: Option<PaddedPlan>,
 }
 
 impl Op for DepthWise {
@@ -21,7 +34,12 @@ impl Op for DepthWise {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?}", self.patch)])
+        let path = match &self.padded {
+            Some(plan) if plan.is_portable() => "padded planes (portable kernel)",
+            Some(_) => "padded planes",
+            None => "zone walk",
+        };
+        Ok(vec![format!("{:?}", self.patch), path.to_string()])
     }
 
     fn validation(&self) -> Validation {
@@ -36,6 +54,16 @@ impl EvalOp for DepthWise {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let dt = inputs[0].datum_type();
+        // Channel-first f32: every output through one branch-free loop over a padded copy of
+        // its plane (see `depth_wise_padded`), instead of the zone walk below, whose border
+        // zones and strided zones run scalar.
+        if let Some(plan) = &self.padded
+            && inputs.len() == 3
+            && inputs.iter().all(|t| t.datum_type() == f32::datum_type() && t.is_plain())
+        {
+            let output = plan.eval(&self.output_shape.shape, &inputs[0], &inputs[1], &inputs[2])?;
+            return Ok(tvec!(output.into_tvalue()));
+        }
         #[cfg(target_arch = "aarch64")]
         if dt == f16::datum_type() && tract_linalg::arm64::has_fp16() {
             return unsafe {
@@ -52,6 +80,18 @@ impl EvalOp for DepthWise {
 }
 
 impl DepthWise {
+    /// Runs f32 data on the padded-plane kernel where its layout allows (channel-first, two
+    /// spatial axes, contiguous planes; see `depth_wise_padded`), unless the scopable knob
+    /// `TRACT_DEPTHWISE_ZONES` asks for the zone walk. Other datum types always take the walk.
+    pub fn with_padded_plan(mut self, dt: DatumType) -> DepthWise {
+        self.padded = if dt == f32::datum_type() && !TRACT_DEPTHWISE_ZONES.get() {
+            PaddedPlan::new(&self.patch, &self.input_shape, &self.output_shape)
+        } else {
+            None
+        };
+        self
+    }
+
     fn eval_gen<T: Datum + Copy + num_traits::Zero + ndarray::LinalgScalar>(
         &self,
         inputs: TVec<TValue>,

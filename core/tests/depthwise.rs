@@ -1,0 +1,357 @@
+//! The depthwise convolution tract runs for nnzip (vendor/tract-core: the padded-plane kernel of
+//! `ops/cnn/conv/depth_wise_padded.rs` for channel-first f32) against a plain reference, and
+//! against tract's own zone walk (the scopable knob `TRACT_DEPTHWISE_ZONES`), on random inputs,
+//! in its vector (AVX2+FMA here) and its plain-Rust four-lane form (`TRACT_DEPTHWISE_PORTABLE`,
+//! the layout of the NEON kernel phones run, which cannot run here):
+//! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
+//! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
+//! random geometries. Sums are reordered (fused multiply-adds, other order), so outputs are
+//! compared against a tolerance relative to the magnitude of their terms.
+
+use proptest::prelude::*;
+use tract_core::knobs::KnobScope;
+use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_core::ops::nn::DataFormat;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::tract_core;
+
+#[derive(Debug, Clone)]
+struct Case {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    stride: (usize, usize),
+    dilation: (usize, usize),
+    /// top, left, bottom, right (ONNX order: begins then ends).
+    pads: [usize; 4],
+    /// NCHW with a batch axis, or CHW without one.
+    batch_axis: bool,
+}
+
+impl Case {
+    fn output_hw(&self) -> Option<(usize, usize)> {
+        let out = |i: usize, pb: usize, pa: usize, k: usize, s: usize, d: usize| {
+            let field = (k - 1) * d + 1;
+            (i + pb + pa).checked_sub(field).map(|x| x / s + 1)
+        };
+        Some((
+            out(
+                self.h,
+                self.pads[0],
+                self.pads[2],
+                self.k.0,
+                self.stride.0,
+                self.dilation.0,
+            )?,
+            out(
+                self.w,
+                self.pads[1],
+                self.pads[3],
+                self.k.1,
+                self.stride.1,
+                self.dilation.1,
+            )?,
+        ))
+    }
+}
+
+/// Deterministic values in [-1, 1) (xorshift).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+struct Data {
+    x: Vec<f32>,
+    kernel: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Data {
+    fn new(case: &Case, seed: u64) -> Data {
+        Data {
+            x: values(case.n * case.c * case.h * case.w, seed),
+            kernel: values(case.c * case.k.0 * case.k.1, seed + 1),
+            bias: values(case.c, seed + 2),
+        }
+    }
+}
+
+/// Which of tract's depthwise paths a plan takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The padded-plane kernel, vectorised for this CPU (AVX2+FMA here).
+    Padded,
+    /// The padded-plane kernel in plain Rust, four lanes: the layout NEON runs on phones.
+    Portable,
+    /// Upstream tract's zone walk.
+    Zones,
+}
+
+/// Tract's optimised plan of one depthwise Conv, with the info of its DepthWiseConv nodes.
+fn plan(case: &Case, data: &Data, path: Path) -> (Arc<TypedSimplePlan>, Vec<String>) {
+    let flag = |b: bool| if b { "true" } else { "false" };
+    let scope = KnobScope::new([
+        ("TRACT_DEPTHWISE_ZONES", flag(path == Path::Zones)),
+        ("TRACT_DEPTHWISE_PORTABLE", flag(path == Path::Portable)),
+    ])
+    .unwrap();
+    scope.enter(|| {
+        let (fmt, x_shape): (DataFormat, TVec<usize>) = if case.batch_axis {
+            (DataFormat::NCHW, tvec!(case.n, case.c, case.h, case.w))
+        } else {
+            (DataFormat::CHW, tvec!(case.c, case.h, case.w))
+        };
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact(&x_shape)).unwrap();
+        let k = Tensor::from_shape(&[case.c, 1, case.k.0, case.k.1], &data.kernel).unwrap();
+        let k = model.add_const("k", k).unwrap();
+        let b = model
+            .add_const("b", Tensor::from_shape(&[case.c], &data.bias).unwrap())
+            .unwrap();
+        let p = case.pads;
+        let pool_spec = PoolSpec {
+            data_format: fmt,
+            kernel_shape: tvec!(case.k.0, case.k.1),
+            padding: PaddingSpec::Explicit(tvec!(p[0], p[1]), tvec!(p[2], p[3])),
+            dilations: Some(tvec!(case.dilation.0, case.dilation.1)),
+            strides: Some(tvec!(case.stride.0, case.stride.1)),
+            input_channels: case.c,
+            output_channels: case.c,
+        };
+        let conv = Conv {
+            pool_spec,
+            kernel_fmt: KernelFormat::OIHW,
+            group: case.c,
+            q_params: None,
+        };
+        let y = model.wire_node("dw", conv, &[x, k, b]).unwrap();
+        model.select_output_outlets(&y).unwrap();
+        let model = model.into_optimized().unwrap();
+        let infos = model
+            .nodes
+            .iter()
+            .filter(|n| n.op().name() == "DepthWiseConv")
+            .map(|n| n.op().info().unwrap().join(" "))
+            .collect();
+        (model.into_runnable().unwrap(), infos)
+    })
+}
+
+fn run(plan: &Arc<TypedSimplePlan>, case: &Case, data: &Data) -> Vec<f32> {
+    let shape: Vec<usize> = if case.batch_axis {
+        vec![case.n, case.c, case.h, case.w]
+    } else {
+        vec![case.c, case.h, case.w]
+    };
+    let x = Tensor::from_shape(&shape, &data.x).unwrap();
+    let y = plan.run(tvec!(x.into_tvalue())).unwrap();
+    y[0].to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
+/// The convolution by its definition, in f64: each output and the sum of the magnitudes of its
+/// terms (bias included), which bounds the rounding error of any order of summation.
+fn reference(case: &Case, data: &Data) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = case.output_hw().unwrap();
+    let (kh, kw) = case.k;
+    let mut out = vec![];
+    let mut mag = vec![];
+    for b in 0..case.n {
+        for c in 0..case.c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = data.bias[c] as f64;
+                    let mut m = acc.abs();
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (oy * case.stride.0 + ky * case.dilation.0) as isize
+                                - case.pads[0] as isize;
+                            let ix = (ox * case.stride.1 + kx * case.dilation.1) as isize
+                                - case.pads[1] as isize;
+                            if iy < 0 || ix < 0 || iy >= case.h as isize || ix >= case.w as isize {
+                                continue;
+                            }
+                            let x = data.x
+                                [((b * case.c + c) * case.h + iy as usize) * case.w + ix as usize]
+                                as f64;
+                            let k = data.kernel[(c * kh + ky) * kw + kx] as f64;
+                            acc += x * k;
+                            m += (x * k).abs();
+                        }
+                    }
+                    out.push(acc);
+                    mag.push(m);
+                }
+            }
+        }
+    }
+    (out, mag)
+}
+
+/// f32 sums of `t` terms are within `t · ε · Σ|terms|` of the exact sum, whatever their order.
+fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what} {case:?}: output length");
+    let terms = (case.k.0 * case.k.1 + 1) as f64;
+    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
+        let tol = terms * f32::EPSILON as f64 * m + 1e-30;
+        assert!(
+            (g as f64 - w).abs() <= tol,
+            "{what} {case:?}: output {i} is {g}, expected {w} (tolerance {tol:e})"
+        );
+    }
+}
+
+/// The padded-plane kernel runs the case (checked on the plan), matches the reference, and
+/// matches tract's zone walk to the same tolerance.
+fn check(case: &Case, seed: u64) {
+    let data = Data::new(case, seed);
+    let (want, mag) = reference(case, &data);
+    let (padded, infos) = plan(case, &data, Path::Padded);
+    let got = run(&padded, case, &data);
+    assert_close("padded planes vs reference", case, &got, &want, &mag);
+    if infos.is_empty() {
+        // One channel is an ordinary convolution to tract, one tap a multiplication: neither
+        // becomes a DepthWiseConv.
+        assert!(
+            case.c == 1 || case.k.0 * case.k.1 == 1,
+            "{case:?}: no DepthWiseConv"
+        );
+        return;
+    }
+    assert!(
+        infos.iter().all(|i| i.contains("padded planes")),
+        "{case:?}: expected the padded-plane kernel, got {infos:?}"
+    );
+    let (portable, infos) = plan(case, &data, Path::Portable);
+    assert!(
+        infos.iter().all(|i| i.contains("portable kernel")),
+        "{infos:?}"
+    );
+    let four_lanes = run(&portable, case, &data);
+    assert_close(
+        "portable padded planes vs reference",
+        case,
+        &four_lanes,
+        &want,
+        &mag,
+    );
+    let (zones, infos) = plan(case, &data, Path::Zones);
+    assert!(infos.iter().all(|i| i.contains("zone walk")), "{infos:?}");
+    let walk = run(&zones, case, &data);
+    let walk64: Vec<f64> = walk.iter().map(|&v| v as f64).collect();
+    // Two f32 results, each within the bound of the exact sum.
+    let twice: Vec<f64> = mag.iter().map(|m| 2.0 * m).collect();
+    assert_close("padded planes vs zone walk", case, &got, &walk64, &twice);
+}
+
+fn case(n: usize, c: usize, hw: usize, k: usize, s: usize, pads: [usize; 4]) -> Case {
+    Case {
+        n,
+        c,
+        h: hw,
+        w: hw,
+        k: (k, k),
+        stride: (s, s),
+        dilation: (1, 1),
+        pads,
+        batch_axis: true,
+    }
+}
+
+/// Every depthwise layer of EfficientNet-Lite0 (channels cut to keep the test quick, one of
+/// them odd), plus its kernel sizes at every plane size down to 1x1.
+#[test]
+fn efficientnet_lite0_layers() {
+    for (c, hw, k, s, pads) in [
+        (32, 112, 3, 1, [1, 1, 1, 1]),
+        (19, 112, 3, 2, [0, 0, 1, 1]),
+        (9, 56, 3, 1, [1, 1, 1, 1]),
+        (9, 56, 5, 2, [1, 1, 2, 2]),
+        (15, 28, 5, 1, [2, 2, 2, 2]),
+        (15, 28, 3, 2, [0, 0, 1, 1]),
+        (30, 14, 3, 1, [1, 1, 1, 1]),
+        (30, 14, 5, 1, [2, 2, 2, 2]),
+        (42, 14, 5, 2, [1, 1, 2, 2]),
+        (72, 7, 5, 1, [2, 2, 2, 2]),
+        (72, 7, 3, 1, [1, 1, 1, 1]),
+    ] {
+        check(&case(1, c, hw, k, s, pads), c as u64);
+    }
+}
+
+#[test]
+fn kernels_strides_pads_and_sizes() {
+    let mut seed = 100;
+    for k in [3, 5] {
+        for s in [1, 2] {
+            let p = k / 2;
+            for pads in [
+                [p, p, p, p],
+                [p - 1, p - 1, p, p],
+                [0, 0, 0, 0],
+                [p, 0, 0, p],
+            ] {
+                for hw in [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 17, 33] {
+                    for (n, c) in [(1, 1), (1, 2), (2, 3), (1, 5), (2, 17)] {
+                        let case = case(n, c, hw, k, s, pads);
+                        if case.output_hw().is_none() {
+                            continue;
+                        }
+                        seed += 1;
+                        check(&case, seed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_two_at_112_and_rectangular_planes() {
+    check(&case(2, 7, 112, 3, 1, [1, 1, 1, 1]), 1);
+    check(&case(2, 5, 112, 5, 2, [1, 1, 2, 2]), 2);
+    let mut rect = case(2, 11, 9, 5, 1, [2, 2, 2, 2]);
+    rect.w = 23;
+    check(&rect, 3);
+    rect.h = 1;
+    rect.k = (1, 5);
+    rect.pads = [0, 2, 0, 2];
+    check(&rect, 4);
+    let mut chw = case(1, 13, 15, 3, 2, [0, 0, 1, 1]);
+    chw.batch_axis = false;
+    check(&chw, 5);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Any geometry: kernel 1..=7 per axis, strides 1..=3, dilations 1..=2, pads 0..=4.
+    #[test]
+    fn random_geometries(
+        n in 1usize..=2, c in 1usize..=9, h in 1usize..=20, w in 1usize..=20,
+        kh in 1usize..=7, kw in 1usize..=7, sh in 1usize..=3, sw in 1usize..=3,
+        dh in 1usize..=2, dw in 1usize..=2,
+        pads in proptest::array::uniform4(0usize..=4), batch_axis in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let case = Case {
+            n: if batch_axis { n } else { 1 },
+            c, h, w, k: (kh, kw), stride: (sh, sw), dilation: (dh, dw), pads, batch_axis,
+        };
+        prop_assume!(case.output_hw().is_some_and(|(oh, ow)| oh > 0 && ow > 0));
+        check(&case, seed);
+    }
+}
