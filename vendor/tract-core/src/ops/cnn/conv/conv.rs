@@ -700,7 +700,9 @@ impl Conv {
     /// Whether this convolution becomes a [`super::DirectSpatialConv`] on this host: group-1 f32
     /// NCHW over two spatial axes, at least two kernel taps, at most 64 inputs per output point
     /// where AMX runs im2col's matrix products and 576 elsewhere, the kernels it needs, and an
-    /// output row of at least `MIN_DIRECT_SPATIAL_W` points.
+    /// output row of at least `MIN_DIRECT_SPATIAL_W` points (the knob
+    /// `TRACT_DIRECT_SPATIAL_MIN_W`), or of `MIN_NARROW_DIRECT_SPATIAL_W` when each output point
+    /// has at most `MAX_NARROW_DIRECT_SPATIAL_K` inputs (an image model's first layer).
     fn can_direct_spatial(&self, input_fact: &TypedFact) -> bool {
         if self.q_params.is_some()
             || input_fact.datum_type != f32::datum_type()
@@ -727,15 +729,20 @@ impl Conv {
         };
         // Only padding wider than the kernel's reach makes the output row longer than the input
         // one, so the input row turns most candidates down before the output shape is computed.
+        let min_w = if self.input_channels() * kvol <= MAX_NARROW_DIRECT_SPATIAL_K {
+            MIN_NARROW_DIRECT_SPATIAL_W
+        } else {
+            TRACT_DIRECT_SPATIAL_MIN_W.get()
+        };
         let w_in =
             self.pool_spec.data_format.shape(shape).ok().and_then(|s| s.hw_dims().last().copied());
-        if w_in.is_some_and(|w| w < MIN_DIRECT_SPATIAL_W) {
+        if w_in.is_some_and(|w| w < min_w) {
             return false;
         }
         let Ok(output) = self.pool_spec.output_shape(shape) else {
             return false;
         };
-        output.hw_dims().last().is_some_and(|w| *w >= MIN_DIRECT_SPATIAL_W)
+        output.hw_dims().last().is_some_and(|w| *w >= min_w)
     }
 
     fn wire_as_direct_spatial(
@@ -1484,6 +1491,22 @@ const DEFAULT_LAZY_IM2COL_MIN_KERNEL: usize = 6;
 /// per four output channels, which a shorter row does not pay back against im2col.
 const MIN_DIRECT_SPATIAL_W: usize = 128;
 
+/// The most inputs per output point (input channels × kernel taps) for which the direct spatial
+/// convolution also takes rows shorter than `MIN_DIRECT_SPATIAL_W`: an RGB image model's first
+/// layer (3 or 4 channels, 3x3), where im2col's matrix product has a short reduction (k = 27) and
+/// one output-channel panel, so the gather of every input column dominates it. Measured (nnzip,
+/// x86_64 AVX2, one thread, op_profile on single-Conv models): 3→32 3x3 stride 2 from 224x224
+/// (EfficientNet's and MobileNet's stem, 112-point rows) 1.8–3.8 → 1.1–1.3 ms, 4→32 the same
+/// 3.8–7.6 → 1.8–2.6 ms, 3→32 3x3 stride 1 at 112x112 2.5–2.7 → 1.0–1.6 ms; but 3→64 7x7
+/// (k = 147) 6.6–7.1 → 16.8–16.9 ms and 16→32 3x3 (k = 144) at 56x56 0.9 → 3.1 ms, 32→32 3x3
+/// at 112x112 10–13 → 33–38 ms: wider reductions stay on im2col.
+const MAX_NARROW_DIRECT_SPATIAL_K: usize = 36;
+
+/// The shortest output row the direct spatial convolution takes under
+/// `MAX_NARROW_DIRECT_SPATIAL_K`: a 56-point row (3→32 3x3 stride 2 from 112x112) ran as fast
+/// either way (0.47–0.53 ms).
+const MIN_NARROW_DIRECT_SPATIAL_W: usize = 64;
+
 /// Whether AMX runs im2col's matrix products here: it wins the wide convolutions, so the direct
 /// spatial one only takes thin ones.
 fn amx_owns_fat_spatial() -> bool {
@@ -1504,6 +1527,12 @@ crate::declare_knob!(
     "Disable the direct spatial convolution, falling back to im2col and a matrix product."
 );
 
+crate::declare_knob!(
+    scopable TRACT_DIRECT_SPATIAL_MIN_W,
+    usize,
+    MIN_DIRECT_SPATIAL_W,
+    "Shortest output row the direct spatial convolution takes (beyond its narrow-reduction rule)."
+);
 crate::declare_knob!(
     scopable TRACT_ENABLE_BLOCKED_CONV,
     bool,
