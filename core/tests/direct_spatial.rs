@@ -6,6 +6,9 @@
 //! output channels that are no multiple of four, rectangular planes. Wider reductions must stay on
 //! im2col (where the direct path measured slower).
 
+mod common;
+
+use common::values;
 use tract_core::knobs::KnobScope;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::nn::DataFormat;
@@ -32,19 +35,6 @@ impl Case {
             out(self.w, self.pads[1], self.pads[3]),
         )
     }
-}
-
-/// Deterministic values in [-1, 1) (xorshift).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 struct Data {
@@ -137,17 +127,10 @@ fn reference(case: &Case, data: &Data) -> (Vec<f64>, Vec<f64>) {
     (out, mag)
 }
 
-/// f32 sums of `t` terms are within `t · ε · Σ|terms|` of the exact sum, whatever their order.
+/// Outputs against the f64 sums, within the rounding bound of a point's inputs and the bias.
 fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64]) {
-    assert_eq!(got.len(), want.len(), "{what} {case:?}: output length");
-    let terms = (case.cin * case.k * case.k + 1) as f64;
-    for (i, ((&g, &w), &m)) in got.iter().zip(want).zip(mag).enumerate() {
-        let tol = terms * f32::EPSILON as f64 * m + 1e-30;
-        assert!(
-            (g as f64 - w).abs() <= tol,
-            "{what} {case:?}: output {i} is {g}, expected {w} (tolerance {tol:e})"
-        );
-    }
+    let terms = case.cin * case.k * case.k + 1;
+    common::assert_close(&format!("{what} {case:?}"), terms, got, want, mag);
 }
 
 /// Runs the case both ways; returns whether the default plan took the direct spatial path.

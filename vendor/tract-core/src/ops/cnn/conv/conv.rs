@@ -727,13 +727,13 @@ impl Conv {
         let Some(shape) = input_fact.shape.as_concrete() else {
             return false;
         };
-        // Only padding wider than the kernel's reach makes the output row longer than the input
-        // one, so the input row turns most candidates down before the output shape is computed.
         let min_w = if self.input_channels() * kvol <= MAX_NARROW_DIRECT_SPATIAL_K {
             MIN_NARROW_DIRECT_SPATIAL_W
         } else {
             TRACT_DIRECT_SPATIAL_MIN_W.get()
         };
+        // Only padding wider than the kernel's reach makes the output row longer than the input
+        // one, so the input row turns most candidates down before the output shape is computed.
         let w_in =
             self.pool_spec.data_format.shape(shape).ok().and_then(|s| s.hw_dims().last().copied());
         if w_in.is_some_and(|w| w < min_w) {
