@@ -7,6 +7,7 @@ import android.content.res.Configuration
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
 import android.graphics.Canvas
+import android.graphics.Color
 import android.os.Looper
 import android.provider.MediaStore
 import android.view.View
@@ -242,7 +243,10 @@ class MainActivityTest {
         idle()
         val root = if (wholePage) views(content(activity)).filterIsInstance<ScrollView>().first().getChildAt(0) else activity.window.decorView
         val bitmap = Bitmap.createBitmap(root.width, root.height, Bitmap.Config.ARGB_8888)
-        root.draw(Canvas(bitmap))
+        val canvas = Canvas(bitmap)
+        // The page alone has no background: the window's is white.
+        if (wholePage) canvas.drawColor(Color.WHITE)
+        root.draw(canvas)
         screenshots.mkdirs()
         val file = File(screenshots, "$name.png")
         file.outputStream().use { bitmap.compress(Bitmap.CompressFormat.PNG, 100, it) }
