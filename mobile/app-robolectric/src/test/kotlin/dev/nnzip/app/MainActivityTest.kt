@@ -8,6 +8,7 @@ import android.graphics.Bitmap
 import android.graphics.BitmapFactory
 import android.graphics.Canvas
 import android.graphics.Color
+import android.net.Uri
 import android.os.Looper
 import android.provider.MediaStore
 import android.view.View
@@ -133,16 +134,23 @@ class MainActivityTest {
     }
 
     @Test
-    fun `the camera button asks a camera app for a photo`() {
+    fun `a photo from the camera app is classified`() {
+        FakeMediaStore.dir = File(screenshots.parentFile, "camera").also { it.mkdirs() }
+        Robolectric.setupContentProvider(FakeMediaStore::class.java, MediaStore.AUTHORITY)
         val activity = open().get()
         button(activity, "Take photo").performClick()
         val started = shadowOf(activity).nextStartedActivityForResult
         assertNotNull("the camera button starts an activity for its result", started)
         assertEquals(MediaStore.ACTION_IMAGE_CAPTURE, started.intent.action)
         // On API 29+ the photo goes straight into MediaStore (Pictures/nnzip) through EXTRA_OUTPUT.
-        @Suppress("DEPRECATION")
-        val output = started.intent.extras?.get(MediaStore.EXTRA_OUTPUT)
+        val output = started.intent.getParcelableExtra(MediaStore.EXTRA_OUTPUT, Uri::class.java)
         assertTrue("EXTRA_OUTPUT is a MediaStore image URI: $output", output.toString().startsWith(MediaStore.Images.Media.EXTERNAL_CONTENT_URI.toString()))
+        // The camera app writes its photo there and answers with no data.
+        activity.contentResolver.openOutputStream(output!!)!!.use { out -> File(shared, "images/coffee.jpg").inputStream().use { it.copyTo(out) } }
+        shadowOf(activity).receiveResult(started.intent, Activity.RESULT_OK, null)
+        awaitText(activity, "the result") { it == "It looks like espresso." }
+        assertCoffeeResult(activity)
+        screenshot(activity, "5-camera")
     }
 
     @Test
