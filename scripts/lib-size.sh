@@ -28,12 +28,15 @@
 #   6 137 688  packed relative relocations (.rela.dyn 393 048 bytes -> .relr.dyn 3 760)
 #   6 137 432  log's release_max_level_info (no logger on the host, so LTO already drops the
 #              records; on Android, where android_logger sets the level at run time, not measured)
-#   5 922 632  tract-core without its model-transform registry (vendor/tract-core: tract-core
-#              submits every model transform through `inventory` too, which kept them all, the
-#              float-precision translator, batchify and their serde/erased-serde config parsing)
+#   5 922 632  tract-core without its model-transform registry (a patched copy of tract-core, since
+#              dropped: tract-core submits every model transform through `inventory` too, which
+#              keeps them all, the float-precision translator, batchify and their serde/erased-serde
+#              config parsing)
 #   5 986 680  + the padded-plane depthwise kernel (AVX2/NEON/portable) and the direct spatial
-#              convolution's stem rule (vendor/tract-core, 2026-12-02)
-# = 5.99 MB, within the 6 MB goal. What is left is mostly tract-core's operators (table below).
+#              convolution's stem rule (2026-12-02, then inside the patched tract-core)
+# tract-core is now used unmodified from crates.io (the kernels are nnzip-core's own operators,
+# core/src/kernels), so the registry is linked again (about +215 KB by the measurement above); the
+# size has not been re-measured since. What is left is mostly tract-core's operators (table below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
