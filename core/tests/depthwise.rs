@@ -1,8 +1,9 @@
 //! The depthwise convolution tract runs for nnzip (vendor/tract-core: the padded-plane kernel of
 //! `ops/cnn/conv/depth_wise_padded.rs` for channel-first f32) against a plain reference, and
 //! against tract's own zone walk (the scopable knob `TRACT_DEPTHWISE_ZONES`), on random inputs,
-//! in its vector (AVX2+FMA here) and its plain-Rust four-lane form (`TRACT_DEPTHWISE_PORTABLE`,
-//! the layout of the NEON kernel phones run, which cannot run here):
+//! in its vector form (AVX2+FMA on x86_64; NEON on aarch64, run under qemu by
+//! `scripts/test-arm64.sh`; each case checks which one its plan selected) and its plain-Rust
+//! four-lane form (`TRACT_DEPTHWISE_PORTABLE`, the layout of the NEON kernel):
 //! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
 //! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
 //! random geometries. Sums are reordered (fused multiply-adds, other order), so outputs are
@@ -79,7 +80,7 @@ impl Data {
 /// Which of tract's depthwise paths a plan takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// The padded-plane kernel, vectorised for this CPU (AVX2+FMA here).
+    /// The padded-plane kernel, vectorised for this CPU (AVX2+FMA on x86_64, NEON on aarch64).
     Padded,
     /// The padded-plane kernel in plain Rust, four lanes: the layout NEON runs on phones.
     Portable,
@@ -197,6 +198,19 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
     common::assert_close(&format!("{what} {case:?}"), terms, got, want, mag);
 }
 
+/// The kernel the padded-plane path must select on this machine: NEON on every aarch64 CPU
+/// (phones, and `scripts/test-arm64.sh` under qemu), AVX2+FMA on x86_64 CPUs that have them.
+fn vector_kernel() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        return "NEON";
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        return "AVX2+FMA";
+    }
+    "portable"
+}
+
 /// The padded-plane kernel runs the case (checked on the plan), matches the reference, and
 /// matches tract's zone walk to the same tolerance.
 fn check(case: &Case, seed: u64) {
@@ -214,9 +228,10 @@ fn check(case: &Case, seed: u64) {
         );
         return;
     }
+    let vector = format!("padded planes ({} kernel)", vector_kernel());
     assert!(
-        infos.iter().all(|i| i.contains("padded planes")),
-        "{case:?}: expected the padded-plane kernel, got {infos:?}"
+        infos.iter().all(|i| i.contains(&vector)),
+        "{case:?}: expected {vector}, got {infos:?}"
     );
     let (portable, infos) = plan(case, &data, Path::Portable);
     assert!(

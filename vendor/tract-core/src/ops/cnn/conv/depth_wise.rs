@@ -35,11 +35,10 @@ impl Op for DepthWise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let path = match &self.padded {
-            Some(plan) if plan.is_portable() => "padded planes (portable kernel)",
-            Some(_) => "padded planes",
-            None => "zone walk",
+            Some(plan) => format!("padded planes ({} kernel)", plan.kernel_name()),
+            None => "zone walk".to_string(),
         };
-        Ok(vec![format!("{:?}", self.patch), path.to_string()])
+        Ok(vec![format!("{:?}", self.patch), path])
     }
 
     fn validation(&self) -> Validation {

@@ -177,9 +177,10 @@ impl PaddedPlan {
         })
     }
 
-    /// Whether the plain-Rust kernel runs even where a vector one exists.
-    pub(super) fn is_portable(&self) -> bool {
-        self.portable
+    /// The implementation `eval` runs ("NEON", "AVX2+FMA" or "portable"): shown in the op's
+    /// info, so tests check which kernel a machine really takes, not only that it passed.
+    pub(super) fn kernel_name(&self) -> &'static str {
+        if self.portable { "portable" } else { kernel_here().1 }
     }
 
     /// Runs the convolution: `input` holds the `[N,] C, H, W` data, `kernel` `C` runs of
@@ -214,7 +215,7 @@ impl PaddedPlan {
             (input.try_as_plain_ram()?, kernel.try_as_plain_ram()?, bias.try_as_plain_ram()?);
         let (input, kernel, bias) =
             (input.as_slice::<f32>()?, kernel.as_slice::<f32>()?, bias.as_slice::<f32>()?);
-        let run = if self.portable { plane_portable } else { kernel_here() };
+        let run = if self.portable { plane_portable } else { kernel_here().0 };
         let mut view = output.try_as_plain_ram_mut()?;
         tract_linalg::multithread::par_chunks_mut(
             view.as_slice_mut::<f32>()?,
@@ -246,22 +247,22 @@ impl PaddedPlan {
 /// into, `taps` its channel's kernel.
 type PlaneFn = unsafe fn(&PaddedPlan, &[f32], &mut [f32], &[f32], f32, &mut [f32]);
 
-/// The best implementation this CPU runs.
-fn kernel_here() -> PlaneFn {
+/// The best implementation this CPU runs, and its name.
+fn kernel_here() -> (PlaneFn, &'static str) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return plane_avx2_fma;
+            return (plane_avx2_fma, "AVX2+FMA");
         }
-        plane_portable
+        (plane_portable, "portable")
     }
     #[cfg(target_arch = "aarch64")]
     {
-        plane_neon
+        (plane_neon, "NEON")
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        plane_portable
+        (plane_portable, "portable")
     }
 }
 
