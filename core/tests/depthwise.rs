@@ -1,8 +1,9 @@
 //! nnzip's depthwise convolution (`nnzip_core::kernels::depthwise`, put in place of tract's
 //! `Conv` by `use_nnzip_kernels`) against a plain reference, and against tract's own lowering
-//! (its zone walk, `DepthwiseKernel::Tract`), on random inputs, in its vector (AVX2+FMA here) and
-//! its plain-Rust four-lane form (`DepthwiseKernel::Portable`, the layout of the NEON kernel
-//! phones run, which cannot run here), the two forms also against each other:
+//! (its zone walk, `DepthwiseKernel::Tract`), on random inputs, in its vector form (AVX2+FMA on
+//! x86_64; NEON on aarch64, run under qemu by `scripts/test-arm64.sh`; each case checks which
+//! one its plan selected) and its plain-Rust four-lane form (`DepthwiseKernel::Portable`, NEON's
+//! layout), the two forms also against each other:
 //! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
 //! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
 //! random geometries. Sums are reordered (fused multiply-adds, other order), so outputs are
@@ -194,6 +195,19 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
     common::assert_close(&format!("{what} {case:?}"), terms, got, want, mag);
 }
 
+/// The vector kernel the padded-plane op must select on this machine: NEON on every aarch64 CPU
+/// (phones, and `scripts/test-arm64.sh` under qemu), AVX2+FMA on x86_64 CPUs that have them.
+fn vector_kernel() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        return "NEON";
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        return "AVX2+FMA";
+    }
+    "portable"
+}
+
 /// nnzip's kernel runs the case (checked on the plan) and matches the reference in both its
 /// forms; the two forms match each other, and tract's zone walk, to the same tolerance.
 fn check(case: &Case, seed: u64) {
@@ -211,9 +225,10 @@ fn check(case: &Case, seed: u64) {
         );
         return;
     }
+    let vector = format!("vector kernel ({})", vector_kernel());
     assert!(
-        infos.iter().all(|i| i.contains("vector kernel")),
-        "{case:?}: expected the vector kernel, got {infos:?}"
+        infos.iter().all(|i| i.contains(&vector)),
+        "{case:?}: expected {vector}, got {infos:?}"
     );
     let (portable, infos) = plan(case, &data, DepthwiseKernel::Portable);
     assert!(

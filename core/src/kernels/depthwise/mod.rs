@@ -124,7 +124,7 @@ impl PaddedDepthwise {
         let run = if self.portable {
             plane::plane_portable
         } else {
-            plane::best_for_this_cpu()
+            plane::best_for_this_cpu().1
         };
         par_chunks_mut(
             output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
@@ -155,11 +155,11 @@ impl Op for PaddedDepthwise {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let kernel = if self.portable {
-            "portable kernel"
+            "portable kernel".to_string()
         } else {
-            "vector kernel"
+            format!("vector kernel ({})", plane::best_for_this_cpu().0)
         };
-        Ok(vec![format!("{:?}", self.layout.shape), kernel.to_string()])
+        Ok(vec![format!("{:?}", self.layout.shape), kernel])
     }
 
     fn validation(&self) -> Validation {

@@ -20,22 +20,23 @@ const JOBS: usize = 8;
 /// `oh · ow`; the CPU has the instructions of the implementation.
 pub(super) type PlaneFn = unsafe fn(&PaddedLayout, &[f32], &mut [f32], &[f32], f32, &mut [f32]);
 
-/// The vector implementation this CPU runs best.
-pub(super) fn best_for_this_cpu() -> PlaneFn {
+/// The vector implementation this CPU runs best, and its name (the op's `info` shows it, so a
+/// run on a phone or under qemu can tell which kernel its plan holds).
+pub(super) fn best_for_this_cpu() -> (&'static str, PlaneFn) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return plane_avx2_fma;
+            return ("AVX2+FMA", plane_avx2_fma);
         }
-        plane_portable
+        ("portable", plane_portable)
     }
     #[cfg(target_arch = "aarch64")]
     {
-        plane_neon
+        ("NEON", plane_neon)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        plane_portable
+        ("portable", plane_portable)
     }
 }
 
