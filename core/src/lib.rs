@@ -29,6 +29,8 @@ pub mod error;
 pub mod format;
 #[cfg(feature = "runtime")]
 pub mod graph;
+#[cfg(feature = "runtime")]
+pub mod image_check;
 pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod model;
