@@ -1,6 +1,15 @@
 //! Writes the fuzzers' seed corpus: small valid `.nnz` files using every encoding, one of them
 //! a runnable two-layer model. `cargo run -p nnzip-core --example fuzz_seeds -- fuzz/corpus`
 
+#[path = "../../fuzz/src/header.rs"]
+mod header;
+#[path = "../tests/common/image_model.rs"]
+mod image_model;
+// Only `join` is used here; `classify` is the fuzzed function.
+#[allow(dead_code)]
+#[path = "../../fuzz/src/phone_path.rs"]
+mod phone_path;
+
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
 use nnzip_core::metadata::{InputSpec, Metadata};
 use prost::Message;
@@ -222,6 +231,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed,
         )?;
     }
+    write_phone_path_seeds(&dir.join("phone_path"))?;
     println!("wrote seeds under {}", dir.display());
+    Ok(())
+}
+
+/// Seeds of the `phone_path` target: the image model with a PNG and with a JPEG photo, each
+/// classified before it becomes a seed.
+fn write_phone_path_seeds(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    let mut file = vec![0u8]; // mode byte: header made consistent with the body
+    file.extend(image_model::image_model_nnz(image_model::recipe()));
+    for (name, format) in [
+        ("png", image::ImageFormat::Png),
+        ("jpeg", image::ImageFormat::Jpeg),
+    ] {
+        let photo = image_model::solid_image([40, 200, 90], 12, format);
+        let seed = phone_path::join(&file, &photo);
+        phone_path::classify(&seed).ok_or("the seed does not split")??;
+        std::fs::write(dir.join(format!("seed-image-model-{name}.bin")), seed)?;
+    }
     Ok(())
 }

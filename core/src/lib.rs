@@ -30,6 +30,8 @@ pub mod format;
 #[cfg(feature = "runtime")]
 pub mod graph;
 #[cfg(feature = "runtime")]
+pub mod image_check;
+#[cfg(feature = "runtime")]
 pub mod kernels;
 pub mod metadata;
 #[cfg(feature = "runtime")]

@@ -61,6 +61,9 @@ impl Model {
     /// As [`Model::from_bytes`], with explicit [`LoadOptions`].
     pub fn from_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Model> {
         let (metadata, mut model) = read_graph_and_weights(bytes, options.limits)?;
+        if let Some(recipe) = &metadata.preprocessing {
+            preprocess::check_recipe(recipe, &metadata.input.shape)?;
+        }
         let fixed_batch = match options.batch {
             Some(batch) => fix_batch(&mut model, &metadata.input.shape, batch)?,
             None => None,
@@ -127,6 +130,10 @@ impl Model {
     /// Decodes a JPEG or PNG, preprocesses it as the file says, runs, and returns the top `k`
     /// classes, most probable first.
     pub fn classify(&self, image_bytes: &[u8], top_k: usize) -> Result<Vec<Prediction>> {
+        if let Some(recipe) = &self.metadata.preprocessing {
+            let (w, h) = preprocess::image_dimensions(image_bytes)?;
+            preprocess::check_image_fits(recipe, w, h, &self.metadata.input.shape)?;
+        }
         let img = preprocess::decode_image(image_bytes)?;
         self.classify_image(&img, top_k)
     }

@@ -243,6 +243,7 @@ impl<'a> NnzReader<'a> {
         }
         let mut tensors: Vec<TensorView<'a>> = Vec::with_capacity(count as usize);
         let mut total: u64 = 0;
+        let budget = limits.element_budget(bytes.len() as u64);
         for _ in 0..count {
             let offset = c.offset();
             let name_len = c.u16("a tensor name length")?;
@@ -306,9 +307,13 @@ impl<'a> NnzReader<'a> {
                 )));
             }
             total = total.saturating_add(n);
-            if total > limits.max_total_elements {
+            if total > budget {
                 return Err(NnzError::LimitExceeded(format!(
-                    "the tensors declare {total} elements in all (limit {})",
+                    "the tensors declare {total} elements in all, more than a {}-byte file may \
+                     decode to (limit {budget}: {} per byte, at least {}, at most {})",
+                    bytes.len(),
+                    limits.max_elements_per_file_byte,
+                    limits.min_element_budget,
                     limits.max_total_elements
                 )));
             }

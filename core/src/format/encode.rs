@@ -181,6 +181,7 @@ impl NnzWriter {
         file.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         put_u64(&mut file, body.len() as u64);
         file.extend_from_slice(&body);
+        check_load_budget(&self.tensors, file.len() as u64)?;
         Ok(file)
     }
 
@@ -188,6 +189,24 @@ impl NnzWriter {
     pub fn write_file(&self, path: &Path) -> Result<()> {
         write_atomic(path, &self.to_bytes()?)
     }
+}
+
+/// Refuses a file that the default decoder would refuse for decoding to more elements than its
+/// size justifies ([`super::DecodeLimits::element_budget`]): a file that cannot be loaded is not written.
+fn check_load_budget(tensors: &[TensorRecord], file_bytes: u64) -> Result<()> {
+    let total: u64 = tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<u64>())
+        .fold(0, u64::saturating_add);
+    let budget = super::DecodeLimits::default().element_budget(file_bytes);
+    if total > budget {
+        return Err(NnzError::InvalidInput(format!(
+            "the tensors hold {total} elements in a {file_bytes}-byte file: decoders refuse more \
+             than {budget} (docs/FORMAT.md, section 4); prune less or store the sparsest tensors \
+             denser"
+        )));
+    }
+    Ok(())
 }
 
 /// Appends `data` zlib-deflated: codec, inflated length, stored length, bytes (the graph's

@@ -127,10 +127,34 @@ pub struct DecodeLimits {
     pub max_metadata_bytes: u64,
     /// Most tensors in one file.
     pub max_tensors: u64,
+    /// Most decoded elements per byte of the file, over all its tensors: the entropy-coded
+    /// encodings can describe long zero runs in a few bits (a sparse tensor's filler entries, a
+    /// one-symbol Huffman table), so without this a small file could make a decoder allocate
+    /// gigabytes. See [`DecodeLimits::element_budget`].
+    pub max_elements_per_file_byte: u64,
+    /// Decoded elements any file may have whatever its size (small files of very sparse
+    /// models).
+    pub min_element_budget: u64,
+}
+
+impl DecodeLimits {
+    /// Most elements the tensors of a `file_bytes`-byte file may decode to in all:
+    /// `min(max_total_elements, max(min_element_budget, max_elements_per_file_byte · file_bytes))`.
+    /// Checked before anything is decoded, as each tensor record is read.
+    pub fn element_budget(&self, file_bytes: u64) -> u64 {
+        self.max_elements_per_file_byte
+            .saturating_mul(file_bytes)
+            .max(self.min_element_budget)
+            .min(self.max_total_elements)
+    }
 }
 
 impl Default for DecodeLimits {
-    /// 256 Mi elements (1 GiB of f32) in all, 64 MiB of graph, 16 MiB of metadata, 100k tensors.
+    /// 256 Mi elements (1 GiB of f32) in all, 64 MiB of graph, 16 MiB of metadata, 100k tensors;
+    /// at most 256 elements (1 KiB of f32) per byte of the file, 16 Mi elements (64 MiB) for
+    /// any file. 256 per byte is a model pruned to about 0.4% density: the paper's densities are
+    /// 8–35% (6–25 elements per byte once shared and coded), and the encoder refuses to write a
+    /// file this budget would refuse ([`crate::format::NnzWriter::to_bytes`]).
     fn default() -> Self {
         DecodeLimits {
             max_tensor_elements: 1 << 28,
@@ -138,6 +162,8 @@ impl Default for DecodeLimits {
             max_graph_bytes: 64 << 20,
             max_metadata_bytes: 16 << 20,
             max_tensors: 100_000,
+            max_elements_per_file_byte: 256,
+            min_element_budget: 1 << 24,
         }
     }
 }
