@@ -62,9 +62,8 @@ pub fn check_model(
                 .map_err(|e| crate::NnzError::model(format!("weight '{}': {e}", w.name)))
         })
         .collect::<crate::Result<Vec<_>>>()?;
-    let model = typed_model_from_onnx(proto, tensors, None)?;
-    crate::model::check_all_used(&model, weights.iter().map(|w| w.name.as_str()))?;
-    Ok(())
+    crate::model::check_all_used(proto, weights.iter().map(|w| w.name.as_str()))?;
+    typed_model_from_onnx(proto, tensors, None).map(|_| ())
 }
 
 #[cfg(all(test, feature = "runtime"))]
