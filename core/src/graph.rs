@@ -6,7 +6,7 @@
 
 use crate::error::{NnzError, Result};
 use crate::metadata::InputSpec;
-pub use crate::onnx::pb;
+use crate::onnx::proto as pb;
 use pb::tensor_proto::DataType;
 use prost::Message;
 
@@ -45,7 +45,9 @@ pub fn parse_model_proto(onnx: &[u8]) -> Result<pb::ModelProto> {
     })
 }
 
-/// Reads a float32 initializer's values from `raw_data` or `float_data`.
+/// Reads a floating-point tensor's values (float32, or float64 narrowed to f32) from
+/// `raw_data` or the typed field, after checking that their number matches the dims. The one
+/// reader of float initializers for the core and the tools.
 pub fn initializer_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     let n = element_count(&t.dims).ok_or_else(|| {
         NnzError::model(format!(
@@ -53,36 +55,54 @@ pub fn initializer_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
             t.name, t.dims
         ))
     })?;
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
+    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
+        || !t.external_data.is_empty()
+    {
         return Err(NnzError::model(format!(
             "initializer '{}' stores its data in an external file; re-export the model with the weights inside the .onnx",
             t.name
         )));
     }
-    let values: Vec<f32> = if !t.raw_data.is_empty() {
-        if t.raw_data.len() as u64 != n * 4 {
+    let data_type = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
+    let (width, typed_len) = match data_type {
+        DataType::Float => (4, t.float_data.len()),
+        DataType::Double => (8, t.double_data.len()),
+        other => {
             return Err(NnzError::model(format!(
-                "initializer '{}': raw_data has {} bytes, shape {:?} needs {}",
-                t.name,
-                t.raw_data.len(),
-                t.dims,
-                n * 4
+                "initializer '{}' has element type {other:?}, expected FLOAT",
+                t.name
             )));
         }
-        t.raw_data
+    };
+    let (found, what) = if t.raw_data.is_empty() {
+        (typed_len as u64, "values")
+    } else {
+        (t.raw_data.len() as u64, "raw_data bytes")
+    };
+    let needed = if t.raw_data.is_empty() {
+        n
+    } else {
+        n.saturating_mul(width)
+    };
+    if found != needed {
+        return Err(NnzError::model(format!(
+            "initializer '{}': {found} {what}, shape {:?} needs {needed}",
+            t.name, t.dims
+        )));
+    }
+    let values = match (data_type, t.raw_data.is_empty()) {
+        (DataType::Float, false) => t
+            .raw_data
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    } else {
-        if t.float_data.len() as u64 != n {
-            return Err(NnzError::model(format!(
-                "initializer '{}': {} values, shape {:?} needs {n}",
-                t.name,
-                t.float_data.len(),
-                t.dims
-            )));
-        }
-        t.float_data.clone()
+            .collect(),
+        (DataType::Float, true) => t.float_data.clone(),
+        (_, false) => t
+            .raw_data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        (_, true) => t.double_data.iter().map(|&v| v as f32).collect(),
     };
     Ok(values)
 }

@@ -15,19 +15,9 @@
 
 #![deny(missing_docs)]
 
-// tract's operator macros (`tvec!`, `op_as_typed_op!`, …) and derive-new's `#[derive(new)]`, used
-// by the ONNX reader copied from tract-onnx (`onnx`).
-#[cfg(feature = "runtime")]
-#[macro_use]
-extern crate tract_hir;
-#[cfg(feature = "runtime")]
-#[macro_use]
-extern crate derive_new;
-
 pub mod classify;
 pub mod error;
 pub mod format;
-#[cfg(feature = "runtime")]
 pub mod graph;
 #[cfg(feature = "runtime")]
 pub mod image_check;
@@ -36,8 +26,7 @@ pub mod kernels;
 pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod model;
-#[cfg(feature = "runtime")]
-mod onnx;
+pub mod onnx;
 #[cfg(feature = "runtime")]
 pub mod preprocess;
 
@@ -46,7 +35,8 @@ pub use error::{NnzError, Result};
 pub use metadata::{Metadata, Preprocessing};
 #[cfg(feature = "runtime")]
 pub use model::{LoadOptions, Model};
+pub use onnx::SUPPORTED_OPERATORS;
 
 /// tract's tensor type, the input and output of [`Model::run`].
 #[cfg(feature = "runtime")]
-pub use tract_hir::prelude::Tensor;
+pub use tract_core::prelude::Tensor;

@@ -11,7 +11,7 @@ use crate::metadata::Metadata;
 use crate::preprocess;
 use std::path::Path;
 use std::sync::Arc;
-use tract_hir::prelude::*;
+use tract_core::prelude::*;
 
 /// How [`Model::from_bytes_with`] prepares a model.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,19 +60,15 @@ impl Model {
 
     /// As [`Model::from_bytes`], with explicit [`LoadOptions`].
     pub fn from_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Model> {
-        let (metadata, mut model) = read_graph_and_weights(bytes, options.limits)?;
+        let (metadata, model, fixed_batch) = read_graph_and_weights(bytes, options)?;
         if let Some(recipe) = &metadata.preprocessing {
             preprocess::check_recipe(recipe, &metadata.input.shape)?;
         }
-        let fixed_batch = match options.batch {
-            Some(batch) => fix_batch(&mut model, &metadata.input.shape, batch)?,
-            None => None,
-        };
         let kernels = match options.kernels {
             Some(kernels) => kernels,
             None => KernelChoice::from_env().map_err(|e| NnzError::InvalidInput(e.to_string()))?,
         };
-        let plan = optimise(model, &kernels)?;
+        let plan = guard_panics("optimise", || optimise(model, &kernels))?;
         Ok(Model {
             metadata,
             file_bytes: bytes.len() as u64,
@@ -187,18 +183,23 @@ impl Model {
 /// with the checksum and decoding threads and 13.3 ms without (tract on the ONNX: 13.2 ms).
 const PARALLEL_CHECKSUM_MIN_BYTES: usize = 4 << 20;
 
-/// Verifies the file and turns it into tract's model with every weight in place. The checksum
-/// is verified before anything read is returned, and a mismatch is the error reported whatever
-/// else went wrong (a flipped bit explains the rest); on large files it runs beside the parsing
-/// and decoding, which check every byte themselves and never rely on it.
+/// Verifies the file and turns it into tract's model with every weight in place, and says the
+/// batch size it fixed. The checksum is verified before anything read is returned, and a
+/// mismatch is the error reported whatever else went wrong (a flipped bit explains the rest);
+/// on large files it runs beside the parsing and decoding, which check every byte themselves
+/// and never rely on it.
 fn read_graph_and_weights(
     bytes: &[u8],
-    limits: DecodeLimits,
-) -> Result<(Metadata, InferenceModel)> {
-    let parse = |bytes| -> Result<(Metadata, InferenceModel)> {
-        let reader = NnzReader::parse_unverified(bytes, limits)?;
-        let model = build_inference_model(&reader)?;
-        Ok((reader.metadata().clone(), model))
+    options: &LoadOptions,
+) -> Result<(Metadata, TypedModel, Option<usize>)> {
+    let parse = |bytes| -> Result<(Metadata, TypedModel, Option<usize>)> {
+        let reader = NnzReader::parse_unverified(bytes, options.limits)?;
+        let fixed_batch = match options.batch {
+            Some(batch) => batch_to_fix(&reader.metadata().input.shape, batch)?,
+            None => None,
+        };
+        let model = guard_panics("read the graph", || build_typed_model(&reader, fixed_batch))?;
+        Ok((reader.metadata().clone(), model, fixed_batch))
     };
     let header = read_header_unverified(bytes)?;
     let parallel = bytes.len() >= PARALLEL_CHECKSUM_MIN_BYTES
@@ -217,25 +218,19 @@ fn read_graph_and_weights(
     })
 }
 
-/// The runnable plan of `model`: typed and decluttered by tract, its convolutions put on
-/// nnzip's kernels where `kernels` says so, then optimised by tract.
-fn optimise(model: InferenceModel, kernels: &KernelChoice) -> Result<Arc<TypedSimplePlan>> {
-    let mut typed = model
-        .into_typed()
-        .and_then(|m| m.into_decluttered())
-        .map_err(|e| NnzError::model(format!("tract cannot simplify this graph: {e:#}")))?;
-    use_nnzip_kernels(&mut typed, kernels)
-        .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
-    typed
-        .optimize()
-        .and_then(|()| typed.into_runnable())
-        .map_err(|e| NnzError::model(format!("tract cannot optimise this graph: {e:#}")))
+/// Runs a load step, turning a panic inside tract into an error: the reader validates what it
+/// knows tract would choke on, and this is the net for what it does not.
+fn guard_panics<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(NnzError::model(format!(
+            "tract failed (internal panic) trying to {step}: the graph is malformed or uses an operator in a way nnzip does not check"
+        )))
+    })
 }
 
-/// Decodes every weight straight into the tensor tract will keep and parses the graph with
-/// them as its initializers, so that tract builds the graph it would build from the original
-/// ONNX file (and optimises it as cheaply).
-fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
+/// Decodes every weight straight into the tensor tract will keep and translates the graph with
+/// them as its initializers.
+fn build_typed_model(reader: &NnzReader<'_>, batch: Option<usize>) -> Result<TypedModel> {
     let proto = parse_model_proto(reader.graph())?;
     let tensors = decode_tensors(reader.tensors())?;
     let weights = reader
@@ -244,35 +239,51 @@ fn build_inference_model(reader: &NnzReader<'_>) -> Result<InferenceModel> {
         .map(|view| view.name.clone())
         .zip(tensors)
         .collect();
-    let parsed = crate::onnx::onnx()
-        .parse(&proto, weights)
-        .map_err(|e| NnzError::model(format!("tract cannot read the graph: {e:#}")))?;
-    if !parsed.unresolved_inputs.is_empty() {
-        return Err(NnzError::malformed(format!(
-            "the graph needs tensors the file does not hold: {:?}",
-            parsed.unresolved_inputs
-        )));
-    }
-    let model = parsed.model;
-    for view in reader.tensors() {
-        let unused = parsed
-            .outlets_by_name
-            .get(view.name.as_str())
-            .is_none_or(|&outlet| model.outlet_successors(outlet).is_empty());
-        if unused {
+    check_all_used(&proto, reader.tensors().iter().map(|v| v.name.as_str()))?;
+    crate::onnx::typed_model_from_onnx(&proto, weights, batch)
+}
+
+/// Refuses a file tensor the graph never reads (a sign of a graph and weights that do not
+/// belong together). Read from the ONNX graph: tract folds small constants as it builds.
+pub(crate) fn check_all_used<'a>(
+    proto: &crate::onnx::proto::ModelProto,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let read: std::collections::HashSet<&str> = proto
+        .graph
+        .iter()
+        .flat_map(|g| {
+            g.node
+                .iter()
+                .flat_map(|n| n.input.iter())
+                .chain(g.output.iter().map(|o| &o.name))
+        })
+        .map(String::as_str)
+        .collect();
+    for name in names {
+        if !read.contains(name) {
             return Err(NnzError::malformed(format!(
-                "tensor '{}' is not used by the graph",
-                view.name
+                "tensor '{name}' is not used by the graph"
             )));
         }
     }
-    Ok(model)
+    Ok(())
 }
 
-/// Gives the graph's input a concrete batch size when the file declares it dynamic (`-1` first)
-/// and every other dimension is known; otherwise leaves the graph as it is. Returns the batch
-/// size fixed, if any.
-fn fix_batch(model: &mut InferenceModel, declared: &[i64], batch: usize) -> Result<Option<usize>> {
+/// Declutters, puts the convolutions on nnzip's kernels where `kernels` says so (a rewrite that
+/// needs the decluttered graph), then optimises for this machine and plans.
+fn optimise(mut model: TypedModel, kernels: &KernelChoice) -> Result<Arc<TypedSimplePlan>> {
+    let tract = |e: TractError| NnzError::model(format!("tract cannot optimise this graph: {e:#}"));
+    model.declutter().map_err(tract)?;
+    use_nnzip_kernels(&mut model, kernels)
+        .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
+    model.optimize().map_err(tract)?;
+    model.into_runnable().map_err(tract)
+}
+
+/// The batch size to fix the graph's input to: `batch` when the file declares the batch dynamic
+/// (`-1` first) and every other dimension known; otherwise none, and the graph stays as it is.
+fn batch_to_fix(declared: &[i64], batch: usize) -> Result<Option<usize>> {
     if batch == 0 {
         return Err(NnzError::InvalidInput(
             "a batch size of 0 cannot be planned".into(),
@@ -284,15 +295,6 @@ fn fix_batch(model: &mut InferenceModel, declared: &[i64], batch: usize) -> Resu
     if first != -1 || rest.iter().any(|&d| d <= 0) {
         return Ok(None);
     }
-    let shape: Vec<usize> = std::iter::once(batch)
-        .chain(rest.iter().map(|&d| d as usize))
-        .collect();
-    let fact = model
-        .input_fact(0)
-        .map_err(NnzError::model)?
-        .clone()
-        .with_shape(shape);
-    model.set_input_fact(0, fact).map_err(NnzError::model)?;
     Ok(Some(batch))
 }
 
@@ -386,7 +388,7 @@ mod tests {
     use super::*;
     use crate::format::NnzWriter;
     use crate::metadata::InputSpec;
-    use crate::onnx::pb;
+    use crate::onnx::proto as pb;
     use prost::Message;
 
     /// A one-node graph `y = op(x)` on a `[1, 4]` float input, packed without weights.
@@ -407,6 +409,19 @@ mod tests {
         extra_inputs: &[&str],
         initializers: Vec<pb::TensorProto>,
         tensors: Vec<crate::format::TensorRecord>,
+    ) -> Vec<u8> {
+        one_node_nnz_edited(op_type, dims, extra_inputs, tensors, |graph| {
+            graph.initializer = initializers
+        })
+    }
+
+    /// As [`one_node_nnz_with`], the graph changed by `edit` before it is packed.
+    fn one_node_nnz_edited(
+        op_type: &str,
+        dims: &[i64],
+        extra_inputs: &[&str],
+        tensors: Vec<crate::format::TensorRecord>,
+        edit: impl FnOnce(&mut pb::GraphProto),
     ) -> Vec<u8> {
         let tensor_type = |name: &str| pb::ValueInfoProto {
             name: name.into(),
@@ -451,7 +466,6 @@ mod tests {
                 }],
                 input: vec![tensor_type("x")],
                 output: vec![tensor_type("y")],
-                initializer: initializers,
                 ..Default::default()
             }),
             ..Default::default()
@@ -464,6 +478,10 @@ mod tests {
             },
             ..Default::default()
         };
+        let mut proto = proto;
+        if let Some(graph) = proto.graph.as_mut() {
+            edit(graph);
+        }
         let mut w = NnzWriter::new(metadata, proto.encode_to_vec());
         for t in tensors {
             w.push(t).unwrap();
@@ -511,7 +529,7 @@ mod tests {
         let missing = one_node_nnz_with("Add", &[1, 4], &["b"], vec![], vec![]);
         let err = Model::from_bytes(&missing).unwrap_err().to_string();
         assert!(
-            err.contains("the graph needs tensors the file does not hold") && err.contains("\"b\""),
+            err.contains("node 'the-node' (Add) reads 'b', which no earlier node"),
             "{err}"
         );
 
@@ -526,6 +544,158 @@ mod tests {
         let err = Model::from_bytes(&twice).unwrap_err().to_string();
         assert!(
             err.contains("tensor 'b' is both in the graph and among the decoded weights"),
+            "{err}"
+        );
+    }
+
+    fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ints: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn int(name: &str, value: i64) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: value,
+            ..Default::default()
+        }
+    }
+
+    /// The load error of a one-node graph on a `[1, 1, 4, 4]` input with these attributes
+    /// (and, for Conv, a `[1, 1, 2, 2]` weight held by the file).
+    fn spatial_error(op_type: &str, attributes: Vec<pb::AttributeProto>) -> String {
+        let weight = crate::format::TensorRecord {
+            row_scales: None,
+            name: "w".into(),
+            shape: vec![1, 1, 2, 2],
+            data: crate::format::TensorData::RawF32(vec![1.0; 4]),
+        };
+        let (inputs, tensors) = if op_type == "Conv" {
+            (&["w"][..], vec![weight])
+        } else {
+            (&[][..], vec![])
+        };
+        let bytes = one_node_nnz_edited(op_type, &[1, 1, 4, 4], inputs, tensors, |g| {
+            g.node[0].attribute = attributes
+        });
+        Model::from_bytes(&bytes).unwrap_err().to_string()
+    }
+
+    /// Graphs that made tract panic at load (issue 21) are refused with the node's name.
+    #[test]
+    fn zero_strides_and_kernels_are_refused_by_node() {
+        for op in ["Conv", "MaxPool", "AveragePool"] {
+            let kernel = ints("kernel_shape", &[2, 2]);
+            let err = spatial_error(op, vec![kernel.clone(), ints("strides", &[0, 1])]);
+            assert!(
+                err.contains(&format!("node 'the-node' ({op})")) && err.contains("'strides'"),
+                "{op}: {err}"
+            );
+            let err = spatial_error(op, vec![ints("kernel_shape", &[0, 2])]);
+            assert!(
+                err.contains("'kernel_shape'") && err.contains("positive"),
+                "{op}: {err}"
+            );
+            let err = spatial_error(op, vec![kernel, ints("dilations", &[1, 0])]);
+            assert!(err.contains("'dilations'"), "{op}: {err}");
+        }
+        // The same geometry with valid attributes loads and runs.
+        let ok = one_node_nnz_edited("MaxPool", &[1, 1, 4, 4], &[], vec![], |g| {
+            g.node[0].attribute = vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])]
+        });
+        let y = Model::from_bytes(&ok)
+            .unwrap()
+            .run(
+                Tensor::from_shape(
+                    &[1, 1, 4, 4],
+                    &(0..16).map(|i| i as f32).collect::<Vec<_>>(),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(
+            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
+            &[5., 7., 13., 15.]
+        );
+    }
+
+    #[test]
+    fn an_axis_out_of_range_is_refused() {
+        let bytes = one_node_nnz_edited("Flatten", &[1, 4], &[], vec![], |g| {
+            g.node[0].attribute = vec![int("axis", 100)]
+        });
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("node 'the-node' (Flatten)") && err.contains("axis 100 is out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_output_nothing_produces_and_an_empty_graph_are_refused() {
+        let bytes = one_node_nnz_edited("Relu", &[1, 4], &[], vec![], |g| {
+            g.output[0].name = "nowhere".into()
+        });
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains("graph output 'nowhere' is produced by no node"),
+            "{err}"
+        );
+
+        let bytes = one_node_nnz_edited("Relu", &[1, 4], &[], vec![], |g| g.node.clear());
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("the ONNX graph has no nodes"), "{err}");
+    }
+
+    #[test]
+    fn impossible_dims_and_mismatched_data_are_refused() {
+        let bytes = one_node_nnz_edited("Relu", &[1, 4], &[], vec![], |g| {
+            let Some(pb::type_proto::Value::TensorType(t)) =
+                g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+            else {
+                unreachable!()
+            };
+            t.shape.as_mut().unwrap().dim[1].value =
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(0));
+        });
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("graph input 'x' has dimension 1 = 0"), "{err}");
+
+        let short = pb::TensorProto {
+            name: "b".into(),
+            dims: vec![1, 4],
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: vec![1., 2., 3.],
+            ..Default::default()
+        };
+        let bytes = one_node_nnz_with("Add", &[1, 4], &["b"], vec![short.clone()], vec![]);
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("'b': 3 values, shape [1, 4] needs 4"), "{err}");
+
+        let negative = pb::TensorProto {
+            dims: vec![-1, 4],
+            ..short
+        };
+        let bytes = one_node_nnz_with("Add", &[1, 4], &["b"], vec![negative], vec![]);
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("'b': negative dimension"), "{err}");
+    }
+
+    #[test]
+    fn an_operator_of_another_domain_is_refused_by_name() {
+        let bytes = one_node_nnz_edited("Relu", &[1, 4], &[], vec![], |g| {
+            g.node[0].domain = "com.evil".into()
+        });
+        let err = Model::from_bytes(&bytes).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "ONNX operator Relu of domain 'com.evil' (node 'the-node') is not supported"
+            ),
             "{err}"
         );
     }

@@ -6,7 +6,7 @@ use crate::metadata::{ColorOrder, Interpolation, Layout, Preprocessing, Resize};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbaImage};
 use std::io::Cursor;
-use tract_hir::prelude::Tensor;
+use tract_core::prelude::Tensor;
 
 /// Largest width or height accepted from an image file: larger ones are refused before decoding.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;

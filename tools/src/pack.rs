@@ -53,6 +53,10 @@ pub fn read_labels(path: &std::path::Path) -> Result<Vec<String>> {
 /// weight raw (lossless).
 pub fn pack_onnx(onnx: &[u8], opts: &PackOptions) -> Result<NnzWriter> {
     let split = split_onnx(onnx)?;
+    // Refuse here, not on the phone, a graph the runtime would not load.
+    let graph = nnzip_core::graph::parse_model_proto(&split.graph)?;
+    nnzip_core::onnx::check_model(&graph, &split.weights)
+        .context("the phone runtime would refuse this model")?;
     let metadata = Metadata {
         model_name: opts
             .model_name

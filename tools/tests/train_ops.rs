@@ -5,11 +5,11 @@
 #![allow(clippy::needless_range_loop)]
 
 use candle_core::{DType, Tensor, Var};
+use nnzip_core::onnx::proto::{AttributeProto, ModelProto};
 use nnzip_tools::onnx::build::single_node_model;
 use nnzip_tools::onnx::proto::{float_attr, float_tensor, int_attr, int_tensor, ints_attr, node};
 use nnzip_tools::onnx::{GraphExecutor, Mode};
 use prost::Message;
-use tract_onnx::pb::{AttributeProto, ModelProto};
 use tract_onnx::prelude::*;
 
 /// xorshift: deterministic values in [-1, 1) without a dependency.

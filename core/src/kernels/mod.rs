@@ -19,8 +19,8 @@
 pub mod depthwise;
 pub mod stem;
 
-use tract_hir::internal::*;
-use tract_hir::tract_core::ops::cnn::Conv;
+use tract_core::internal::*;
+use tract_core::ops::cnn::Conv;
 
 /// Which kernel runs depthwise convolutions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

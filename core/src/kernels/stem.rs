@@ -17,12 +17,12 @@
 //! only the rule choosing it is nnzip's.
 
 use super::StemConvKernel;
-use tract_hir::internal::*;
-use tract_hir::tract_core::ops::cnn::conv::DirectSpatialConv;
-use tract_hir::tract_core::ops::cnn::pools::ConcretePoolGeometry;
-use tract_hir::tract_core::ops::cnn::{Conv, wire_reshape_bias_for_bin};
-use tract_hir::tract_core::ops::nn::DataFormat;
-use tract_hir::tract_core::tract_linalg::routines;
+use tract_core::internal::*;
+use tract_core::ops::cnn::conv::DirectSpatialConv;
+use tract_core::ops::cnn::pools::ConcretePoolGeometry;
+use tract_core::ops::cnn::{Conv, wire_reshape_bias_for_bin};
+use tract_core::ops::nn::DataFormat;
+use tract_core::tract_linalg::routines;
 
 /// The most inputs per output point (input channels × kernel taps) of a narrow convolution.
 pub const MAX_NARROW_K: usize = 36;

@@ -1,40 +1,84 @@
-//! The ONNX reader of the phone runtime: the part of [tract-onnx] 0.23.9 that nnzip needs,
-//! copied (MIT OR Apache-2.0, as nnzip) so that tract-onnx is not linked into the library.
-//!
-//! Why: `tract_onnx::onnx()` registers every ONNX operator tract knows, and tract-onnx depends
-//! on tract-nnef, which registers (through `inventory`, a static constructor no linker drops) a
-//! model transform that builds the whole NNEF operator registry, hence every tract-core operator
-//! and rustfft. Measured on the stripped `mobile` build of libnnzip (x86_64): 11.97 MB with
-//! tract-onnx, 10.37 MB with tract-onnx registering only these operators (a trial), 6.60 MB with
-//! this reader, tract-onnx and tract-nnef not linked at all (see `scripts/lib-size.sh`).
-//!
-//! What changed from tract-onnx: only 31 operators are registered (`ops`: the ones the tools'
-//! training interpreter supports, which covers the reference models); an operator outside them
-//! is refused at parse time with an error that names it; tensors with external data are refused
-//! (a `.nnz` graph never has any); a `dim_param` is a plain symbol or an integer (tract-onnx also
-//! parses expressions), anything else is left to shape inference; no NNEF, no sub-graphs; the
-//! parser takes the weights decoded from a `.nnz` file as extra initializers, and adds
-//! initializers without searching for an equal one already in the graph (quadratic).
-//!
-//! [tract-onnx]: https://github.com/sonos/tract/tree/main/onnx
+//! ONNX in nnzip: the protobuf messages (shared with the tools, available without the runtime)
+//! and, with the runtime, the reader that translates a graph into tract.
 
-#![allow(clippy::all, missing_docs)]
+pub mod proto;
+#[cfg(feature = "runtime")]
+mod reader;
 
-mod model;
-mod ops;
-#[allow(missing_docs)]
-pub mod pb;
-mod pb_helpers;
-mod tensor;
+#[cfg(feature = "runtime")]
+pub use reader::typed_model_from_onnx;
 
-pub(crate) use model::{Onnx, OnnxOpRegister};
+/// The ONNX operators (default domain) the phone runtime runs, sorted. The tools' training
+/// interpreter accepts the same list (a test in nnzip-tools holds them together).
+pub const SUPPORTED_OPERATORS: &[&str] = &[
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Softmax",
+    "Squeeze",
+    "Sub",
+    "Transpose",
+    "Unsqueeze",
+];
 
-/// An ONNX reader that knows the operators nnzip's models use.
-pub(crate) fn onnx() -> Onnx {
-    let mut ops = OnnxOpRegister::default();
-    ops::register_all_ops(&mut ops);
-    Onnx {
-        op_register: ops,
-        ..Onnx::default()
+/// Checks that the runtime can load this model: every operator supported and well-formed,
+/// every value produced, shapes consistent. `weights` are initializers held outside the graph
+/// (a `.nnz` file's tensors); the graph's own initializers are read too. The tools call it on
+/// the graphs they write, so that a model the phone would refuse is refused before packing.
+#[cfg(feature = "runtime")]
+pub fn check_model(
+    proto: &proto::ModelProto,
+    weights: &[crate::graph::Weight],
+) -> crate::Result<()> {
+    let tensors = weights
+        .iter()
+        .map(|w| {
+            let shape: Vec<usize> = w.shape.iter().map(|&d| d as usize).collect();
+            tract_core::prelude::Tensor::from_shape(&shape, &w.values)
+                .map(|t| (w.name.clone(), t))
+                .map_err(|e| crate::NnzError::model(format!("weight '{}': {e}", w.name)))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    crate::model::check_all_used(proto, weights.iter().map(|w| w.name.as_str()))?;
+    typed_model_from_onnx(proto, tensors, None).map(|_| ())
+}
+
+#[cfg(all(test, feature = "runtime"))]
+mod tests {
+    /// The reader's table and the published list name the same operators.
+    #[test]
+    fn the_operator_list_is_the_reader_table() {
+        let table: Vec<&str> = super::reader::ops::TRANSLATIONS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(table, super::SUPPORTED_OPERATORS);
+        assert!(
+            table.windows(2).all(|w| w[0] < w[1]),
+            "sorted, for the binary search"
+        );
     }
 }

@@ -822,7 +822,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         &trained_onnx
     } else if s.fold_batch_norm {
         // One shot: fold before sharing as well, so the codebooks are those of stored weights.
-        let mut proto = tract_onnx::pb::ModelProto::decode(onnx.as_slice())
+        let mut proto = nnzip_core::onnx::proto::ModelProto::decode(onnx.as_slice())
             .with_context(|| format!("{} is not a valid ONNX file", args.model.display()))?;
         if fold_batch_norms(&mut proto)?.is_empty() {
             &onnx

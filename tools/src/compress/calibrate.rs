@@ -807,7 +807,7 @@ pub const MAX_COMPENSATED_INPUTS: usize = 2304;
 /// convolutions without dilation or `auto_pad` (pointwise, depthwise, grouped, dense) and `Gemm`
 /// with `transB = 1` and `transA = 0`, with at most [`MAX_COMPENSATED_INPUTS`] inputs per row.
 pub fn compensable_layers(
-    model: &tract_onnx::pb::ModelProto,
+    model: &nnzip_core::onnx::proto::ModelProto,
     names: &[String],
 ) -> BTreeMap<String, LayerInputs> {
     let mut out = BTreeMap::new();
@@ -819,13 +819,13 @@ pub fn compensable_layers(
         .iter()
         .map(|t| (t.name.as_str(), t.dims.as_slice()))
         .collect();
-    let ints = |n: &tract_onnx::pb::NodeProto, key: &str| -> Option<Vec<i64>> {
+    let ints = |n: &nnzip_core::onnx::proto::NodeProto, key: &str| -> Option<Vec<i64>> {
         n.attribute
             .iter()
             .find(|a| a.name == key)
             .map(|a| a.ints.clone())
     };
-    let int = |n: &tract_onnx::pb::NodeProto, key: &str, default: i64| -> i64 {
+    let int = |n: &nnzip_core::onnx::proto::NodeProto, key: &str, default: i64| -> i64 {
         n.attribute
             .iter()
             .find(|a| a.name == key)
@@ -976,7 +976,8 @@ pub fn layer_hessians(
 ) -> Result<Hessians> {
     use crate::onnx::GraphExecutor;
     use prost::Message;
-    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let proto =
+        nnzip_core::onnx::proto::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
     let geometry = compensable_layers(&proto, names);
     if geometry.is_empty() || views.is_empty() {
         return Ok(Hessians::new());
@@ -1043,7 +1044,8 @@ pub fn layer_hessians(
 /// The weights of `names` that GPTQ can compensate, in the order the graph computes them.
 pub fn compensable_in_graph_order(onnx: &[u8], names: &[String]) -> Result<Vec<String>> {
     use prost::Message;
-    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let proto =
+        nnzip_core::onnx::proto::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
     let geometry = compensable_layers(&proto, names);
     let mut order = Vec::new();
     for n in proto.graph.iter().flat_map(|g| &g.node) {
@@ -1085,7 +1087,8 @@ pub fn asymmetric_reround(
     use crate::compress::retrain::set_values;
     use crate::onnx::GraphExecutor;
     use prost::Message;
-    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let proto =
+        nnzip_core::onnx::proto::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
     let geometry = compensable_layers(&proto, order);
     let dense = GraphExecutor::new(proto.clone(), "teacher")?;
     let student = GraphExecutor::new(proto, "student")?;
@@ -1271,7 +1274,8 @@ pub fn fine_tune_by_distillation(
     if dims.len() != 4 || dims[0] != 1 {
         bail!("fine-tuning needs image inputs [1, C, H, W], got {dims:?}");
     }
-    let proto = tract_onnx::pb::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
+    let proto =
+        nnzip_core::onnx::proto::ModelProto::decode(onnx).context("cannot read the ONNX model")?;
     let exec = GraphExecutor::new(proto, "teacher")?;
     for (name, layer) in shared.iter() {
         set_values(&exec, name, layer.values())?;

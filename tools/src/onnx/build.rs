@@ -2,9 +2,9 @@
 //! operators of phone models, as ONNX models, randomly initialised.
 
 use super::proto::{self, float_tensor, float_value_info, int_attr, ints_attr, node};
+use nnzip_core::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tract_onnx::pb::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// Name of the image input of models built here.
 pub const INPUT: &str = "input";

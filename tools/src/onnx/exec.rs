@@ -4,9 +4,9 @@ use super::ops::{self, BatchNormState, SUPPORTED_OPS};
 use super::proto::{self, attr_float, attr_int, attr_ints, attr_string, attribute};
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{DType, Device, Tensor, Var};
+use nnzip_core::onnx::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use tract_onnx::pb::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
 
 /// Whether the graph runs for training (batch statistics, dropout) or evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

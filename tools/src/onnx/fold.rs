@@ -8,8 +8,8 @@
 
 use super::proto::{dims, float_tensor, float_values};
 use anyhow::{Context, Result};
+use nnzip_core::onnx::proto::ModelProto;
 use std::collections::HashMap;
-use tract_onnx::pb::ModelProto;
 
 /// One folded BatchNormalization.
 #[derive(Debug, Clone, PartialEq)]

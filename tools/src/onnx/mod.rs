@@ -1,4 +1,4 @@
-//! ONNX models for training: loading (prost over `tract_onnx::pb`), an interpreter that evaluates
+//! ONNX models for training: loading (prost over `nnzip_core::onnx::proto`), an interpreter that evaluates
 //! the graph with candle (weights as trainable variables), and writing trained weights back.
 
 pub mod batchnorm;

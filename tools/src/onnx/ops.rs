@@ -6,9 +6,10 @@ use super::pool::{PoolGeometry, max_pool2d};
 use super::proto::{attr_float, attr_int, attr_ints, attr_string};
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{D, DType, Device, Tensor};
-use tract_onnx::pb::NodeProto;
+use nnzip_core::onnx::proto::NodeProto;
 
-/// Every operator the interpreter evaluates.
+/// Every operator the interpreter evaluates: the phone runtime's list
+/// (`nnzip_core::SUPPORTED_OPERATORS`) but [`RUNTIME_ONLY`].
 pub const SUPPORTED_OPS: &[&str] = &[
     "Conv",
     "Gemm",
@@ -37,6 +38,20 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Pad",
     "Squeeze",
     "Unsqueeze",
+];
+
+/// The operators the phone runtime runs and training does not, each with why.
+pub const RUNTIME_ONLY: &[(&str, &str)] = &[
+    (
+        "Cast",
+        "computes shapes at run time (exported `x.view(x.size(0), -1)`); training needs shapes as constants",
+    ),
+    ("Gather", "same: shape arithmetic"),
+    ("Shape", "same: shape arithmetic"),
+    (
+        "ReduceMean",
+        "not implemented for training yet; no model nnzip trains uses it",
+    ),
 ];
 
 /// Normalises a possibly negative axis against `rank`.
@@ -576,4 +591,31 @@ pub fn dropout_train(x: &Tensor, ratio: f64) -> Result<Tensor> {
 /// A constant float tensor of `dtype` from `f32` values.
 pub fn constant(values: Vec<f32>, dims: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, dims, device)?.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod operator_list_tests {
+    use super::{RUNTIME_ONLY, SUPPORTED_OPS};
+
+    /// The interpreter evaluates only operators the runtime loads, and the runtime loads every
+    /// other operator only for a reason listed in `RUNTIME_ONLY`.
+    #[test]
+    fn training_and_runtime_support_the_same_operators_but_the_listed_ones() {
+        let runtime = nnzip_core::SUPPORTED_OPERATORS;
+        for op in SUPPORTED_OPS {
+            assert!(
+                runtime.contains(op),
+                "{op}: trained but not loaded by the runtime"
+            );
+        }
+        let mut only_runtime: Vec<&str> = runtime
+            .iter()
+            .copied()
+            .filter(|op| !SUPPORTED_OPS.contains(op))
+            .collect();
+        let mut listed: Vec<&str> = RUNTIME_ONLY.iter().map(|(op, _)| *op).collect();
+        only_runtime.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(only_runtime, listed);
+    }
 }

@@ -1,13 +1,13 @@
-//! Reading, writing and building ONNX protobuf messages (`tract_onnx::pb`, decoded with prost).
+//! Reading, writing and building ONNX protobuf messages (`nnzip_core::onnx::proto`, decoded with prost).
 
 use anyhow::{Context, Result, bail};
-use prost::Message;
-use std::path::Path;
-use tract_onnx::pb::{
+use nnzip_core::onnx::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
     TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
     tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
+use prost::Message;
+use std::path::Path;
 
 /// ONNX opset that models written by nnzip declare.
 pub const OPSET: i64 = 13;
@@ -50,43 +50,9 @@ pub fn dims(t: &TensorProto) -> Vec<usize> {
     t.dims.iter().map(|&d| d.max(0) as usize).collect()
 }
 
-/// The values of a floating-point tensor proto (float32 or float64), as `f32`.
+/// The values of a floating-point tensor proto (float32 or float64), as `f32`: the core's reader.
 pub fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
-    let count: usize = dims(t).iter().product();
-    let values: Vec<f32> = match data_type(t) {
-        DataType::Float if !t.raw_data.is_empty() => t
-            .raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DataType::Float => t.float_data.clone(),
-        DataType::Double if !t.raw_data.is_empty() => t
-            .raw_data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        DataType::Double => t.double_data.iter().map(|&v| v as f32).collect(),
-        other => bail!(
-            "tensor '{}' has element type {}, expected FLOAT",
-            t.name,
-            other.as_str_name()
-        ),
-    };
-    if !t.external_data.is_empty() {
-        bail!(
-            "tensor '{}' keeps its data in an external file; save the model with the data embedded",
-            t.name
-        );
-    }
-    if values.len() != count {
-        bail!(
-            "tensor '{}' has {} values for shape {:?}",
-            t.name,
-            values.len(),
-            t.dims
-        );
-    }
-    Ok(values)
+    Ok(nnzip_core::graph::initializer_values(t)?)
 }
 
 /// The values of an integer tensor proto (int64, int32, uint8, int8 or bool), as `i64`.
@@ -108,9 +74,8 @@ pub fn int_values(t: &TensorProto) -> Result<Vec<i64>> {
         DataType::Int8 => raw.iter().map(|&b| b as i8 as i64).collect(),
         DataType::Uint8 | DataType::Bool => raw.iter().map(|&b| b as i64).collect(),
         other => bail!(
-            "tensor '{}' has element type {}, expected an integer type",
-            t.name,
-            other.as_str_name()
+            "tensor '{}' has element type {other:?}, expected an integer type",
+            t.name
         ),
     };
     Ok(values)

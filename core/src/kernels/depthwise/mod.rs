@@ -20,9 +20,9 @@ pub use geometry::PlaneShape;
 
 use super::{DepthwiseKernel, constant};
 use geometry::PaddedLayout;
-use tract_hir::internal::*;
-use tract_hir::tract_core::ops::cnn::Conv;
-use tract_hir::tract_core::tract_linalg::multithread::par_chunks_mut;
+use tract_core::internal::*;
+use tract_core::ops::cnn::Conv;
+use tract_core::tract_linalg::multithread::par_chunks_mut;
 
 /// The operator: a depthwise convolution with its kernel and bias held as constants, laid out
 /// for the kernel when the model was rewritten.
