@@ -14,7 +14,8 @@ cargo build --workspace --all-targets
 cargo test --workspace
 
 # Mobile step (separate, after the cargo tests): the Kotlin bindings on the JVM — JUnit 5 through
-# JNA against target/debug/libnnzip.so, built above — and the Android app's Kotlin compiled against
-# the Android API jar. Reuses the build above (no second compile of tract). See mobile/README.md.
-echo "== mobile: Kotlin bindings on the JVM + Android compile check (scripts/test-mobile.sh) =="
+# JNA against target/debug/libnnzip.so, built above —, the Android app's Kotlin compiled against
+# the Android API jar, and the app's screen run under Robolectric with the same library. Reuses the
+# build above (no second compile of tract). See mobile/README.md.
+echo "== mobile: Kotlin bindings on the JVM + Android compile check + the app under Robolectric (scripts/test-mobile.sh) =="
 bash scripts/test-mobile.sh

@@ -1,18 +1,26 @@
 //! Where batch-1 inference time goes, per kind of operator and per node: tract's optimised plan
 //! of an ONNX model (the plan the core builds from its `.nnz` is node for node the same), each
 //! node timed around its evaluation, summed over the runs. One thread (tract's default).
+//! The convolutions run on nnzip's kernels as the core puts them in place
+//! (`nnzip_core::kernels`), unless the environment sends them back to tract's own path:
+//! `NNZIP_DEPTHWISE=padded|portable|tract`, `NNZIP_STEM_CONV=direct|tract`.
 //!
-//! `cargo run --release -p nnzip-core --example op_profile -- MODEL.onnx [RUNS] [TOP]`
-//! (input shape from the model, a dynamic batch fixed to 1; `taskset -c 0` to pin it)
+//! `cargo run --release -p nnzip-core --example op_profile -- MODEL.onnx [RUNS] [TOP] [SHAPE]`
+//! (SHAPE defaults to 1,3,224,224; `taskset -c 0` to pin it)
 
+use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels};
 use std::collections::HashMap;
 use std::time::Instant;
 use tract_onnx::prelude::*;
 
+const USAGE: &str = "usage: op_profile MODEL.onnx [RUNS] [TOP] [SHAPE, default 1,3,224,224]
+environment: NNZIP_DEPTHWISE=padded|portable|tract (default padded)
+             NNZIP_STEM_CONV=direct|tract (default direct)";
+
 fn main() -> TractResult<()> {
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next() else {
-        eprintln!("usage: op_profile MODEL.onnx [RUNS] [TOP] [SHAPE, default 1,3,224,224]");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
     let runs: usize = args.next().map_or(Ok(100), |s| s.parse())?;
@@ -25,7 +33,12 @@ fn main() -> TractResult<()> {
         .collect::<Result<_, _>>()?;
     let mut model = tract_onnx::onnx().model_for_path(&path)?;
     model.set_input_fact(0, f32::fact(&shape).into())?;
-    let plan = model.into_optimized()?.into_runnable()?;
+    let kernels = KernelChoice::from_env()?;
+    let mut model = model.into_typed()?.into_decluttered()?;
+    use_nnzip_kernels(&mut model, &kernels)?;
+    model.optimize()?;
+    println!("{kernels:?}");
+    let plan = model.into_runnable()?;
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n as u64)
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0) - 1.0)

@@ -31,6 +31,8 @@ pub mod format;
 pub mod graph;
 #[cfg(feature = "runtime")]
 pub mod image_check;
+#[cfg(feature = "runtime")]
+pub mod kernels;
 pub mod metadata;
 #[cfg(feature = "runtime")]
 pub mod model;

@@ -6,6 +6,7 @@ use crate::error::{NnzError, Result};
 use crate::format::decode::{read_header_unverified, verify_checksum};
 use crate::format::{DecodeLimits, NnzReader};
 use crate::graph::parse_model_proto;
+use crate::kernels::{KernelChoice, use_nnzip_kernels};
 use crate::metadata::Metadata;
 use crate::preprocess;
 use std::path::Path;
@@ -23,6 +24,10 @@ pub struct LoadOptions {
     /// with a dynamic batch, see `cargo bench -p nnzip-core`). [`Model::run`] then accepts only
     /// inputs of that batch size. `None` (the default) keeps the batch dynamic.
     pub batch: Option<usize>,
+    /// Which convolution kernels run: nnzip's own or tract's (see [`crate::kernels`]). `None`
+    /// (the default) takes nnzip's, except where the environment variables `NNZIP_DEPTHWISE`
+    /// or `NNZIP_STEM_CONV` say otherwise ([`KernelChoice::from_env`]).
+    pub kernels: Option<KernelChoice>,
 }
 
 /// A decoded, optimised, runnable model. `Send + Sync`: one instance serves many threads, each
@@ -63,10 +68,11 @@ impl Model {
             Some(batch) => fix_batch(&mut model, &metadata.input.shape, batch)?,
             None => None,
         };
-        let plan = model
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| NnzError::model(format!("tract cannot optimise this graph: {e:#}")))?;
+        let kernels = match options.kernels {
+            Some(kernels) => kernels,
+            None => KernelChoice::from_env().map_err(|e| NnzError::InvalidInput(e.to_string()))?,
+        };
+        let plan = optimise(model, &kernels)?;
         Ok(Model {
             metadata,
             file_bytes: bytes.len() as u64,
@@ -209,6 +215,21 @@ fn read_graph_and_weights(
             .map_err(|_| NnzError::model("the checksum thread failed"))??;
         parsed
     })
+}
+
+/// The runnable plan of `model`: typed and decluttered by tract, its convolutions put on
+/// nnzip's kernels where `kernels` says so, then optimised by tract.
+fn optimise(model: InferenceModel, kernels: &KernelChoice) -> Result<Arc<TypedSimplePlan>> {
+    let mut typed = model
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .map_err(|e| NnzError::model(format!("tract cannot simplify this graph: {e:#}")))?;
+    use_nnzip_kernels(&mut typed, kernels)
+        .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
+    typed
+        .optimize()
+        .and_then(|()| typed.into_runnable())
+        .map_err(|e| NnzError::model(format!("tract cannot optimise this graph: {e:#}")))
 }
 
 /// Decodes every weight straight into the tensor tract will keep and parses the graph with

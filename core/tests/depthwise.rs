@@ -1,8 +1,9 @@
-//! The depthwise convolution tract runs for nnzip (vendor/tract-core: the padded-plane kernel of
-//! `ops/cnn/conv/depth_wise_padded.rs` for channel-first f32) against a plain reference, and
-//! against tract's own zone walk (the scopable knob `TRACT_DEPTHWISE_ZONES`), on random inputs,
-//! in its vector (AVX2+FMA here) and its plain-Rust four-lane form (`TRACT_DEPTHWISE_PORTABLE`,
-//! the layout of the NEON kernel phones run, which cannot run here):
+//! nnzip's depthwise convolution (`nnzip_core::kernels::depthwise`, put in place of tract's
+//! `Conv` by `use_nnzip_kernels`) against a plain reference, and against tract's own lowering
+//! (its zone walk, `DepthwiseKernel::Tract`), on random inputs, in its vector form (AVX2+FMA on
+//! x86_64; NEON on aarch64, run under qemu by `scripts/test-arm64.sh`; each case checks which
+//! one its plan selected) and its plain-Rust four-lane form (`DepthwiseKernel::Portable`, NEON's
+//! layout), the two forms also against each other:
 //! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
 //! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
 //! random geometries. Sums are reordered (fused multiply-adds, other order), so outputs are
@@ -11,8 +12,8 @@
 mod common;
 
 use common::values;
+use nnzip_core::kernels::{DepthwiseKernel, KernelChoice, use_nnzip_kernels};
 use proptest::prelude::*;
-use tract_core::knobs::KnobScope;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::nn::DataFormat;
 use tract_onnx::prelude::*;
@@ -76,65 +77,62 @@ impl Data {
     }
 }
 
-/// Which of tract's depthwise paths a plan takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
-    /// The padded-plane kernel, vectorised for this CPU (AVX2+FMA here).
-    Padded,
-    /// The padded-plane kernel in plain Rust, four lanes: the layout NEON runs on phones.
-    Portable,
-    /// Upstream tract's zone walk.
-    Zones,
-}
-
-/// Tract's optimised plan of one depthwise Conv, with the info of its DepthWiseConv nodes.
-fn plan(case: &Case, data: &Data, path: Path) -> (Arc<TypedSimplePlan>, Vec<String>) {
-    let flag = |b: bool| if b { "true" } else { "false" };
-    let scope = KnobScope::new([
-        ("TRACT_DEPTHWISE_ZONES", flag(path == Path::Zones)),
-        ("TRACT_DEPTHWISE_PORTABLE", flag(path == Path::Portable)),
-    ])
-    .unwrap();
-    scope.enter(|| {
-        let (fmt, x_shape): (DataFormat, TVec<usize>) = if case.batch_axis {
-            (DataFormat::NCHW, tvec!(case.n, case.c, case.h, case.w))
-        } else {
-            (DataFormat::CHW, tvec!(case.c, case.h, case.w))
-        };
-        let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact(&x_shape)).unwrap();
-        let k = Tensor::from_shape(&[case.c, 1, case.k.0, case.k.1], &data.kernel).unwrap();
-        let k = model.add_const("k", k).unwrap();
-        let b = model
-            .add_const("b", Tensor::from_shape(&[case.c], &data.bias).unwrap())
-            .unwrap();
-        let p = case.pads;
-        let pool_spec = PoolSpec {
-            data_format: fmt,
-            kernel_shape: tvec!(case.k.0, case.k.1),
-            padding: PaddingSpec::Explicit(tvec!(p[0], p[1]), tvec!(p[2], p[3])),
-            dilations: Some(tvec!(case.dilation.0, case.dilation.1)),
-            strides: Some(tvec!(case.stride.0, case.stride.1)),
-            input_channels: case.c,
-            output_channels: case.c,
-        };
-        let conv = Conv {
-            pool_spec,
-            kernel_fmt: KernelFormat::OIHW,
-            group: case.c,
-            q_params: None,
-        };
-        let y = model.wire_node("dw", conv, &[x, k, b]).unwrap();
-        model.select_output_outlets(&y).unwrap();
-        let model = model.into_optimized().unwrap();
-        let infos = model
-            .nodes
-            .iter()
-            .filter(|n| n.op().name() == "DepthWiseConv")
-            .map(|n| n.op().info().unwrap().join(" "))
-            .collect();
-        (model.into_runnable().unwrap(), infos)
-    })
+/// The optimised plan of one depthwise Conv with `kernel` chosen, and the info of the nodes
+/// running it: nnzip's operator, or tract's `DepthWiseConv` for `DepthwiseKernel::Tract`.
+fn plan(case: &Case, data: &Data, kernel: DepthwiseKernel) -> (Arc<TypedSimplePlan>, Vec<String>) {
+    let (fmt, x_shape): (DataFormat, TVec<usize>) = if case.batch_axis {
+        (DataFormat::NCHW, tvec!(case.n, case.c, case.h, case.w))
+    } else {
+        (DataFormat::CHW, tvec!(case.c, case.h, case.w))
+    };
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(&x_shape)).unwrap();
+    let k = Tensor::from_shape(&[case.c, 1, case.k.0, case.k.1], &data.kernel).unwrap();
+    let k = model.add_const("k", k).unwrap();
+    let b = model
+        .add_const("b", Tensor::from_shape(&[case.c], &data.bias).unwrap())
+        .unwrap();
+    let p = case.pads;
+    let pool_spec = PoolSpec {
+        data_format: fmt,
+        kernel_shape: tvec!(case.k.0, case.k.1),
+        padding: PaddingSpec::Explicit(tvec!(p[0], p[1]), tvec!(p[2], p[3])),
+        dilations: Some(tvec!(case.dilation.0, case.dilation.1)),
+        strides: Some(tvec!(case.stride.0, case.stride.1)),
+        input_channels: case.c,
+        output_channels: case.c,
+    };
+    let conv = Conv {
+        pool_spec,
+        kernel_fmt: KernelFormat::OIHW,
+        group: case.c,
+        q_params: None,
+    };
+    let y = model.wire_node("dw", conv, &[x, k, b]).unwrap();
+    model.select_output_outlets(&y).unwrap();
+    let mut model = model.into_decluttered().unwrap();
+    let choice = KernelChoice {
+        depthwise: kernel,
+        ..KernelChoice::default()
+    };
+    use_nnzip_kernels(&mut model, &choice).unwrap();
+    model.optimize().unwrap();
+    let runs_it = |name: &str| match kernel {
+        DepthwiseKernel::Tract => name == "DepthWiseConv",
+        _ => name == "NnzipPaddedDepthwise",
+    };
+    let infos = model
+        .nodes
+        .iter()
+        .filter(|n| runs_it(&n.op().name()))
+        .map(|n| n.op().info().unwrap().join(" "))
+        .collect();
+    assert!(
+        kernel == DepthwiseKernel::Tract
+            || model.nodes.iter().all(|n| n.op().name() != "DepthWiseConv"),
+        "{case:?}: tract's DepthWiseConv left beside nnzip's"
+    );
+    (model.into_runnable().unwrap(), infos)
 }
 
 fn run(plan: &Arc<TypedSimplePlan>, case: &Case, data: &Data) -> Vec<f32> {
@@ -197,30 +195,44 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
     common::assert_close(&format!("{what} {case:?}"), terms, got, want, mag);
 }
 
-/// The padded-plane kernel runs the case (checked on the plan), matches the reference, and
-/// matches tract's zone walk to the same tolerance.
+/// The vector kernel the padded-plane op must select on this machine: NEON on every aarch64 CPU
+/// (phones, and `scripts/test-arm64.sh` under qemu), AVX2+FMA on x86_64 CPUs that have them.
+fn vector_kernel() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        return "NEON";
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        return "AVX2+FMA";
+    }
+    "portable"
+}
+
+/// nnzip's kernel runs the case (checked on the plan) and matches the reference in both its
+/// forms; the two forms match each other, and tract's zone walk, to the same tolerance.
 fn check(case: &Case, seed: u64) {
     let data = Data::new(case, seed);
     let (want, mag) = reference(case, &data);
-    let (padded, infos) = plan(case, &data, Path::Padded);
+    let (padded, infos) = plan(case, &data, DepthwiseKernel::Padded);
     let got = run(&padded, case, &data);
     assert_close("padded planes vs reference", case, &got, &want, &mag);
     if infos.is_empty() {
-        // One channel is an ordinary convolution to tract, one tap a multiplication: neither
-        // becomes a DepthWiseConv.
+        // One channel is an ordinary convolution (tract's rule, which nnzip keeps), one tap a
+        // multiplication once decluttered: neither is a depthwise convolution.
         assert!(
             case.c == 1 || case.k.0 * case.k.1 == 1,
-            "{case:?}: no DepthWiseConv"
+            "{case:?}: nnzip's depthwise kernel not in place"
         );
         return;
     }
+    let vector = format!("vector kernel ({})", vector_kernel());
     assert!(
-        infos.iter().all(|i| i.contains("padded planes")),
-        "{case:?}: expected the padded-plane kernel, got {infos:?}"
+        infos.iter().all(|i| i.contains(&vector)),
+        "{case:?}: expected {vector}, got {infos:?}"
     );
-    let (portable, infos) = plan(case, &data, Path::Portable);
+    let (portable, infos) = plan(case, &data, DepthwiseKernel::Portable);
     assert!(
-        infos.iter().all(|i| i.contains("portable kernel")),
+        !infos.is_empty() && infos.iter().all(|i| i.contains("portable kernel")),
         "{infos:?}"
     );
     let four_lanes = run(&portable, case, &data);
@@ -231,12 +243,17 @@ fn check(case: &Case, seed: u64) {
         &want,
         &mag,
     );
-    let (zones, infos) = plan(case, &data, Path::Zones);
-    assert!(infos.iter().all(|i| i.contains("zone walk")), "{infos:?}");
-    let walk = run(&zones, case, &data);
-    let walk64: Vec<f64> = walk.iter().map(|&v| v as f64).collect();
     // Two f32 results, each within the bound of the exact sum.
     let twice: Vec<f64> = mag.iter().map(|m| 2.0 * m).collect();
+    let four_lanes64: Vec<f64> = four_lanes.iter().map(|&v| v as f64).collect();
+    assert_close("vector vs portable", case, &got, &four_lanes64, &twice);
+    let (zones, infos) = plan(case, &data, DepthwiseKernel::Tract);
+    assert!(
+        !infos.is_empty(),
+        "{case:?}: tract's path has no DepthWiseConv"
+    );
+    let walk = run(&zones, case, &data);
+    let walk64: Vec<f64> = walk.iter().map(|&v| v as f64).collect();
     assert_close("padded planes vs zone walk", case, &got, &walk64, &twice);
 }
 

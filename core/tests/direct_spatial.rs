@@ -1,15 +1,16 @@
 //! The first layer of image models (few input channels, 3x3) on tract's direct spatial
-//! convolution (vendor/tract-core: `Conv::can_direct_spatial` takes it for rows of 64 points and
-//! more when each output has at most 36 inputs), against a plain f64 reference and against
-//! im2col with a matrix product (the scopable knob `TRACT_DISABLE_DIRECT_SPATIAL`), on random
-//! inputs: EfficientNet-Lite0's stem (3→32, stride 2, pads 0/1), stride 1, four input channels,
-//! output channels that are no multiple of four, rectangular planes. Wider reductions must stay on
-//! im2col (where the direct path measured slower).
+//! convolution, which nnzip's rewrite (`nnzip_core::kernels::stem`) puts in place for rows of 64
+//! points and more when each output has at most 36 inputs (tract itself takes it from 128-point
+//! rows), against a plain f64 reference and against tract's own choice, im2col with a matrix
+//! product (`StemConvKernel::Tract`), on random inputs: EfficientNet-Lite0's stem (3→32, stride
+//! 2, pads 0/1), stride 1, four input channels, output channels that are no multiple of four,
+//! rectangular planes. Wider reductions must stay on im2col (where the direct path measured
+//! slower).
 
 mod common;
 
 use common::values;
-use tract_core::knobs::KnobScope;
+use nnzip_core::kernels::{KernelChoice, StemConvKernel, use_nnzip_kernels};
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_core::ops::nn::DataFormat;
 use tract_onnx::prelude::*;
@@ -43,44 +44,51 @@ struct Data {
     bias: Vec<f32>,
 }
 
-/// Tract's optimised plan of one group-1 NCHW Conv and the names of its operators.
+/// The optimised plan of one group-1 NCHW Conv, with the direct path for narrow rows or
+/// without, and the names of its operators.
 fn plan(case: &Case, data: &Data, direct: bool) -> (Arc<TypedSimplePlan>, Vec<String>) {
-    let disable = if direct { "false" } else { "true" };
-    let scope = KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", disable)]).unwrap();
-    scope.enter(|| {
-        let mut model = TypedModel::default();
-        let x = model
-            .add_source("x", f32::fact([1, case.cin, case.h, case.w]))
-            .unwrap();
-        let k = Tensor::from_shape(&[case.cout, case.cin, case.k, case.k], &data.kernel).unwrap();
-        let k = model.add_const("k", k).unwrap();
-        let b = Tensor::from_shape(&[case.cout], &data.bias).unwrap();
-        let b = model.add_const("b", b).unwrap();
-        let p = case.pads;
-        let conv = Conv {
-            pool_spec: PoolSpec {
-                data_format: DataFormat::NCHW,
-                kernel_shape: tvec!(case.k, case.k),
-                padding: PaddingSpec::Explicit(tvec!(p[0], p[1]), tvec!(p[2], p[3])),
-                dilations: None,
-                strides: Some(tvec!(case.stride, case.stride)),
-                input_channels: case.cin,
-                output_channels: case.cout,
-            },
-            kernel_fmt: KernelFormat::OIHW,
-            group: 1,
-            q_params: None,
-        };
-        let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
-        model.select_output_outlets(&y).unwrap();
-        let model = model.into_optimized().unwrap();
-        let ops = model
-            .nodes
-            .iter()
-            .map(|n| n.op().name().to_string())
-            .collect();
-        (model.into_runnable().unwrap(), ops)
-    })
+    let mut model = TypedModel::default();
+    let x = model
+        .add_source("x", f32::fact([1, case.cin, case.h, case.w]))
+        .unwrap();
+    let k = Tensor::from_shape(&[case.cout, case.cin, case.k, case.k], &data.kernel).unwrap();
+    let k = model.add_const("k", k).unwrap();
+    let b = Tensor::from_shape(&[case.cout], &data.bias).unwrap();
+    let b = model.add_const("b", b).unwrap();
+    let p = case.pads;
+    let conv = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec!(case.k, case.k),
+            padding: PaddingSpec::Explicit(tvec!(p[0], p[1]), tvec!(p[2], p[3])),
+            dilations: None,
+            strides: Some(tvec!(case.stride, case.stride)),
+            input_channels: case.cin,
+            output_channels: case.cout,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 1,
+        q_params: None,
+    };
+    let y = model.wire_node("conv", conv, &[x, k, b]).unwrap();
+    model.select_output_outlets(&y).unwrap();
+    let mut model = model.into_decluttered().unwrap();
+    let choice = KernelChoice {
+        stem_conv: if direct {
+            StemConvKernel::Direct
+        } else {
+            StemConvKernel::Tract
+        },
+        ..KernelChoice::default()
+    };
+    use_nnzip_kernels(&mut model, &choice).unwrap();
+    model.optimize().unwrap();
+    let ops = model
+        .nodes
+        .iter()
+        .map(|n| n.op().name().to_string())
+        .collect();
+    (model.into_runnable().unwrap(), ops)
 }
 
 fn run(plan: &Arc<TypedSimplePlan>, case: &Case, data: &Data) -> Vec<f32> {
@@ -133,7 +141,7 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
     common::assert_close(&format!("{what} {case:?}"), terms, got, want, mag);
 }
 
-/// Runs the case both ways; returns whether the default plan took the direct spatial path.
+/// Runs the case both ways; returns whether nnzip's choice took the direct spatial path.
 fn check(case: Case, seed: u64) -> bool {
     let data = Data {
         x: values(case.cin * case.h * case.w, seed),
@@ -147,7 +155,7 @@ fn check(case: Case, seed: u64) -> bool {
     let (im2col, im2col_ops) = plan(&case, &data, false);
     assert!(
         !im2col_ops.iter().any(|o| o == "DirectSpatialConv"),
-        "{case:?}: the knob did not turn the direct path off: {im2col_ops:?}"
+        "{case:?}: tract's choice took the direct path: {im2col_ops:?}"
     );
     let other = run(&im2col, &case, &data);
     assert_close("im2col vs reference", &case, &other, &want, &mag);

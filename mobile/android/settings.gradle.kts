@@ -14,4 +14,4 @@ dependencyResolutionManagement {
     }
 }
 rootProject.name = "nnzip"
-include(":app")
+include(":app", ":nnzip")

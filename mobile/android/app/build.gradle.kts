@@ -1,26 +1,21 @@
-// The app: Android framework only (no AndroidX, no Compose), the Rust core through uniffi + JNA.
+// The app: Android framework only (no AndroidX, no Compose), the Rust core through the nnzip
+// library module (../nnzip: the uniffi bindings, JNA and libnnzip.so, built there by cargo-ndk).
 //
-// Before compiling, three tasks run the Rust side from the workspace root (two levels up):
-//   cargoNdk       cargo-ndk builds libnnzip.so (profile `mobile`) for arm64-v8a, armeabi-v7a, x86_64
-//   uniffiBindings scripts/bindings.sh: the workspace's host build, then the Kotlin bindings into target/bindings/kotlin
+// Before compiling, packModel runs from the workspace root (two levels up):
 //   packModel      scripts/compress-efficientnet.sh (or $NNZIP_MODEL if set) makes the bundled assets/model.nnz:
 //                  EfficientNet-Lite0 compressed without labels, cached in out/ (the first run takes ~45 min)
-// Needs: Android SDK + NDK (ANDROID_NDK_HOME), `cargo install cargo-ndk`,
-// `rustup target add aarch64-linux-android armv7-linux-androideabi x86_64-linux-android`.
 plugins {
     id("com.android.application")
     id("org.jetbrains.kotlin.android")
 }
 
 val workspace: File = rootDir.resolve("../..").canonicalFile
-val jniOut = layout.buildDirectory.dir("rustJniLibs")
 val assetsOut = layout.buildDirectory.dir("nnzipAssets")
 val shared: File = (System.getenv("NNZIP_SHARED")?.let(::File) ?: workspace.resolve("../shared")).canonicalFile
 
 android {
     namespace = "dev.nnzip.app"
     compileSdk = 35
-    ndkVersion = "27.2.12479018"
 
     defaultConfig {
         applicationId = "dev.nnzip.app"
@@ -28,7 +23,6 @@ android {
         targetSdk = 35
         versionCode = 1
         versionName = "0.1.0"
-        ndk { abiFilters += listOf("arm64-v8a", "armeabi-v7a", "x86_64") }
     }
 
     buildTypes {
@@ -42,8 +36,6 @@ android {
     }
 
     sourceSets["main"].apply {
-        java.srcDir(workspace.resolve("target/bindings/kotlin"))
-        jniLibs.srcDir(jniOut)
         assets.srcDir(assetsOut)
     }
 
@@ -57,25 +49,8 @@ android {
 }
 
 dependencies {
-    // JNA's Android build (its own libjnidispatch.so per ABI) – the only library besides Kotlin's stdlib.
-    implementation("net.java.dev.jna:jna:5.17.0@aar")
-}
-
-val cargoNdk by tasks.registering(Exec::class) {
-    description = "Builds libnnzip.so for the app's ABIs with cargo-ndk (profile mobile)."
-    workingDir = workspace
-    commandLine(
-        "cargo", "ndk",
-        "-t", "arm64-v8a", "-t", "armeabi-v7a", "-t", "x86_64",
-        "-o", jniOut.get().asFile.absolutePath,
-        "build", "-p", "nnzip-bindings", "--lib", "--profile", "mobile",
-    )
-}
-
-val uniffiBindings by tasks.registering(Exec::class) {
-    description = "Generates the Kotlin bindings from the host library (scripts/bindings.sh)."
-    workingDir = workspace
-    commandLine("bash", "scripts/bindings.sh")
+    // The bindings, JNA and libnnzip.so for every ABI.
+    implementation(project(":nnzip"))
 }
 
 val packModel by tasks.registering(Exec::class) {
@@ -96,4 +71,4 @@ val packModel by tasks.registering(Exec::class) {
     }
 }
 
-tasks.named("preBuild") { dependsOn(cargoNdk, uniffiBindings, packModel) }
+tasks.named("preBuild") { dependsOn(packModel) }

@@ -10,8 +10,6 @@ import android.graphics.Typeface
 import android.net.Uri
 import android.os.Build
 import android.os.Bundle
-import android.os.Handler
-import android.os.Looper
 import android.provider.MediaStore
 import android.util.Log
 import android.util.TypedValue
@@ -24,12 +22,10 @@ import android.widget.ProgressBar
 import android.widget.ScrollView
 import android.widget.TextView
 import dev.nnzip.Classifier
+import dev.nnzip.android.classifyBitmap
 import dev.nnzip.app.core.Format
 import dev.nnzip.app.core.ModelLoader
 import dev.nnzip.app.core.SavedResult
-import java.nio.ByteBuffer
-import java.util.concurrent.ExecutorService
-import java.util.concurrent.Executors
 
 /**
  * The whole app: pick a photo (system photo picker) or take one, classify it with the bundled
@@ -44,6 +40,7 @@ class MainActivity : Activity() {
     private lateinit var timing: TextView
     private lateinit var card: TextView
     private val rows = ArrayList<Pair<TextView, ProgressBar>>()
+    private val app: NnzipApp get() = application as NnzipApp
 
     /** Camera output URI while the camera app is open (API 29+), kept across process death. */
     private var pendingCameraUri: Uri? = null
@@ -55,32 +52,32 @@ class MainActivity : Activity() {
         setContentView(buildUi())
         savedInstanceState?.let { restore(it) }
         // Load the model once per process, off the main thread; the card appears when it is ready.
-        executor.execute {
+        app.executor.execute {
             val text = try {
-                Format.modelCard(loader(this).get().info())
+                Format.modelCard(app.model.get().info())
             } catch (e: Exception) {
                 Log.e(TAG, "model load failed", e)
                 ModelLoader.describe(e)
             }
-            main.post { current?.card?.text = text }
+            app.main.post { app.visible?.card?.text = text }
         }
     }
 
     override fun onStart() {
         super.onStart()
-        current = this
+        app.visible = this
         // A result that finished while no activity was visible (e.g. during rotation).
-        state?.let { show(it) }
+        app.lastResult?.let { show(it) }
     }
 
     override fun onStop() {
-        if (current === this) current = null
+        if (app.visible === this) app.visible = null
         super.onStop()
     }
 
     override fun onSaveInstanceState(outState: Bundle) {
         super.onSaveInstanceState(outState)
-        state?.let {
+        app.lastResult?.let {
             outState.putStringArray(K_LABELS, it.labels.toTypedArray())
             outState.putIntArray(K_INDICES, it.indices.toIntArray())
             outState.putFloatArray(K_PROBS, it.probabilities.toFloatArray())
@@ -97,11 +94,11 @@ class MainActivity : Activity() {
             b.getIntArray(K_INDICES),
             b.getFloatArray(K_PROBS),
             b.getLong(K_NANOS),
-        )?.let { if (state == null) state = it }
+        )?.let { if (app.lastResult == null) app.lastResult = it }
         b.getString(K_STATUS)?.let { status.text = it }
         pendingCameraUri = b.getString(K_CAMERA)?.let(Uri::parse)
         shownUri = b.getString(K_SHOWN)?.let(Uri::parse)
-        shownUri?.let { uri -> executor.execute { decode(uri)?.let { bmp -> main.post { image.setImageBitmap(bmp) } } } }
+        shownUri?.let { uri -> app.executor.execute { decode(uri)?.let { bmp -> app.main.post { image.setImageBitmap(bmp) } } } }
     }
 
     // ---- picking and capturing -------------------------------------------------------------
@@ -177,13 +174,13 @@ class MainActivity : Activity() {
 
     private fun classifyUri(uri: Uri) {
         status.text = "Reading the photo…"
-        executor.execute {
+        app.executor.execute {
             val bmp = decode(uri)
             if (bmp == null) {
-                main.post { current?.status?.text = "This picture cannot be opened." }
+                app.main.post { app.visible?.status?.text = "This picture cannot be opened." }
                 return@execute
             }
-            main.post { current?.let { it.shownUri = uri; it.image.setImageBitmap(bmp) } }
+            app.main.post { app.visible?.let { it.shownUri = uri; it.image.setImageBitmap(bmp) } }
             classifyNow(bmp)
         }
     }
@@ -192,32 +189,28 @@ class MainActivity : Activity() {
         shownUri = uri
         image.setImageBitmap(bmp)
         status.text = "Classifying…"
-        executor.execute { classifyNow(bmp) }
+        app.executor.execute { classifyNow(bmp) }
     }
 
     /** On the executor: classify and hand the result to whichever activity is visible. */
     private fun classifyNow(bitmap: Bitmap) {
         val text: String
         try {
-            val classifier: Classifier = loader(this).get()
-            val bmp = if (bitmap.config == Bitmap.Config.ARGB_8888) bitmap else bitmap.copy(Bitmap.Config.ARGB_8888, false)
-            // ARGB_8888 is stored as R, G, B, A bytes: exactly what classifyPixels takes.
-            val buf = ByteBuffer.allocate(bmp.byteCount)
-            bmp.copyPixelsToBuffer(buf)
+            val classifier: Classifier = app.model.get()
             val t0 = System.nanoTime()
-            val top = classifier.classifyPixels(bmp.width.toUInt(), bmp.height.toUInt(), buf.array(), 5u)
+            val top = classifier.classifyBitmap(bitmap, 5u)
             val result = SavedResult.of(top, System.nanoTime() - t0)
             Log.i(TAG, "top-1 ${top.firstOrNull()?.let(Format::prediction)} in ${Format.millis(result.inferenceNanos)}")
-            main.post {
-                state = result
-                current?.show(result)
+            app.main.post {
+                app.lastResult = result
+                app.visible?.show(result)
             }
             return
         } catch (e: Exception) {
             Log.e(TAG, "classification failed", e)
             text = ModelLoader.describe(e)
         }
-        main.post { current?.status?.text = text }
+        app.main.post { app.visible?.status?.text = text }
     }
 
     /**
@@ -306,8 +299,6 @@ class MainActivity : Activity() {
 
     companion object {
         private const val TAG = "nnzip"
-        /** The bundled model (app/build.gradle.kts packs it into the assets). */
-        const val MODEL_ASSET = "model.nnz"
         private const val REQ_PICK = 1
         private const val REQ_CAMERA = 2
         private const val K_LABELS = "labels"
@@ -317,23 +308,5 @@ class MainActivity : Activity() {
         private const val K_STATUS = "status"
         private const val K_CAMERA = "camera_uri"
         private const val K_SHOWN = "shown_uri"
-
-        /** One background thread for loading and inference: calls run in order, the UI never blocks. */
-        private val executor: ExecutorService = Executors.newSingleThreadExecutor { r -> Thread(r, "nnzip").apply { isDaemon = true } }
-        private val main = Handler(Looper.getMainLooper())
-
-        /** Per process: the model is decoded once and outlives activities (rotation). */
-        @Volatile private var modelLoader: ModelLoader? = null
-        /** The last result in this process; mirrored into the saved instance state. */
-        private var state: SavedResult? = null
-        /** The visible activity, if any (main thread only). */
-        private var current: MainActivity? = null
-
-        private fun loader(a: Activity): ModelLoader = modelLoader ?: synchronized(this) {
-            modelLoader ?: run {
-                val assets = a.applicationContext.assets
-                ModelLoader { assets.open(MODEL_ASSET) }.also { modelLoader = it }
-            }
-        }
     }
 }

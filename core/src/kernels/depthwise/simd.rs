@@ -1,0 +1,131 @@
+//! The few vector operations the depthwise kernel needs, for each instruction set it runs on.
+//!
+//! Written with `std::arch` rather than left to the autovectoriser: the phone build
+//! (`opt-level = "z"`) does not vectorise loops.
+
+/// A vector of `LANES` f32.
+pub(super) trait Lanes {
+    type V: Copy;
+    const LANES: usize;
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `acc + a · b`.
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// The even and the odd elements of the `2 · LANES` values from `p`.
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V);
+}
+
+/// Plain Rust, four lanes (NEON's width), a separate multiply and add.
+pub(super) struct Portable;
+
+impl Lanes for Portable {
+    type V = [f32; 4];
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        [x; 4]
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::ptr::read_unaligned(p as *const [f32; 4]) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 4], v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        // Spelled out: at opt-level "z" a loop here would stay a loop.
+        [
+            acc[0] + a[0] * b[0],
+            acc[1] + a[1] * b[1],
+            acc[2] + a[2] * b[2],
+            acc[3] + a[3] * b[3],
+        ]
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        let v = unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) };
+        ([v[0], v[2], v[4], v[6]], [v[1], v[3], v[5], v[7]])
+    }
+}
+
+/// x86_64 with AVX2 and FMA, eight lanes.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Avx2Fma;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx2Fma {
+    type V = std::arch::x86_64::__m256;
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        unsafe { std::arch::x86_64::_mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, acc) }
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            // Per 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit quarters reordered.
+            // (No closure for the reordering: a closure would not carry this path's AVX2.)
+            let even = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+            let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(even)),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(odd)),
+            )
+        }
+    }
+}
+
+/// aarch64 NEON, four lanes with fused multiply-adds.
+#[cfg(target_arch = "aarch64")]
+pub(super) struct Neon;
+
+#[cfg(target_arch = "aarch64")]
+impl Lanes for Neon {
+    type V = std::arch::aarch64::float32x4_t;
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        unsafe { std::arch::aarch64::vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::arch::aarch64::vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        unsafe { std::arch::aarch64::vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::aarch64::vfmaq_f32(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        let v = unsafe { std::arch::aarch64::vld2q_f32(p) };
+        (v.0, v.1)
+    }
+}
+
+// Rows of the scratch buffer are padded for the widest vector (see `geometry`).
+const _: () = assert!(Portable::LANES <= super::geometry::MAX_LANES);
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(Avx2Fma::LANES <= super::geometry::MAX_LANES);
+#[cfg(target_arch = "aarch64")]
+const _: () = assert!(Neon::LANES <= super::geometry::MAX_LANES);

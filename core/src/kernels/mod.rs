@@ -1,0 +1,179 @@
+//! nnzip's own convolution kernels, put into a tract model in place of tract's lowering.
+//!
+//! [`use_nnzip_kernels`] rewrites a decluttered [`TypedModel`] before tract optimises it: each
+//! convolution it recognises stops being a `Conv` (which tract's optimiser would lower itself) and
+//! becomes the operator chosen here. tract stays as published; these are ordinary operators
+//! implementing its public op traits, as tract's own `onnx-opl` crate does for ONNX operators
+//! outside tract-core.
+//!
+//! - [`depthwise`]: depthwise 2-D convolutions of channel-first f32 through a zero-padded copy of
+//!   each input plane (AVX2+FMA / NEON / plain Rust), instead of tract's zone walk.
+//! - [`stem`]: an image model's first convolution (few inputs per output point, rows of 64 to
+//!   127 points) on tract's direct spatial convolution, which tract itself takes only from
+//!   128-point rows, instead of im2col and a matrix product.
+//!
+//! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
+//! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE` and
+//! `NNZIP_STEM_CONV` ([`KernelChoice::from_env`]).
+
+pub mod depthwise;
+pub mod stem;
+
+use tract_hir::internal::*;
+use tract_hir::tract_core::ops::cnn::Conv;
+
+/// Which kernel runs depthwise convolutions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DepthwiseKernel {
+    /// nnzip's padded-plane kernel, vectorised for this CPU where it can be.
+    #[default]
+    Padded,
+    /// The padded-plane kernel in plain Rust, four lanes (NEON's layout) even where a vector
+    /// kernel exists: lets an x86_64 machine run the arithmetic phones run.
+    Portable,
+    /// tract's own lowering (its zone walk).
+    Tract,
+}
+
+/// Which kernel runs an image model's narrow first convolution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StemConvKernel {
+    /// tract's direct spatial convolution, chosen by nnzip's rule for narrow rows.
+    #[default]
+    Direct,
+    /// tract's own choice (im2col and a matrix product for rows under 128 points).
+    Tract,
+}
+
+/// The kernels [`use_nnzip_kernels`] puts in place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelChoice {
+    /// Depthwise convolutions.
+    pub depthwise: DepthwiseKernel,
+    /// Narrow first-layer convolutions.
+    pub stem_conv: StemConvKernel,
+}
+
+/// An environment variable holding a value this build does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value} is not understood; use one of: {expected}")]
+pub struct UnknownKernel {
+    /// The variable.
+    pub variable: &'static str,
+    /// Its value.
+    pub value: String,
+    /// The values it takes.
+    pub expected: &'static str,
+}
+
+impl KernelChoice {
+    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract` and
+    /// `NNZIP_STEM_CONV=direct|tract` where they are set.
+    pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// As [`KernelChoice::from_env`], reading the variables through `lookup`.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<KernelChoice, UnknownKernel> {
+        let mut choice = KernelChoice::default();
+        if let Some(value) = lookup("NNZIP_DEPTHWISE") {
+            choice.depthwise = match value.trim() {
+                "padded" => DepthwiseKernel::Padded,
+                "portable" => DepthwiseKernel::Portable,
+                "tract" => DepthwiseKernel::Tract,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_DEPTHWISE",
+                        value,
+                        expected: "padded, portable, tract",
+                    });
+                }
+            };
+        }
+        if let Some(value) = lookup("NNZIP_STEM_CONV") {
+            choice.stem_conv = match value.trim() {
+                "direct" => StemConvKernel::Direct,
+                "tract" => StemConvKernel::Tract,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_STEM_CONV",
+                        value,
+                        expected: "direct, tract",
+                    });
+                }
+            };
+        }
+        Ok(choice)
+    }
+}
+
+/// Replaces every convolution of `model` that one of nnzip's kernels takes (see the module
+/// documentation) with that kernel's operator. Call it on a decluttered model, before
+/// `optimize()`: decluttering has folded batch normalisations and biases into the `Conv` nodes
+/// by then, and optimisation would lower what is left to tract's own kernels.
+pub fn use_nnzip_kernels(model: &mut TypedModel, choice: &KernelChoice) -> TractResult<()> {
+    // Patches add nodes and leave the replaced ones disconnected, so the ids of the nodes still
+    // to visit stay valid; each node is re-read after the patches before it.
+    for id in model.eval_order()? {
+        let node = &model.nodes[id];
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        let patch = match depthwise::replacement(model, node, conv, choice.depthwise)? {
+            Some(patch) => Some(patch),
+            None => stem::replacement(model, node, conv, choice.stem_conv)?,
+        };
+        if let Some(patch) = patch {
+            patch.apply(model)?;
+        }
+    }
+    model.compact()
+}
+
+/// The constant value of `outlet`, if it has one.
+fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
+    Ok(model.outlet_fact(outlet)?.konst.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs = pairs.to_vec();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn environment_picks_each_kernel() {
+        assert_eq!(
+            KernelChoice::from_lookup(lookup(&[])).unwrap(),
+            KernelChoice::default()
+        );
+        let choice = KernelChoice::from_lookup(lookup(&[
+            ("NNZIP_DEPTHWISE", "tract"),
+            ("NNZIP_STEM_CONV", "tract"),
+        ]))
+        .unwrap();
+        assert_eq!(choice.depthwise, DepthwiseKernel::Tract);
+        assert_eq!(choice.stem_conv, StemConvKernel::Tract);
+        let portable =
+            KernelChoice::from_lookup(lookup(&[("NNZIP_DEPTHWISE", "portable")])).unwrap();
+        assert_eq!(portable.depthwise, DepthwiseKernel::Portable);
+        assert_eq!(portable.stem_conv, StemConvKernel::Direct);
+    }
+
+    #[test]
+    fn unknown_values_are_named() {
+        let err = KernelChoice::from_lookup(lookup(&[("NNZIP_STEM_CONV", "fast")])).unwrap_err();
+        assert_eq!(err.variable, "NNZIP_STEM_CONV");
+        assert!(err.to_string().contains("direct, tract"), "{err}");
+    }
+}

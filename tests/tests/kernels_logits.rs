@@ -1,0 +1,126 @@
+//! The decoded model's logits with nnzip's convolution kernels (`nnzip_core::kernels`: the
+//! padded-plane depthwise kernel, the direct path for the narrow stem) against those of tract's
+//! own path (`KernelChoice` with both set to `Tract`): on `nnzip init mobile-tiny`
+//! (EfficientNet-Lite0's structure in small: a stride-2 stem and depthwise convolutions padded
+//! at the end only, 3x3 and 5x5, ReLU6, residuals) and on EfficientNet-Lite0 itself, where the
+//! rewrite is also checked to have put nnzip's operators in place of every depthwise convolution
+//! and of the stem. Only the summation order differs, so the logits agree to rounding and rank
+//! the same classes.
+
+use nnzip_core::kernels::{DepthwiseKernel, KernelChoice, StemConvKernel, use_nnzip_kernels};
+use nnzip_core::{LoadOptions, Model, Tensor};
+use nnzip_e2e::{random_input, shared, tensor_values};
+use nnzip_tools::onnx::build::{Architecture, build};
+use nnzip_tools::onnx::proto::write_model;
+use nnzip_tools::pack::{PackOptions, pack_onnx};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
+
+const TRACT: KernelChoice = KernelChoice {
+    depthwise: DepthwiseKernel::Tract,
+    stem_conv: StemConvKernel::Tract,
+};
+
+fn load(nnz: &[u8], kernels: KernelChoice, batch: Option<usize>) -> Model {
+    Model::from_bytes_with(
+        nnz,
+        &LoadOptions {
+            batch,
+            kernels: Some(kernels),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load")
+}
+
+fn top5(logits: &[f32]) -> Vec<usize> {
+    let mut ix: Vec<usize> = (0..logits.len()).collect();
+    ix.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    ix.truncate(5);
+    ix
+}
+
+/// Same logits within `rel` of the largest logit, same top 5 on each image.
+fn assert_same_logits(nnz: &[u8], inputs: &[Tensor], classes: usize, rel: f32) {
+    let before = load(nnz, TRACT, None);
+    let after = load(nnz, KernelChoice::default(), None);
+    let after_batch1 = load(nnz, KernelChoice::default(), Some(1));
+    for input in inputs {
+        let want = tensor_values(&before.run(input.clone()).unwrap());
+        let got = tensor_values(&after.run(input.clone()).unwrap());
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = nnzip_e2e::max_abs_diff(&got, &want);
+        assert!(
+            diff <= rel * scale,
+            "logits differ by {diff} (largest {scale})"
+        );
+        for (w, g) in want.chunks(classes).zip(got.chunks(classes)) {
+            assert_eq!(top5(w), top5(g));
+        }
+        if input.shape()[0] == 1 {
+            let got1 = tensor_values(&after_batch1.run(input.clone()).unwrap());
+            assert!(nnzip_e2e::max_abs_diff(&got1, &want) <= rel * scale);
+        }
+    }
+}
+
+#[test]
+fn mobile_tiny_same_logits_as_tracts_path() {
+    let tmp = std::env::temp_dir().join(format!("nnzip-dw-{}.onnx", std::process::id()));
+    write_model(&build(Architecture::MobileTiny, 3), &tmp).unwrap();
+    let onnx = std::fs::read(&tmp).unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    let nnz = pack_onnx(&onnx, &PackOptions::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let inputs: Vec<Tensor> = (0..3)
+        .map(|seed| random_input(&[if seed == 0 { 1 } else { 2 }, 1, 28, 28], seed))
+        .collect();
+    assert_same_logits(&nnz, &inputs, 10, 1e-5);
+}
+
+#[test]
+fn efficientnet_lite0_same_logits_as_tracts_path() {
+    let onnx = std::fs::read(shared("models/efficientnet_lite0.onnx")).unwrap();
+    let nnz = pack_onnx(&onnx, &PackOptions::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    let inputs = [random_input(&[1, 3, 224, 224], 11)];
+    assert_same_logits(&nnz, &inputs, 1000, 1e-4);
+}
+
+/// The rewrite on EfficientNet-Lite0 for batch 1: each of its 16 depthwise convolutions becomes
+/// nnzip's operator and its stem tract's direct spatial convolution, and no other `Conv` changes.
+#[test]
+fn efficientnet_lite0_runs_on_nnzips_kernels() {
+    let mut model = tract_onnx::onnx()
+        .model_for_path(shared("models/efficientnet_lite0.onnx"))
+        .unwrap();
+    model
+        .set_input_fact(0, f32::fact([1, 3, 224, 224]).into())
+        .unwrap();
+    let mut model = model.into_typed().unwrap().into_decluttered().unwrap();
+    let convs = |model: &TypedModel| -> (usize, usize) {
+        let convs: Vec<&Conv> = model
+            .nodes
+            .iter()
+            .filter_map(|n| n.op_as::<Conv>())
+            .collect();
+        let depthwise = convs.iter().filter(|c| c.group > 1).count();
+        (depthwise, convs.len() - depthwise)
+    };
+    let count = |model: &TypedModel, name: &str| {
+        model.nodes.iter().filter(|n| n.op().name() == name).count()
+    };
+    let (depthwise, others) = convs(&model);
+    assert_eq!(depthwise, 16);
+    use_nnzip_kernels(&mut model, &KernelChoice::default()).unwrap();
+    assert_eq!(count(&model, "NnzipPaddedDepthwise"), depthwise);
+    assert_eq!(count(&model, "DirectSpatialConv"), 1);
+    assert_eq!(convs(&model), (0, others - 1));
+    model.optimize().unwrap();
+    assert_eq!(count(&model, "NnzipPaddedDepthwise"), depthwise);
+    assert_eq!(count(&model, "DepthWiseConv"), 0);
+}
