@@ -36,6 +36,7 @@ pub fn classify(data: &[u8]) -> Option<Result<Vec<Prediction>>> {
             ..DecodeLimits::default()
         },
         batch: Some(1),
+        kernels: None,
     };
     Some(Model::from_bytes_with(&file, &options).and_then(|model| model.classify(image, 5)))
 }
