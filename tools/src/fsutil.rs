@@ -6,9 +6,6 @@ use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Exit status of a run ended by a signal (128 + SIGINT, as shells report it).
-const INTERRUPTED_EXIT: i32 = 130;
-
 /// The temporary files being written now, for the signal handler: a fixed table of C strings
 /// that the handler reads without locking or allocating (a signal handler may do neither).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -20,14 +17,15 @@ mod live_temps {
 
     /// More files than the tools ever write at once.
     const SLOTS: usize = 16;
-    static SLOTS_TABLE: [AtomicPtr<c_char>; SLOTS] =
+    static TEMP_PATHS: [AtomicPtr<c_char>; SLOTS] =
         [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
     static HANDLER: Once = Once::new();
 
-    /// Removes every registered file and ends the process: only `unlink` and `_exit`, both
+    /// Removes every registered file and ends the process with 128 + the signal's number, as a
+    /// shell reports a run the signal ended: only atomic loads, `unlink` and `_exit`, all
     /// async-signal-safe.
-    extern "C" fn on_signal(_: c_int) {
-        for slot in &SLOTS_TABLE {
+    extern "C" fn on_signal(signal: c_int) {
+        for slot in &TEMP_PATHS {
             let path = slot.load(Ordering::SeqCst);
             if !path.is_null() {
                 // SAFETY: a registered pointer stays valid for the whole process (never freed).
@@ -35,7 +33,7 @@ mod live_temps {
             }
         }
         // SAFETY: _exit ends the process at once, without running anything else.
-        unsafe { libc::_exit(super::INTERRUPTED_EXIT) };
+        unsafe { libc::_exit(128 + signal) };
     }
 
     fn install() {
@@ -62,7 +60,7 @@ mod live_temps {
         install();
         let c = CString::new(path.as_os_str().as_bytes()).ok()?;
         let ptr = c.into_raw();
-        for (i, slot) in SLOTS_TABLE.iter().enumerate() {
+        for (i, slot) in TEMP_PATHS.iter().enumerate() {
             if slot
                 .compare_exchange(
                     std::ptr::null_mut(),
@@ -84,12 +82,13 @@ mod live_temps {
     /// another thread may be reading it (a few bytes per file written).
     pub fn unregister(slot: Option<usize>) {
         if let Some(i) = slot {
-            SLOTS_TABLE[i].store(std::ptr::null_mut(), Ordering::SeqCst);
+            TEMP_PATHS[i].store(std::ptr::null_mut(), Ordering::SeqCst);
         }
     }
 }
 
-/// Elsewhere no handler is installed: an interrupted write may leave its temporary file.
+/// Elsewhere no handler is installed (the tools depend on `libc` only on glibc Linux): an
+/// interrupted write may leave its temporary file.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod live_temps {
     pub fn register(_: &std::path::Path) -> Option<usize> {
