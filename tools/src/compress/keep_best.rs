@@ -75,7 +75,9 @@ const CHANCE_MARGIN: f64 = 1.5;
 /// Whether `score` (accuracy, or top-1 agreement with the dense model) is no better than
 /// guessing among `classes`; never for fewer than two classes.
 pub fn at_chance(score: f64, classes: usize) -> bool {
-    classes >= 2 && !(score > CHANCE_MARGIN / classes as f64)
+    // A score that is not a number (a failed evaluation) is not above chance either.
+    let above_chance = score > CHANCE_MARGIN / classes as f64;
+    classes >= 2 && !above_chance
 }
 
 /// Refuses a compressed model whose top-1 agreement with its dense original is at chance
