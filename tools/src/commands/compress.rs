@@ -1,5 +1,6 @@
 //! `nnzip compress MODEL.onnx -o MODEL.nnz`: prune, share weights, Huffman-code (one shot).
 
+use crate::compress::keep_best::{Checkpoint, keep_better, refuse_chance_level};
 use crate::compress::kmeans::KmeansInit;
 use crate::compress::pipeline::{
     Coder, CompressConfig, LayerReport, PruneRule, compress_weights_with,
@@ -35,6 +36,9 @@ pub struct CompressArgs {
     /// Output `.nnz` file.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Replace the output even when it is the input model itself.
+    #[arg(long)]
+    pub force: bool,
     /// Settings from a TOML file (see tools/presets/ for examples); unknown keys are errors.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -577,6 +581,11 @@ impl CompressSettings {
                 s.bits_ladder
             );
         }
+        if s.train_limit == Some(0) {
+            bail!(
+                "train-limit 0 leaves no training image: give at least 1, or leave it out to train on all"
+            );
+        }
         if let Some(b) = s.max_accuracy_drop {
             if !(b.is_finite() && b >= 0.0) {
                 bail!("max-accuracy-drop must be a number of percentage points ≥ 0, got {b}");
@@ -641,6 +650,8 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     let settings = CompressSettings::resolve(args)?;
     let s = &settings;
     let cfg = config(s)?;
+    // Before hours of training: the output must be writable, and not the model itself.
+    fsutil::check_output(&args.output, &[&args.model], args.force)?;
     let onnx = fsutil::read(&args.model)?;
     let labels = match &s.labels {
         Some(p) => read_labels(p)?,
@@ -673,6 +684,8 @@ pub fn run(args: &CompressArgs) -> Result<()> {
     let mut pruned_values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut shared: BTreeMap<String, SharedLayer> = BTreeMap::new();
     let mut budget_steps: Vec<BudgetStep> = Vec::new();
+    // Stages undone because they made the model worse, as the report says them.
+    let mut rolled_back: Vec<String> = Vec::new();
     let trained_onnx;
     let source_onnx: &[u8] = if retrain {
         let (mut exec, mut train_set, test) = retrain_inputs(args, s)?;
@@ -812,9 +825,18 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         // Measure sharing alone, then with fine-tuned centroids.
         let mut layers = share_layers(&exec, &masks, &cfg)?;
         measure(&exec, "weight sharing".into(), &mut stages)?;
-        fine_tune_layers(&exec, &mut layers, &masks, Some(&train_set), &rc)?;
         if rc.fine_tune_epochs > 0 {
+            // The pipeline keeps the best model it measured: fine-tuning that loses accuracy is
+            // undone (it can diverge, e.g. from a learning rate too high for few images).
+            let before = Checkpoint::take(&exec, &layers)?;
+            fine_tune_layers(&exec, &mut layers, &masks, Some(&train_set), &rc)?;
             measure(&exec, "centroid fine-tuning".into(), &mut stages)?;
+            if let Some(note) = keep_better(&exec, &mut layers, before, &mut stages)? {
+                if !args.json {
+                    eprintln!("{note}");
+                }
+                rolled_back.push(note);
+            }
         }
         shared = layers;
         test_set = Some(test);
@@ -868,6 +890,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             .extra
             .insert("accuracy".into(), format!("{:.4}", after.accuracy));
         stages.push(("decoded .nnz (core runtime)".into(), after.accuracy));
+        refuse_chance_level(before.accuracy, after.accuracy, set)?;
         accuracy = Some((before.accuracy, after.accuracy));
     }
     let bytes = if accuracy.is_some() {
@@ -888,6 +911,7 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             "accuracy_after": accuracy.map(|a| a.1),
             "max_accuracy_drop_pp": s.max_accuracy_drop,
             "budget_levels": budget_steps,
+            "rolled_back": rolled_back,
             "stages": stages.iter().map(|(s, a)| serde_json::json!({"stage": s, "accuracy": a})).collect::<Vec<_>>(),
         });
         println!("{v}");
@@ -909,6 +933,9 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         }
         println!();
         print!("{}", t.render());
+    }
+    for note in &rolled_back {
+        println!("{note}");
     }
     if let Some((b, a)) = accuracy {
         println!(

@@ -634,6 +634,10 @@ pub fn run(
     let margin_set = hold.as_ref().unwrap_or(&cal);
     let (bands, reference_bands) = (margin_set.bands(&decoded)?, margin_set.bands(&binary16)?);
     let agree = final_hold.unwrap_or(final_cal);
+    crate::compress::keep_best::refuse_chance_agreement(
+        agree.top1,
+        decoded.metadata().labels.len(),
+    )?;
     writer
         .metadata
         .extra

@@ -34,11 +34,17 @@ pub fn decompress_bytes(nnz: &[u8]) -> Result<Vec<u8>> {
     Ok(merge_onnx(reader.graph(), weights)?)
 }
 
-/// Decompresses a file on disk.
+/// Decompresses a file on disk. The file is first loaded as a phone would load it (every
+/// tensor decoded, the graph built with them): an ONNX file is written only from a model that
+/// loads, never from one with a missing tensor or a graph the runtime refuses.
 pub fn decompress_file(input: &Path, output: &Path) -> Result<usize> {
-    let nnz = fsutil::read(input)?;
-    let onnx =
-        decompress_bytes(&nnz).with_context(|| format!("cannot decompress {}", input.display()))?;
+    fsutil::check_output(output, &[input], false)?;
+    let nnz = fsutil::read_nnz(input)?;
+    let cannot = || format!("cannot decompress {}", input.display());
+    nnzip_core::Model::from_bytes(&nnz)
+        .context("the file does not load")
+        .with_context(cannot)?;
+    let onnx = decompress_bytes(&nnz).with_context(cannot)?;
     fsutil::write_atomic(output, &onnx)?;
     Ok(onnx.len())
 }

@@ -1,7 +1,7 @@
 //! `nnzip inspect FILE.nnz`: header, metadata and a per-tensor table.
 
 use crate::table::{Table, human_bytes};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use nnzip_core::format::NnzReader;
 use std::path::PathBuf;
@@ -94,14 +94,24 @@ pub fn report(bytes: &[u8]) -> Result<String> {
     Ok(s)
 }
 
-/// Runs `nnzip inspect`.
+/// Whether the phone's loader takes the file: every tensor decoded and the graph built and
+/// optimised, as `Model::from_bytes` does. The report shows what a refused file holds; this
+/// says it is refused.
+pub fn load_check(bytes: &[u8]) -> Result<()> {
+    nnzip_core::Model::from_bytes(bytes)
+        .map(|_| ())
+        .context("the decoder refuses this file")
+}
+
+/// Runs `nnzip inspect`: the magic is checked before more than the header is read, and a file
+/// the loader refuses is reported, after what could be read of it, with a non-zero exit.
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let bytes = crate::fsutil::read(&args.file)?;
+    let bytes = crate::fsutil::read_nnz(&args.file)?;
     if args.json {
         let r = NnzReader::parse(&bytes)?;
         println!("{}", serde_json::to_string_pretty(r.metadata())?);
     } else {
         print!("{}", report(&bytes)?);
     }
-    Ok(())
+    load_check(&bytes).with_context(|| format!("{}", args.file.display()))
 }

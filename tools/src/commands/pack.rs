@@ -26,10 +26,14 @@ pub struct PackArgs {
     /// Store weights as float16 (half the size, tiny rounding error).
     #[arg(long)]
     pub f16: bool,
+    /// Replace the output even when it is the input model itself.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs `nnzip pack`.
 pub fn run(args: &PackArgs) -> Result<()> {
+    fsutil::check_output(&args.output, &[&args.model], args.force)?;
     let onnx = fsutil::read(&args.model)?;
     let labels = match &args.labels {
         Some(p) => read_labels(p)?,

@@ -44,7 +44,10 @@ pub struct PhotoFolder {
     pub skipped: Vec<Skipped>,
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Collects the regular files under `dir` into `out`. Symbolic links to files are followed;
+/// links to folders are not (a link back to a parent would loop forever), and FIFOs, sockets
+/// and devices (a FIFO blocks the reader forever) are skipped and listed.
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<Skipped>) -> Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| {
         format!(
             "cannot read the folder {} (give a readable folder of JPEG/PNG photos)",
@@ -52,13 +55,28 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         )
     })?;
     for e in entries {
-        let path = e
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
-        if path.is_dir() {
-            files_under(&path, out)?;
-        } else {
+        let e = e.with_context(|| format!("cannot list {}", dir.display()))?;
+        let path = e.path();
+        let kind = e
+            .file_type()
+            .with_context(|| format!("cannot stat {}", path.display()))?;
+        let skip = |reason: &str| Skipped {
+            path: path.clone(),
+            reason: reason.into(),
+        };
+        if kind.is_dir() {
+            files_under(&path, out, skipped)?;
+        } else if kind.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => out.push(path),
+                Ok(m) if m.is_dir() => skipped.push(skip("a link to a folder (not followed)")),
+                Ok(_) => skipped.push(skip("a link to something that is not a regular file")),
+                Err(_) => skipped.push(skip("a broken link")),
+            }
+        } else if kind.is_file() {
             out.push(path);
+        } else {
+            skipped.push(skip("not a regular file (a FIFO, socket or device)"));
         }
     }
     Ok(())
@@ -85,7 +103,8 @@ pub fn load_photos(dir: &Path, pre: &Preprocessing) -> Result<PhotoFolder> {
         );
     }
     let mut files = Vec::new();
-    files_under(dir, &mut files)?;
+    let mut not_files = Vec::new();
+    files_under(dir, &mut files, &mut not_files)?;
     files.sort();
     let need = min_side(pre);
     let keep_side = match pre.resize {
@@ -132,7 +151,7 @@ pub fn load_photos(dir: &Path, pre: &Preprocessing) -> Result<PhotoFolder> {
         })
         .collect();
     let mut photos = Vec::new();
-    let mut skipped = Vec::new();
+    let mut skipped = not_files;
     for r in loaded {
         match r {
             Ok(p) => photos.push(p),

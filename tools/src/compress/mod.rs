@@ -3,6 +3,7 @@
 
 pub mod calibrate;
 pub mod gptq;
+pub mod keep_best;
 pub mod kmeans;
 pub mod pipeline;
 pub mod prune;

@@ -107,7 +107,8 @@ pub fn load(root: &Path, transform: &ImageTransform) -> Result<Dataset> {
         let mut images: Vec<PathBuf> = std::fs::read_dir(dir)?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| is_image(p))
+            // Regular files only (links to them followed): reading a FIFO named x.jpg blocks.
+            .filter(|p| is_image(p) && p.is_file())
             .collect();
         images.sort();
         files.extend(images.into_iter().map(|p| (p, label as u32)));
