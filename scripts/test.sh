@@ -13,6 +13,13 @@ fi
 cargo build --workspace --all-targets
 cargo test --workspace
 
+# arm64 step: nnzip-core's tests cross-built for aarch64 and run under qemu (the NEON kernels
+# asserted), and classify on the shared photos against x86_64. CI runs the default subset
+# (nnzip-core); ARM64_FULL=1 adds nnzip-e2e's tests. Reuses the host build above. See
+# mobile/README.md ("arm64 under qemu").
+echo "== arm64: the core under qemu-aarch64 (scripts/test-arm64.sh) =="
+bash scripts/test-arm64.sh
+
 # Mobile step (separate, after the cargo tests): the Kotlin bindings on the JVM — JUnit 5 through
 # JNA against target/debug/libnnzip.so, built above —, the Android app's Kotlin compiled against
 # the Android API jar, and the app's screen run under Robolectric with the same library. Reuses the
