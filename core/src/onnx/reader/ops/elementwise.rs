@@ -56,13 +56,12 @@ pub(super) fn relu(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
 pub(super) fn clip(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
     let (low, high) = if node.opset < 11 {
         let attr = |name| -> Result<Option<f32>> {
-            Ok(node
-                .proto
+            node.proto
                 .attribute
                 .iter()
                 .any(|a| a.name == name)
                 .then(|| node.float_or(name, 0.0))
-                .transpose()?)
+                .transpose()
         };
         (attr("min")?, attr("max")?)
     } else {
