@@ -17,8 +17,8 @@
 # links the Android one: by LLD (rust-lld, through the gcc-ld wrapper Rust ships; Debian's cross
 # gcc would use GNU ld), with bindings/build.rs's Android flags --icf=all and
 # --pack-dyn-relocs=android, and the 16 KB page alignment Android 15 requires of arm64 libraries
-# (-z max-page-size=16384, the NDK r27+ default). It is measured, not loaded. (Not yet the
-# default target list: the aarch64 build has not been run to completion on these machines.) What the NDK link
+# (-z max-page-size=16384, the NDK r27+ default). It is measured, not loaded. (Not in the
+# default target list: it is a second fat-LTO build of a few minutes.) What the NDK link
 # would still change: bionic instead of glibc (std's platform layer differs a little; both are
 # linked dynamically), and the NDK's LLVM libunwind linked statically into the library where
 # glibc builds use the system's libgcc_s (tens of kilobytes). tract-linalg's kernels differ per
@@ -45,8 +45,10 @@
 #   5 986 680  + the padded-plane depthwise kernel (AVX2/NEON/portable) and the direct spatial
 #              convolution's stem rule (2026-12-02, then inside the patched tract-core)
 # tract-core is now used unmodified from crates.io (the kernels are nnzip-core's own operators,
-# core/src/kernels), so the registry is linked again (about +215 KB by the measurement above); the
-# size has not been re-measured since. What is left is mostly tract-core's operators (table below).
+# core/src/kernels), so the registry is linked again (about +215 KB by the measurement above), and
+# the core's own reader builds tract-core's typed model directly, so tract-hir is gone:
+#   5 797 880  x86_64 (4 583 192 on aarch64), 2026-12-03.
+# What is left is mostly tract-core's operators (table below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
