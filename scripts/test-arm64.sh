@@ -77,7 +77,7 @@ cargo build "${arm64[@]}" "${packages[@]}" --lib --tests --examples
 echo "test-arm64.sh: cross build ${SECONDS}s"
 
 echo "== arm64: tests under qemu-aarch64 -cpu $QEMU_CPU =="
-cargo test "${arm64[@]}" "${packages[@]}" --lib --tests
+cargo test "${arm64[@]}" "${packages[@]}" --lib --tests --no-fail-fast
 echo "test-arm64.sh: cross build and tests ${SECONDS}s"
 
 echo "== arm64: classify on ../shared/images against x86_64 =="
