@@ -39,7 +39,9 @@ PY
 fi
 HARNESS="${NNZIP_CONFORMANCE_BIN:-}"
 if [ -z "$HARNESS" ]; then
-    (cd "$ROOT" && cargo build -q -p nnzip-tools --example onnx_conformance)
+    # The workspace build CI makes (a build of one package resolves features differently and
+    # rebuilds the dependencies).
+    (cd "$ROOT" && cargo build -q --workspace --all-targets)
     HARNESS="$ROOT/target/debug/examples/onnx_conformance"
 fi
 echo "onnx $VERSION test data in $DATA" >&2
