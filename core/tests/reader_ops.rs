@@ -113,3 +113,42 @@ fn matmul_of_two_vectors_is_their_dot_product() {
     assert_eq!(y.rank(), 0);
     assert_eq!(floats(&y), [12.0]);
 }
+
+#[test]
+fn batch_normalization_takes_statistics_computed_by_the_graph() {
+    let c = &[2i64][..];
+    let model = one_node(
+        "BatchNormalization",
+        15,
+        &[
+            ("x", &[1, 2, 1, 2]),
+            ("scale", c),
+            ("bias", c),
+            ("mean", c),
+            ("var", c),
+        ],
+        &[1, 2, 1, 2],
+    );
+    let x = Tensor::from_shape(&[1, 2, 1, 2], &[1.0f32, 3.0, -2.0, 4.0]).unwrap();
+    let (scale, bias, mean, var) = ([2.0f32, 0.5], [1.0f32, -1.0], [1.0f32, 2.0], [4.0f32, 1.0]);
+    let y = run(
+        &model,
+        vec![
+            x,
+            tensor1(&scale),
+            tensor1(&bias),
+            tensor1(&mean),
+            tensor1(&var),
+        ],
+    );
+    // (x - mean) / sqrt(var + 1e-5) * scale + bias, per channel.
+    let expected: Vec<f32> = [(1.0f32, 0), (3.0, 0), (-2.0, 1), (4.0, 1)]
+        .iter()
+        .map(|&(v, k)| (v - mean[k]) / (var[k] + 1e-5).sqrt() * scale[k] + bias[k])
+        .collect();
+    let got = floats(&y);
+    assert!(
+        got.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-6),
+        "{got:?} vs {expected:?}"
+    );
+}

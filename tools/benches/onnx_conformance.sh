@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # ONNX's own backend tests against nnzip's core runtime (docs/CONFORMANCE.md).
 #
-#   tools/benches/onnx_conformance.sh [FOLDER …]      (default: node pytorch-converted pytorch-operator simple)
+#   tools/benches/onnx_conformance.sh [--each] [FOLDER …]   (default: node pytorch-converted pytorch-operator simple)
 #
 # Installs the `onnx` wheel from PyPI in a venv (once, under target/conformance), takes the test
 # data it ships (pytorch-converted, pytorch-operator, simple) and generates the node tests from
 # its test cases, as `python -m onnx.backend.test.cmd_tools generate-data` does for the model
 # tests. Then runs the harness (tools/examples/onnx_conformance.rs): every test whose operators
 # nnzip supports is packed, loaded, run and compared; prints counts per folder, the failures and
-# the operators most often missing. Exits 1 if a test fails. ONNX_VERSION pins the wheel.
+# the operators most often missing (--each: every test's outcome first). Exits 1 if a test fails. ONNX_VERSION pins the wheel.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 WORK="${NNZIP_CONFORMANCE_DIR:-$ROOT/target/conformance}"
@@ -45,4 +45,6 @@ if [ -z "$HARNESS" ]; then
     HARNESS="$ROOT/target/debug/examples/onnx_conformance"
 fi
 echo "onnx $VERSION test data in $DATA" >&2
-"$HARNESS" "$DATA" "$@"
+EACH=()
+if [ "${1:-}" = --each ]; then EACH=(--each); shift; fi
+"$HARNESS" "${EACH[@]}" "$DATA" "$@"

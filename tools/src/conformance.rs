@@ -265,6 +265,22 @@ pub fn compare(got: &Tensor, want: &Tensor, tolerance: Tolerance) -> Result<()> 
     Ok(())
 }
 
+/// One line per test: `folder/name: pass`, `fail: why`, `unsupported: Op, Op` or `refused: why`.
+pub fn render_each(results: &[CaseResult]) -> String {
+    results
+        .iter()
+        .map(|r| {
+            let what = match &r.outcome {
+                Outcome::Pass => "pass".to_string(),
+                Outcome::Fail(why) => format!("fail: {why}"),
+                Outcome::Unsupported(ops) => format!("unsupported: {}", ops.join(", ")),
+                Outcome::Refused(why) => format!("refused: {why}"),
+            };
+            format!("{}/{}: {what}\n", r.folder, r.name)
+        })
+        .collect()
+}
+
 /// Counts of one folder.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counts {
@@ -482,6 +498,9 @@ mod tests {
         let c = counts(&results);
         assert_eq!((c["node"].pass, c["node"].unsupported), (1, 1));
         assert_eq!((c["simple"].refused, c["simple"].fail), (1, 1));
+        let each = render_each(&results);
+        assert_eq!(each.lines().count(), 4);
+        assert!(each.contains("node/t: unsupported: Erf\n"), "{each}");
         let text = render(&results, 5);
         assert!(
             text.contains("failures (1)") && text.contains("simple/t: off"),
