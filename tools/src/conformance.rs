@@ -382,32 +382,8 @@ pub fn render(results: &[CaseResult], top_missing: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nnzip_core::onnx::proto::{
-        GraphProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
-        tensor_shape_proto::{Dimension, dimension},
-        type_proto,
-    };
-
-    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-        let dim = dims
-            .iter()
-            .map(|&d| Dimension {
-                value: Some(dimension::Value::DimValue(d)),
-                ..Default::default()
-            })
-            .collect();
-        ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: 1,
-                    shape: Some(TensorShapeProto { dim }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::onnx::proto::float_value_info;
+    use nnzip_core::onnx::proto::{GraphProto, NodeProto, OperatorSetIdProto};
 
     /// A test folder as ONNX lays them out: a one-node `op` graph from `x` [3] to `y` [3], one
     /// data set with `input` and `expected`.
@@ -430,8 +406,8 @@ mod tests {
                     op_type: op.into(),
                     ..Default::default()
                 }],
-                input: vec![value("x", &[3])],
-                output: vec![value("y", &[3])],
+                input: vec![float_value_info("x", &[Some(3)])],
+                output: vec![float_value_info("y", &[Some(3)])],
                 ..Default::default()
             }),
             ..Default::default()
