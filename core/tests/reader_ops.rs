@@ -152,3 +152,20 @@ fn batch_normalization_takes_statistics_computed_by_the_graph() {
         "{got:?} vs {expected:?}"
     );
 }
+
+#[test]
+fn inference_dropout_gives_an_all_true_mask() {
+    let mut model = one_node("Dropout", 13, &[("x", &[2, 2])], &[2, 2]);
+    let graph = model.graph.as_mut().unwrap();
+    graph.node[0].output.push("mask".into());
+    graph.output.push(value("mask", &[2, 2]));
+    let typed = typed_model_from_onnx(&model, vec![], None).unwrap();
+    let plan = typed.into_runnable().unwrap();
+    let x = Tensor::from_shape(&[2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let out = plan.run(tvec!(x.clone().into_tvalue())).unwrap();
+    assert_eq!(*out[0], x);
+    assert_eq!(
+        out[1].clone().into_tensor(),
+        Tensor::from_shape(&[2, 2], &[true; 4]).unwrap()
+    );
+}

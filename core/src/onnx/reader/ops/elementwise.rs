@@ -115,13 +115,26 @@ pub(super) fn identity(_graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>
     one(node.input(0)?)
 }
 
-/// Dropout in inference: the input unchanged. Training mode with a non-zero ratio would drop at
-/// random, which a classifier never wants: refused. The mask output is not produced.
+/// Dropout in inference: the input unchanged, and its mask (when used) all true. Training mode
+/// with a non-zero ratio would drop at random, which a classifier never wants: refused.
 pub(super) fn dropout(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
+    let mut outputs = dropout_output(graph, node)?;
     if node.proto.output.get(1).is_some_and(|o| !o.is_empty()) {
-        return Err(node
-            .error("its mask output is used; export the model in inference mode (model.eval())"));
+        let shape = node.fact(graph, 0)?.shape;
+        let shape = shape.as_concrete().ok_or_else(|| {
+            node.error(format!(
+                "its mask output is used and the input's shape {shape:?} is not known at load"
+            ))
+        })?;
+        let count = shape.iter().product::<usize>();
+        let mask = Tensor::from_shape(shape, &vec![true; count]).map_err(|e| node.tract(e))?;
+        outputs.push(graph.constant(format!("{}.mask", node.name), mask)?);
     }
+    Ok(outputs)
+}
+
+/// Dropout's first output: the input, once its mode and ratio are checked.
+fn dropout_output(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
     // Before operator set 12 Dropout has no training-mode input: models are exported for
     // inference with it as a pass-through. In inference the ratio is not read, so it may come
     // from anywhere.
