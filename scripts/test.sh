@@ -13,6 +13,10 @@ fi
 cargo build --workspace --all-targets
 cargo test --workspace
 
+# ONNX's own backend tests against the core (docs/CONFORMANCE.md): the onnx wheel in a venv and
+# its test data (about a minute, once per clone), then the harness built above (about a second).
+NNZIP_CONFORMANCE_BIN=target/debug/examples/onnx_conformance bash tools/benches/onnx_conformance.sh
+
 # arm64 step: nnzip-core's tests cross-built for aarch64 and run under qemu (the NEON kernels
 # asserted), and classify on the shared photos against x86_64. CI runs the default subset
 # (nnzip-core); ARM64_FULL=1 adds nnzip-e2e's tests. Reuses the host build above. See

@@ -99,7 +99,18 @@ impl Model {
 
     /// Runs the model on one input tensor and returns its first output.
     pub fn run(&self, input: Tensor) -> Result<Tensor> {
+        let mut outputs = self.run_all(vec![input])?;
+        if outputs.is_empty() {
+            return Err(NnzError::model("the model produced no output"));
+        }
+        Ok(outputs.remove(0))
+    }
+
+    /// Runs the model on all its inputs, in the graph's input order (the ONNX graph's inputs
+    /// that are not weights), and returns every output in the graph's output order.
+    pub fn run_all(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
         if let Some(batch) = self.fixed_batch
+            && let Some(input) = inputs.first()
             && input.shape().first() != Some(&batch)
         {
             return Err(NnzError::model(format!(
@@ -107,20 +118,23 @@ impl Model {
                 input.shape()
             )));
         }
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.plan.run(tvec!(input.into_tvalue()))
-        }));
-        let mut outputs = run
+        let expected = self.plan.model().input_outlets().map_or(0, |o| o.len());
+        if inputs.len() != expected {
+            return Err(NnzError::model(format!(
+                "the model takes {expected} inputs, {} were given",
+                inputs.len()
+            )));
+        }
+        let inputs: TVec<TValue> = inputs.into_iter().map(|t| t.into_tvalue()).collect();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(inputs)));
+        let outputs = run
             .map_err(|_| {
                 NnzError::model(
                     "inference failed (internal panic in tract): wrong input shape for this model?",
                 )
             })?
             .map_err(|e| NnzError::model(format!("inference failed: {e:#}")))?;
-        if outputs.is_empty() {
-            return Err(NnzError::model("the model produced no output"));
-        }
-        Ok(outputs.remove(0).into_tensor())
+        Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
     }
 
     /// Decodes a JPEG or PNG, preprocesses it as the file says, runs, and returns the top `k`

@@ -15,11 +15,14 @@
 
 pub mod commands;
 pub mod compress;
+pub mod conformance;
 pub mod data;
 pub mod eval;
 pub mod fsutil;
+pub mod npy;
 pub mod onnx;
 pub mod pack;
 pub mod plot;
+pub mod run;
 pub mod table;
 pub mod train;

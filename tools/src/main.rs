@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 use nnzip_tools::commands::{
-    agree, bench, classify, compress, decompress, eval, init, inspect, pack, sensitivity, train,
+    agree, bench, classify, compress, decompress, eval, init, inspect, pack, run, sensitivity,
+    train,
 };
 use std::process::ExitCode;
 
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// How often a compressed model agrees with its dense original on unlabelled photos.
     Agree(agree::AgreeArgs),
+    /// Run a model on input tensors from files (ONNX .pb or NumPy .npy) and write its outputs.
+    Run(run::RunArgs),
 }
 
 /// Training allocates and frees tensors of megabytes at every op. glibc serves those with
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Sensitivity(a) => sensitivity::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Agree(a) => agree::run(a),
+        Command::Run(a) => run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,30 @@ mod reader;
 #[cfg(feature = "runtime")]
 pub use reader::typed_model_from_onnx;
 
+/// Reads an ONNX `TensorProto` (an initializer, or a tensor file as ONNX's backend tests store
+/// their inputs and outputs) into a tensor, checking that its data matches its dims.
+#[cfg(feature = "runtime")]
+pub fn tensor_from_proto(t: &proto::TensorProto) -> crate::Result<tract_core::prelude::Tensor> {
+    reader::tensor_from_proto(t)
+}
+
+/// tract's element type for an ONNX element type code (`TensorProto.DataType`), for the types
+/// nnzip reads; an error names any other.
+#[cfg(feature = "runtime")]
+pub fn datum_type(code: i32) -> crate::Result<tract_core::prelude::DatumType> {
+    reader::datum_type(code)
+}
+
+/// Writes a tensor as an ONNX `TensorProto` named `name` (values in `raw_data`), the format
+/// ONNX's backend tests and `onnx.numpy_helper` read.
+#[cfg(feature = "runtime")]
+pub fn tensor_to_proto(
+    name: &str,
+    t: &tract_core::prelude::Tensor,
+) -> crate::Result<proto::TensorProto> {
+    reader::tensor_to_proto(name, t)
+}
+
 /// The ONNX operators (default domain) the phone runtime runs, sorted. The tools' training
 /// interpreter accepts the same list (a test in nnzip-tools holds them together).
 pub const SUPPORTED_OPERATORS: &[&str] = &[

@@ -11,5 +11,6 @@ pub mod eval;
 pub mod init;
 pub mod inspect;
 pub mod pack;
+pub mod run;
 pub mod sensitivity;
 pub mod train;

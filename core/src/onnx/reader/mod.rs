@@ -8,6 +8,8 @@ mod node;
 pub(crate) mod ops;
 mod tensor;
 
+pub(crate) use tensor::{datum_type, tensor_from_proto, tensor_to_proto};
+
 use crate::error::{NnzError, Result};
 use crate::onnx::proto::{GraphProto, ModelProto, ValueInfoProto, tensor_shape_proto, type_proto};
 use node::Node;

@@ -34,6 +34,57 @@ pub(crate) fn datum_type(code: i32) -> Result<DatumType> {
     Ok(dt)
 }
 
+/// The ONNX element type code of a tract one (the inverse of [`datum_type`]).
+fn onnx_type_code(dt: DatumType) -> Option<DataType> {
+    let code = match dt {
+        DatumType::F32 => DataType::Float,
+        DatumType::F64 => DataType::Double,
+        DatumType::F16 => DataType::Float16,
+        DatumType::I64 => DataType::Int64,
+        DatumType::I32 => DataType::Int32,
+        DatumType::I16 => DataType::Int16,
+        DatumType::I8 => DataType::Int8,
+        DatumType::U8 => DataType::Uint8,
+        DatumType::U16 => DataType::Uint16,
+        DatumType::U32 => DataType::Uint32,
+        DatumType::U64 => DataType::Uint64,
+        DatumType::Bool => DataType::Bool,
+        _ => return None,
+    };
+    Some(code)
+}
+
+/// Writes a tensor as an ONNX `TensorProto` named `name`, its values little-endian in
+/// `raw_data` (what ONNX's own tools write). Symbolic sizes (a `Shape` of a symbolic input) are
+/// refused: a file holds numbers.
+pub(crate) fn tensor_to_proto(name: &str, t: &Tensor) -> Result<TensorProto> {
+    let dt = t.datum_type();
+    let code = onnx_type_code(dt).ok_or_else(|| {
+        NnzError::model(format!(
+            "output '{name}' has element type {dt:?}, which an ONNX tensor file cannot hold"
+        ))
+    })?;
+    let plain = t.try_as_plain_ram().map_err(NnzError::model)?;
+    // Every type `onnx_type_code` accepts is a plain number or a bool, stored without padding:
+    // its bytes are the values in the machine's order.
+    let bytes = plain.as_bytes();
+    let raw_data = if cfg!(target_endian = "little") || dt.size_of() == 1 {
+        bytes.to_vec()
+    } else {
+        bytes
+            .chunks_exact(dt.size_of())
+            .flat_map(|c| c.iter().rev().copied())
+            .collect()
+    };
+    Ok(TensorProto {
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: code as i32,
+        name: name.to_string(),
+        raw_data,
+        ..TensorProto::default()
+    })
+}
+
 /// Reads a tensor, checking that its data matches its dims.
 pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
     let bad = |what: String| NnzError::model(format!("ONNX tensor '{}': {what}", t.name));
@@ -118,4 +169,28 @@ pub(crate) fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
         Err(_) => return Err(bad(format!("unknown element type code {}", t.data_type))),
     };
     tensor.map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_tensors_read_back_equal() {
+        let floats = Tensor::from_shape(&[2, 2], &[1.5f32, -0.0, f32::INFINITY, 3.0]).unwrap();
+        let ints = Tensor::from_shape(&[3], &[-7i64, 0, 1 << 40]).unwrap();
+        let bools = Tensor::from_shape(&[2], &[true, false]).unwrap();
+        for t in [floats, ints, bools, tensor0(2.5f64)] {
+            let proto = tensor_to_proto("t", &t).unwrap();
+            assert_eq!(proto.name, "t");
+            assert_eq!(tensor_from_proto(&proto).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn symbolic_sizes_are_refused() {
+        let t = tensor1(&[TDim::Val(3)]);
+        let err = tensor_to_proto("shape", &t).unwrap_err().to_string();
+        assert!(err.contains("'shape'"), "{err}");
+    }
 }

@@ -52,9 +52,10 @@ pub(super) fn relu(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
     clamp(graph, node, Some(0.0), None)
 }
 
-/// Clip: bounds are attributes before operator set 11, optional constant inputs from 11.
+/// Clip: bounds are attributes before operator set 11, optional scalar inputs from 11 (constant
+/// or computed: they are wired as element-wise max and min).
 pub(super) fn clip(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
-    let (low, high) = if node.opset < 11 {
+    if node.opset < 11 {
         let attr = |name| -> Result<Option<f32>> {
             node.proto
                 .attribute
@@ -63,20 +64,24 @@ pub(super) fn clip(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
                 .then(|| node.float_or(name, 0.0))
                 .transpose()
         };
-        (attr("min")?, attr("max")?)
-    } else {
-        let bound = |slot| -> Result<Option<f32>> {
-            match node.constant_input(graph, slot)? {
-                None => Ok(None),
-                Some(t) => t
-                    .cast_to_scalar::<f32>()
-                    .map(Some)
-                    .map_err(|_| node.error(format!("input {slot} must be a scalar"))),
-            }
+        return clamp(graph, node, attr("min")?, attr("max")?);
+    }
+    let mut wire = node.input(0)?;
+    for (slot, suffix) in [(1, "low"), (2, "high")] {
+        let Some(bound) = node.optional_input(slot) else {
+            continue;
         };
-        (bound(1)?, bound(2)?)
-    };
-    clamp(graph, node, low, high)
+        let rank = node.rank(graph, slot)?;
+        if rank != 0 {
+            return Err(node.error(format!("input {slot} must be a scalar, got rank {rank}")));
+        }
+        wire = if slot == 1 {
+            broadcast(graph, node, suffix, math::max(), wire, bound)?
+        } else {
+            broadcast(graph, node, suffix, math::min(), wire, bound)?
+        };
+    }
+    one(wire)
 }
 
 pub(super) fn sigmoid(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
@@ -110,15 +115,29 @@ pub(super) fn identity(_graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>
     one(node.input(0)?)
 }
 
-/// Dropout in inference: the input unchanged. Training mode with a non-zero ratio would drop at
-/// random, which a classifier never wants: refused. The mask output is not produced.
+/// Dropout in inference: the input unchanged, and its mask (when used) all true. Training mode
+/// with a non-zero ratio would drop at random, which a classifier never wants: refused.
 pub(super) fn dropout(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
+    let mut outputs = dropout_output(graph, node)?;
     if node.proto.output.get(1).is_some_and(|o| !o.is_empty()) {
-        return Err(node
-            .error("its mask output is used; export the model in inference mode (model.eval())"));
+        let shape = node.fact(graph, 0)?.shape;
+        let shape = shape.as_concrete().ok_or_else(|| {
+            node.error(format!(
+                "its mask output is used and the input's shape {shape:?} is not known at load"
+            ))
+        })?;
+        let count = shape.iter().product::<usize>();
+        let mask = Tensor::from_shape(shape, &vec![true; count]).map_err(|e| node.tract(e))?;
+        outputs.push(graph.constant(format!("{}.mask", node.name), mask)?);
     }
+    Ok(outputs)
+}
+
+/// Dropout's first output: the input, once its mode and ratio are checked.
+fn dropout_output(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
     // Before operator set 12 Dropout has no training-mode input: models are exported for
-    // inference with it as a pass-through.
+    // inference with it as a pass-through. In inference the ratio is not read, so it may come
+    // from anywhere.
     let training = if node.opset < 12 {
         false
     } else {
@@ -129,13 +148,16 @@ pub(super) fn dropout(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> 
                 .map_err(|_| node.error("training_mode must be a boolean scalar"))?,
         }
     };
+    if !training {
+        return one(node.input(0)?);
+    }
     let ratio = match node.constant_input(graph, 1)? {
-        Some(t) if node.opset >= 12 => t
+        Some(t) => t
             .cast_to_scalar::<f32>()
             .map_err(|_| node.error("ratio must be a scalar"))?,
-        _ => node.float_or("ratio", 0.5)?,
+        None => 0.5,
     };
-    if training && ratio != 0.0 {
+    if ratio != 0.0 {
         return Err(node
             .error("it runs in training mode; export the model in inference mode (model.eval())"));
     }

@@ -10,11 +10,12 @@ use tract_core::ops::math;
 
 /// The einsum expression of numpy's matmul for operands of ranks `a` and `b`: a rank-1 operand
 /// is a vector (its axis is contracted and does not appear in the output), leading axes
-/// broadcast as batch axes aligned on the right.
+/// broadcast as batch axes aligned on the right. Two vectors give their dot product, a scalar.
 fn matmul_expression(a: usize, b: usize) -> Option<String> {
     let batch = |n: usize| -> String { ('a'..='h').take(n).collect() };
     match (a, b) {
-        (0, _) | (_, 0) | (1, 1) => None,
+        (0, _) | (_, 0) => None,
+        (1, 1) => Some("k,k->".into()),
         (1, b) if b <= 10 => Some(format!("k,{p}kn->{p}n", p = batch(b - 2))),
         (a, 1) if a <= 10 => Some(format!("{p}mk,k->{p}m", p = batch(a - 2))),
         (a, b) if a <= 10 && b <= 10 => {
@@ -32,7 +33,7 @@ pub(super) fn matmul(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
     let (a, b) = (node.fact(graph, 0)?, node.fact(graph, 1)?);
     let expr = matmul_expression(a.rank(), b.rank()).ok_or_else(|| {
         node.error(format!(
-            "operands of rank {} and {} cannot be multiplied (ranks 1 to 10, not both 1)",
+            "operands of rank {} and {} cannot be multiplied (ranks 1 to 10)",
             a.rank(),
             b.rank()
         ))
@@ -88,6 +89,7 @@ mod tests {
         assert_eq!(matmul_expression(2, 4).as_deref(), Some("mk,abkn->abmn"));
         assert_eq!(matmul_expression(1, 3).as_deref(), Some("k,akn->an"));
         assert_eq!(matmul_expression(3, 1).as_deref(), Some("amk,k->am"));
-        assert_eq!(matmul_expression(1, 1), None);
+        assert_eq!(matmul_expression(1, 1).as_deref(), Some("k,k->"));
+        assert_eq!(matmul_expression(0, 2), None);
     }
 }

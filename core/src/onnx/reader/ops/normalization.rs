@@ -51,6 +51,14 @@ pub(super) fn batch_normalization(graph: &mut Graph, node: &Node) -> Result<TVec
             fact.rank()
         )));
     }
+    let statistics_known = (1..=4).all(|slot| {
+        node.optional_input(slot)
+            .and_then(|o| graph.model.outlet_fact(o).ok())
+            .is_some_and(|f| f.konst.is_some())
+    });
+    if !statistics_known {
+        return batch_normalization_wired(graph, node, &fact, epsilon);
+    }
     let c = fact.shape[1]
         .to_usize()
         .map_err(|_| node.error("the channel count must be a number"))?;
@@ -75,6 +83,50 @@ pub(super) fn batch_normalization(graph: &mut Graph, node: &Node) -> Result<TVec
     let x = node.input(0)?;
     let scaled = graph.wire1(node, "mul", math::mul(), &[slope, x])?;
     one(graph.wire1(node, "", math::add(), &[intercept, scaled])?)
+}
+
+/// BatchNormalization whose scale, bias, mean or variance the graph computes (they cannot be
+/// folded at load): `(x - mean) / sqrt(var + epsilon) * scale + bias`, each `[C]` input seen as
+/// `[1, C, 1, …]` to broadcast over the input.
+fn batch_normalization_wired(
+    graph: &mut Graph,
+    node: &Node,
+    fact: &TypedFact,
+    epsilon: f32,
+) -> Result<TVec<OutletId>> {
+    let rank = fact.rank();
+    let per_channel = |graph: &mut Graph, slot: usize| -> Result<OutletId> {
+        let shape = node.fact(graph, slot)?.shape;
+        if shape.rank() != 1 || shape[0] != fact.shape[1] {
+            return Err(node.error(format!(
+                "input {slot} (scale, bias, mean or variance) must be [{}], got {shape:?}",
+                fact.shape[1]
+            )));
+        }
+        let mut wire = node.input(slot)?;
+        wire = graph.wire1(node, &format!("in{slot}.batch"), AxisOp::Add(0), &[wire])?;
+        for axis in 2..rank {
+            wire = graph.wire1(
+                node,
+                &format!("in{slot}.{axis}"),
+                AxisOp::Add(axis),
+                &[wire],
+            )?;
+        }
+        Ok(wire)
+    };
+    let scale = per_channel(graph, 1)?;
+    let bias = per_channel(graph, 2)?;
+    let mean = per_channel(graph, 3)?;
+    let var = per_channel(graph, 4)?;
+    let eps = graph.scalar(node, "epsilon", epsilon, fact.datum_type, rank)?;
+    let x = node.input(0)?;
+    let centred = graph.wire1(node, "centred", math::sub(), &[x, mean])?;
+    let var_eps = graph.wire1(node, "var_eps", math::add(), &[var, eps])?;
+    let std = graph.wire1(node, "std", math::sqrt(), &[var_eps])?;
+    let normed = graph.wire1(node, "normed", math::div(), &[centred, std])?;
+    let scaled = graph.wire1(node, "scaled", math::mul(), &[normed, scale])?;
+    one(graph.wire1(node, "", math::add(), &[scaled, bias])?)
 }
 
 /// Softmax. From operator set 13 it normalises along `axis` (default -1); before, it
