@@ -28,6 +28,8 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "LRN",
+    "LogSoftmax",
     "MatMul",
     "MaxPool",
     "Mul",
@@ -40,6 +42,7 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
     "Softmax",
     "Squeeze",
     "Sub",
+    "Sum",
     "Transpose",
     "Unsqueeze",
 ];
