@@ -111,12 +111,10 @@ pub(super) fn identity(_graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>
 }
 
 /// Dropout in inference: the input unchanged. Training mode with a non-zero ratio would drop at
-/// random, which a classifier never wants: refused. The mask output is not produced.
+/// random, which a classifier never wants: refused. The mask output is not produced: old
+/// exporters (Caffe2's AlexNet, SqueezeNet, VGG) name it without reading it, and a node or graph
+/// output that does read it is refused as reading a value nothing provides.
 pub(super) fn dropout(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
-    if node.proto.output.get(1).is_some_and(|o| !o.is_empty()) {
-        return Err(node
-            .error("its mask output is used; export the model in inference mode (model.eval())"));
-    }
     // Before operator set 12 Dropout has no training-mode input: models are exported for
     // inference with it as a pass-through.
     let training = if node.opset < 12 {
