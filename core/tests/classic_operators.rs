@@ -300,10 +300,10 @@ fn sum_adds_every_input_with_broadcasting() {
     }
     .nnz();
     let got = run(&nnz, &shape, &x);
-    for c in 0..3 {
-        for p in 0..4 {
+    for (c, a) in a.iter().enumerate() {
+        for (p, b) in b.iter().enumerate() {
             let i = c * 4 + p;
-            let want = x[i] + a[c] + b[p];
+            let want = x[i] + a + b;
             assert!(
                 (got[i] - want).abs() <= 1e-5,
                 "output {i}: {} against {want}",

@@ -11,7 +11,8 @@
         the logits have a standard deviation of 3 on the photos (a random network otherwise
         gives a one-hot softmax)
     architectures.py ort MODEL.onnx PNG...
-        one JSON line per photo: onnxruntime's top 5 of the model's output (index, value)
+        one JSON line per photo: onnxruntime's top 5 (index, probability: the output itself when
+        the graph ends in Softmax, its softmax otherwise)
     architectures.py compare DENSE.json OTHER.json
         top-1 and top-5 agreement of two files of JSON lines (`nnzip classify --json` or `ort`)
 """
@@ -164,13 +165,26 @@ def top5(values):
     return [{"index": i, "probability": float(v[i])} for i in order]
 
 
+def ends_in_softmax(graph):
+    producer = {o: n for n in graph.node for o in n.output}
+    n = producer.get(graph.output[0].name)
+    while n is not None and n.op_type in ("Reshape", "Flatten", "Identity", "Squeeze", "Unsqueeze"):
+        n = producer.get(n.input[0])
+    return n is not None and n.op_type == "Softmax"
+
+
 def run_ort(model, pngs):
+    """onnxruntime's probabilities: the output itself after a final Softmax, else its softmax."""
     import onnxruntime as ort
 
+    probabilities = ends_in_softmax(onnx.load(model, load_external_data=False).graph)
     s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     name = s.get_inputs()[0].name
     for p in pngs:
-        out = s.run(None, {name: input_tensor(p)})[0]
+        out = s.run(None, {name: input_tensor(p)})[0].ravel().astype(np.float64)
+        if not probabilities:
+            e = np.exp(out - out.max())
+            out = e / e.sum()
         print(json.dumps({"image": p, "top": top5(out)}))
 
 

@@ -96,7 +96,7 @@ fn softmax_of_kind(graph: &mut Graph, node: &Node, kind: SoftmaxKind) -> Result<
     let axis = node.axis("axis", node.int_or("axis", default_axis)?, rank)?;
     let op = |axis| Softmax {
         axes: tvec!(axis),
-        kind: kind.clone(),
+        kind,
         ..Softmax::default()
     };
     if node.opset >= 13 || axis + 1 == rank {
