@@ -458,3 +458,31 @@ fn logits_and_a_softmax_over_another_axis_are_softmaxed_by_classify() {
         "a softmax over the batch axis"
     );
 }
+
+#[test]
+fn a_dropout_mask_is_accepted_unread_and_refused_by_name_when_read() {
+    let mut dropout = node("Dropout", &["x"], "y");
+    dropout.output.push("mask".into());
+    let unread = Graph {
+        opset: 9,
+        nodes: vec![dropout.clone()],
+        input: &[1, 4],
+        output: &[1, 4],
+        tensors: vec![],
+        recipe: None,
+    }
+    .nnz();
+    let x = [1.0, -2.0, 3.0, -4.0];
+    assert_eq!(run(&unread, &[1, 4], &x), x);
+    let read = Graph {
+        opset: 9,
+        nodes: vec![dropout, node("Identity", &["mask"], "out")],
+        input: &[1, 4],
+        output: &[1, 4],
+        tensors: vec![],
+        recipe: None,
+    }
+    .nnz();
+    let msg = Model::from_bytes(&read).expect_err("mask read").to_string();
+    assert!(msg.contains("'mask'"), "{msg}");
+}
