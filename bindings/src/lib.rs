@@ -91,7 +91,8 @@ pub struct Prediction {
     pub index: u32,
     /// Class name (`class N` when the file has no labels).
     pub label: String,
-    /// Softmax probability, 0–1.
+    /// The model's probability of the class, 0–1: its own output when its graph ends in a
+    /// softmax, the softmax of its logits otherwise.
     pub probability: f32,
 }
 

@@ -1,4 +1,5 @@
-//! Turning logits into ranked, labelled probabilities.
+//! Turning a classifier's outputs into ranked, labelled probabilities: logits are softmaxed,
+//! probabilities taken as they are, log-probabilities exponentiated ([`OutputKind`]).
 
 /// One class of a classification result.
 #[derive(Debug, Clone, PartialEq)]
@@ -7,8 +8,32 @@ pub struct Prediction {
     pub index: usize,
     /// Class name from the file's labels, or `class N` when the file has none.
     pub label: String,
-    /// Softmax probability, 0–1.
+    /// The model's probability of the class, 0–1: its output itself when the graph ends in a
+    /// softmax, the softmax of its logits otherwise.
     pub probability: f32,
+}
+
+/// What the values a classifier outputs are, as its graph says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputKind {
+    /// Unnormalised scores: the probabilities are their softmax.
+    #[default]
+    Logits,
+    /// Already probabilities (the graph ends in a Softmax over the classes).
+    Probabilities,
+    /// Natural logarithms of probabilities (the graph ends in a LogSoftmax over the classes).
+    LogProbabilities,
+}
+
+impl OutputKind {
+    /// The class probabilities these output values stand for.
+    pub fn probabilities(self, values: &[f32]) -> Vec<f32> {
+        match self {
+            OutputKind::Logits => softmax(values),
+            OutputKind::Probabilities => values.to_vec(),
+            OutputKind::LogProbabilities => values.iter().map(|v| v.exp()).collect(),
+        }
+    }
 }
 
 /// Numerically stable softmax (subtracts the maximum first). Non-finite logits give non-finite
@@ -22,7 +47,13 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 
 /// The `k` most probable classes of `logits`, most probable first (ties by lower index).
 pub fn top_k(logits: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
-    let probs = softmax(logits);
+    top_k_of(OutputKind::Logits, logits, k, labels)
+}
+
+/// The `k` most probable classes of a model's output `values` of the given kind, most probable
+/// first (ties by lower index).
+pub fn top_k_of(kind: OutputKind, values: &[f32], k: usize, labels: &[String]) -> Vec<Prediction> {
+    let probs = kind.probabilities(values);
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
     order
@@ -62,5 +93,19 @@ mod tests {
         assert_eq!((top[1].index, top[1].label.as_str()), (2, "class 2"));
         assert!(top[0].probability > top[1].probability);
         assert_eq!(top_k(&[1.0], 5, &[]).len(), 1);
+    }
+
+    #[test]
+    fn probabilities_are_kept_and_log_probabilities_exponentiated() {
+        let probs = [0.7f32, 0.2, 0.1];
+        let top = top_k_of(OutputKind::Probabilities, &probs, 3, &[]);
+        let got: Vec<(usize, f32)> = top.iter().map(|p| (p.index, p.probability)).collect();
+        assert_eq!(got, vec![(0, 0.7), (1, 0.2), (2, 0.1)]);
+        let logs: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+        let top = top_k_of(OutputKind::LogProbabilities, &logs, 1, &[]);
+        assert!((top[0].probability - 0.7).abs() < 1e-6, "{top:?}");
+        // Softmaxing probabilities again squashes them towards uniform: the defect this avoids.
+        let twice = top_k(&probs, 1, &[]);
+        assert!(twice[0].probability < 0.5, "{twice:?}");
     }
 }

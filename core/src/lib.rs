@@ -28,9 +28,11 @@ pub mod metadata;
 pub mod model;
 pub mod onnx;
 #[cfg(feature = "runtime")]
+mod output_kind;
+#[cfg(feature = "runtime")]
 pub mod preprocess;
 
-pub use classify::Prediction;
+pub use classify::{OutputKind, Prediction};
 pub use error::{NnzError, Result};
 pub use metadata::{Metadata, Preprocessing};
 #[cfg(feature = "runtime")]

@@ -1,7 +1,7 @@
 //! A `.nnz` file turned into a runnable model: verify, decode every tensor straight into the
 //! buffer tract will own, put it into the graph as a constant, optimise, run.
 
-use crate::classify::{Prediction, top_k};
+use crate::classify::{OutputKind, Prediction, top_k_of};
 use crate::error::{NnzError, Result};
 use crate::format::decode::{read_header_unverified, verify_checksum};
 use crate::format::{DecodeLimits, NnzReader};
@@ -39,6 +39,8 @@ pub struct Model {
     plan: Arc<TypedSimplePlan>,
     /// The batch size the plan was fixed to at load, if it was.
     fixed_batch: Option<usize>,
+    /// What the first output's values are, read from the graph at load.
+    output_kind: OutputKind,
 }
 
 impl Model {
@@ -68,12 +70,14 @@ impl Model {
             Some(kernels) => kernels,
             None => KernelChoice::from_env().map_err(|e| NnzError::InvalidInput(e.to_string()))?,
         };
+        let output_kind = crate::output_kind::output_kind(&model);
         let plan = guard_panics("optimise", || optimise(model, &kernels))?;
         Ok(Model {
             metadata,
             file_bytes: bytes.len() as u64,
             plan,
             fixed_batch,
+            output_kind,
         })
     }
 
@@ -90,6 +94,13 @@ impl Model {
     /// The file's metadata.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
+    }
+
+    /// Whether [`Model::run`]'s output is logits, probabilities or log-probabilities (from the
+    /// graph: a final Softmax or LogSoftmax over each sample); [`Model::classify`] turns each
+    /// into probabilities accordingly.
+    pub fn output_kind(&self) -> OutputKind {
+        self.output_kind
     }
 
     /// Size of the `.nnz` file in bytes.
@@ -138,7 +149,8 @@ impl Model {
     }
 
     /// Decodes a JPEG or PNG, preprocesses it as the file says, runs, and returns the top `k`
-    /// classes, most probable first.
+    /// classes, most probable first, with the probabilities the model means (see
+    /// [`Model::output_kind`]).
     pub fn classify(&self, image_bytes: &[u8], top_k: usize) -> Result<Vec<Prediction>> {
         if let Some(recipe) = &self.metadata.preprocessing {
             let (w, h) = preprocess::image_dimensions(image_bytes)?;
@@ -180,13 +192,13 @@ impl Model {
                 expected
             )));
         }
-        let logits = self.run(input)?;
-        let logits = logits
+        let output = self.run(input)?;
+        let output = output
             .cast_to::<f32>()
             .map_err(|e| NnzError::model(e.to_string()))?;
-        let view = logits.try_as_plain_ram().map_err(NnzError::model)?;
-        let logits = view.as_slice::<f32>().map_err(NnzError::model)?;
-        Ok(top_k(logits, k, &self.metadata.labels))
+        let view = output.try_as_plain_ram().map_err(NnzError::model)?;
+        let values = view.as_slice::<f32>().map_err(NnzError::model)?;
+        Ok(top_k_of(self.output_kind, values, k, &self.metadata.labels))
     }
 }
 

@@ -325,6 +325,31 @@ fn elementwise_ops() {
             .fixed("hi", &[0.4]),
     );
     check(Case::new("Softmax", &[3, 7]).attr(int_attr("axis", -1)));
+    check(Case::new("LogSoftmax", &[3, 7]).attr(int_attr("axis", -1)));
+    check(
+        Case::new("Sum", &[2, 3, 4])
+            .param("b", &[3, 1])
+            .param("c", &[4]),
+    );
+    check(Case::new("Sum", &[2, 3]));
+}
+
+#[test]
+fn local_response_normalisation() {
+    // AlexNet's setting, GoogLeNet's, and a window wider than the channels.
+    for (size, alpha, beta, bias) in [
+        (5, 1e-4, 0.75, 1.0),
+        (3, 0.5, 0.75, 2.0),
+        (9, 2.0, 0.5, 1.0),
+    ] {
+        check(
+            Case::new("LRN", &[2, 5, 3, 4])
+                .attr(int_attr("size", size))
+                .attr(float_attr("alpha", alpha))
+                .attr(float_attr("beta", beta))
+                .attr(float_attr("bias", bias)),
+        );
+    }
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
     "HardSigmoid",
     "HardSwish",
     "Identity",
+    "LRN",
+    "LogSoftmax",
     "MatMul",
     "MaxPool",
     "Mul",
@@ -64,6 +66,7 @@ pub const SUPPORTED_OPERATORS: &[&str] = &[
     "Softmax",
     "Squeeze",
     "Sub",
+    "Sum",
     "Transpose",
     "Unsqueeze",
 ];

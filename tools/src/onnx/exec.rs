@@ -615,6 +615,9 @@ impl GraphExecutor {
                 }
             }
             "Softmax" => ops::softmax(n, &x()?, self.opset)?,
+            "LogSoftmax" => ops::log_softmax(n, &x()?, self.opset)?,
+            "LRN" => ops::lrn(n, &x()?)?,
+            "Sum" => ops::sum(&(0..n.input.len()).map(input).collect::<Result<Vec<_>>>()?)?,
             "Identity" => {
                 let name = n.input.first().context("missing input 0")?;
                 if let Some(v) = env.get(name).or_else(|| self.constants.get(name)) {

@@ -15,6 +15,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Gemm",
     "MatMul",
     "Add",
+    "Sum",
     "Mul",
     "Sub",
     "Div",
@@ -33,6 +34,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Concat",
     "Dropout",
     "Softmax",
+    "LRN",
+    "LogSoftmax",
     "Identity",
     "Constant",
     "Pad",
@@ -561,11 +564,30 @@ pub fn reshape_dims(input: &[usize], shape: &[i64], allow_zero: bool) -> Result<
 
 /// ONNX `Softmax`; opsets before 13 coerce to 2-D at `axis` (default 1), later ones use one axis (default −1).
 pub fn softmax(node: &NodeProto, x: &Tensor, opset: i64) -> Result<Tensor> {
-    let softmax_axis = |t: &Tensor, a: usize| -> Result<Tensor> {
+    along_softmax_axis(node, x, opset, |t, a| {
         let m = t.max_keepdim(a)?.detach();
         let e = t.broadcast_sub(&m)?.exp()?;
         Ok(e.broadcast_div(&e.sum_keepdim(a)?)?)
-    };
+    })
+}
+
+/// ONNX `LogSoftmax` (the same axes as `Softmax`): `x − max − ln Σ exp(x − max)`.
+pub fn log_softmax(node: &NodeProto, x: &Tensor, opset: i64) -> Result<Tensor> {
+    along_softmax_axis(node, x, opset, |t, a| {
+        let m = t.max_keepdim(a)?.detach();
+        let shifted = t.broadcast_sub(&m)?;
+        let log_sum = shifted.exp()?.sum_keepdim(a)?.log()?;
+        Ok(shifted.broadcast_sub(&log_sum)?)
+    })
+}
+
+/// Applies `softmax_axis` along the axis Softmax and LogSoftmax normalise in `opset`.
+fn along_softmax_axis(
+    node: &NodeProto,
+    x: &Tensor,
+    opset: i64,
+    softmax_axis: impl Fn(&Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
     if opset >= 13 {
         softmax_axis(x, axis(attr_int(node, "axis", -1), x.rank())?)
     } else {
@@ -574,6 +596,47 @@ pub fn softmax(node: &NodeProto, x: &Tensor, opset: i64) -> Result<Tensor> {
         let y = softmax_axis(&x.reshape((outer, ()))?, 1)?;
         Ok(y.reshape(x.dims())?)
     }
+}
+
+/// ONNX `Sum`: every input added, with numpy broadcasting.
+pub fn sum(inputs: &[Tensor]) -> Result<Tensor> {
+    let (first, rest) = inputs
+        .split_first()
+        .context("Sum needs at least one input")?;
+    rest.iter()
+        .try_fold(first.clone(), |acc, t| Ok(acc.broadcast_add(t)?))
+}
+
+/// ONNX `LRN` across channels: `x / (bias + alpha / size · Σ x²)^beta`, the sum over the channels
+/// from `c − ⌊(size−1)/2⌋` to `c + ⌈(size−1)/2⌉` that exist (zero padding, then one slice per
+/// window position).
+pub fn lrn(node: &NodeProto, x: &Tensor) -> Result<Tensor> {
+    let size = attr_int(node, "size", 0);
+    ensure!(
+        size >= 1,
+        "LRN: attribute size must be at least 1, got {size}"
+    );
+    ensure!(
+        x.rank() >= 3,
+        "LRN: the input must be [N, C, D1, …], got {:?}",
+        x.dims()
+    );
+    let alpha = attr_float(node, "alpha", 1e-4) as f64;
+    let beta = attr_float(node, "beta", 0.75) as f64;
+    let bias = attr_float(node, "bias", 1.0) as f64;
+    let channels = x.dims()[1];
+    let size = size as usize;
+    // Channels further than the tensor holds add only zeros.
+    let reach = channels.saturating_sub(1);
+    let below = ((size - 1) / 2).min(reach);
+    let above = (size - 1 - (size - 1) / 2).min(reach);
+    let padded = x.sqr()?.pad_with_zeros(1, below, above)?;
+    let mut sums = padded.narrow(1, 0, channels)?;
+    for start in 1..=below + above {
+        sums = (sums + padded.narrow(1, start, channels)?)?;
+    }
+    let divisor = sums.affine(alpha / size as f64, bias)?.powf(beta)?;
+    Ok(x.broadcast_div(&divisor)?)
 }
 
 /// ONNX `Dropout` in training mode: zero each value with probability `ratio`, scale the rest by `1/(1−ratio)`.

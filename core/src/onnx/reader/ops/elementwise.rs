@@ -115,8 +115,9 @@ pub(super) fn identity(_graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>
     one(node.input(0)?)
 }
 
-/// Dropout in inference: the input unchanged, and its mask (when used) all true. Training mode
-/// with a non-zero ratio would drop at random, which a classifier never wants: refused.
+/// Dropout in inference: the input unchanged, and its mask (when named) all true; old exporters
+/// (Caffe2's AlexNet, SqueezeNet, VGG) name it without reading it. Training mode with a non-zero
+/// ratio would drop at random, which a classifier never wants: refused.
 pub(super) fn dropout(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
     let mut outputs = dropout_output(graph, node)?;
     if node.proto.output.get(1).is_some_and(|o| !o.is_empty()) {

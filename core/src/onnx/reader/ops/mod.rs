@@ -4,8 +4,10 @@
 mod elementwise;
 mod layout;
 mod linear;
+mod lrn;
 mod normalization;
 mod spatial;
+mod variadic;
 
 use super::Graph;
 use super::node::Node;
@@ -35,6 +37,8 @@ pub(crate) const TRANSLATIONS: &[(&str, Translate)] = &[
     ("HardSigmoid", elementwise::hard_sigmoid),
     ("HardSwish", elementwise::hard_swish),
     ("Identity", elementwise::identity),
+    ("LRN", lrn::lrn),
+    ("LogSoftmax", normalization::log_softmax),
     ("MatMul", linear::matmul),
     ("MaxPool", spatial::max_pool),
     ("Mul", elementwise::mul),
@@ -47,6 +51,7 @@ pub(crate) const TRANSLATIONS: &[(&str, Translate)] = &[
     ("Softmax", normalization::softmax),
     ("Squeeze", layout::squeeze),
     ("Sub", elementwise::sub),
+    ("Sum", variadic::sum),
     ("Transpose", layout::transpose),
     ("Unsqueeze", layout::unsqueeze),
 ];

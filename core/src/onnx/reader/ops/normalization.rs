@@ -6,7 +6,7 @@ use crate::onnx::reader::Graph;
 use crate::onnx::reader::node::Node;
 use tract_core::internal::*;
 use tract_core::ops::math;
-use tract_core::ops::nn::{Reduce, Reducer, Softmax};
+use tract_core::ops::nn::{Reduce, Reducer, Softmax, SoftmaxKind};
 
 /// The values of a constant input as `c` floats.
 fn channel_values(graph: &Graph, node: &Node, slot: usize, c: usize) -> Result<Vec<f32>> {
@@ -129,10 +129,18 @@ fn batch_normalization_wired(
     one(graph.wire1(node, "", math::add(), &[scaled, bias])?)
 }
 
-/// Softmax. From operator set 13 it normalises along `axis` (default -1); before, it
-/// normalises the input seen as a matrix `[prod(dims before axis), prod(dims from axis)]`
-/// (default axis 1): the trailing axes are merged, normalised together and split again.
 pub(super) fn softmax(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
+    softmax_of_kind(graph, node, SoftmaxKind::Softmax)
+}
+
+pub(super) fn log_softmax(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> {
+    softmax_of_kind(graph, node, SoftmaxKind::LogSoftmax)
+}
+
+/// Softmax or LogSoftmax. From operator set 13 it normalises along `axis` (default -1); before,
+/// it normalises the input seen as a matrix `[prod(dims before axis), prod(dims from axis)]`
+/// (default axis 1): the trailing axes are merged, normalised together and split again.
+fn softmax_of_kind(graph: &mut Graph, node: &Node, kind: SoftmaxKind) -> Result<TVec<OutletId>> {
     let fact = node.fact(graph, 0)?;
     let rank = fact.rank();
     let x = node.input(0)?;
@@ -140,6 +148,7 @@ pub(super) fn softmax(graph: &mut Graph, node: &Node) -> Result<TVec<OutletId>> 
     let axis = node.axis("axis", node.int_or("axis", default_axis)?, rank)?;
     let op = |axis| Softmax {
         axes: tvec!(axis),
+        kind,
         ..Softmax::default()
     };
     if node.opset >= 13 || axis + 1 == rank {
