@@ -92,7 +92,7 @@ impl NnzError {
             reason: reason.into(),
         }
     }
-    #[cfg(feature = "runtime")]
+    // Not runtime-only: `graph` (in the bare codec too) reports malformed graphs with it.
     pub(crate) fn model(msg: impl std::fmt::Display) -> Self {
         NnzError::Model(msg.to_string())
     }

@@ -91,6 +91,16 @@ fn mobile_style_network_through_prune_retrain_share_encode_decode() {
         "{stages:?}"
     );
     assert!(stages[n - 1].1 > 0.35, "{stages:?}");
+    // Stages (decisions) on a fixed fifth of the test split, the reported accuracy on the rest.
+    assert_eq!(report["validation_images"], 2000, "{report}");
+    assert_eq!(report["reported_images"], 8000, "{report}");
+    assert!(
+        report["images"]
+            .as_str()
+            .unwrap()
+            .contains("the other 8000 test images"),
+        "{report}"
+    );
 
     let layers = report["layers"].as_array().unwrap();
     let layer = |name: &str| {

@@ -10,3 +10,4 @@ pub mod prune;
 pub mod retrain;
 pub mod sensitivity;
 pub mod share;
+pub mod validation;
