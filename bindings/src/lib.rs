@@ -68,11 +68,7 @@ impl From<NnzError> for NnzipError {
             | NnzError::BadTensor { .. }
             | NnzError::LimitExceeded(_) => NnzipError::BadFile(message),
             NnzError::UnsupportedVersion { .. } => NnzipError::UnsupportedVersion(message),
-            NnzError::Image(ref m)
-                if m.starts_with("wrong pixel count") || m.starts_with("pixel size") =>
-            {
-                NnzipError::WrongPixelCount(message)
-            }
+            NnzError::WrongPixelCount(_) => NnzipError::WrongPixelCount(message),
             NnzError::Image(_) => NnzipError::BadImage(message),
             NnzError::Io { .. } => NnzipError::Io(message),
             NnzError::InvalidInput(_) | NnzError::Model(_) => NnzipError::Internal(message),

@@ -120,7 +120,7 @@ fn every_core_error_maps_to_a_named_variant_and_keeps_its_message() {
             |e| matches!(e, NnzipError::BadImage(_)),
         ),
         (
-            NnzError::Image("wrong pixel count: 2×2 RGBA needs 16 bytes, got 3".into()),
+            NnzError::WrongPixelCount("wrong pixel count: 2×2 RGBA needs 16 bytes, got 3".into()),
             |e| matches!(e, NnzipError::WrongPixelCount(_)),
         ),
         (

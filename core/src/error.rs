@@ -68,6 +68,12 @@ pub enum NnzError {
     /// The image could not be decoded or does not fit the model.
     #[error("image: {0}")]
     Image(String),
+    /// Raw pixels were handed over in a buffer that is not `width × height × 4` bytes of RGBA,
+    /// or with a width or height that is zero or over the largest side accepted. A variant of its
+    /// own because a caller (the bindings) reports it apart from an undecodable image: it is the
+    /// app's mistake, not the photo's.
+    #[error("image: {0}")]
+    WrongPixelCount(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

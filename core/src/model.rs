@@ -265,35 +265,8 @@ fn build_typed_model(reader: &NnzReader<'_>, batch: Option<usize>) -> Result<Typ
         .map(|view| view.name.clone())
         .zip(tensors)
         .collect();
-    check_all_used(&proto, reader.tensors().iter().map(|v| v.name.as_str()))?;
+    crate::onnx::check_all_used(&proto, reader.tensors().iter().map(|v| v.name.as_str()))?;
     crate::onnx::typed_model_from_onnx(&proto, weights, batch)
-}
-
-/// Refuses a file tensor the graph never reads (a sign of a graph and weights that do not
-/// belong together). Read from the ONNX graph: tract folds small constants as it builds.
-pub(crate) fn check_all_used<'a>(
-    proto: &crate::onnx::proto::ModelProto,
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<()> {
-    let read: std::collections::HashSet<&str> = proto
-        .graph
-        .iter()
-        .flat_map(|g| {
-            g.node
-                .iter()
-                .flat_map(|n| n.input.iter())
-                .chain(g.output.iter().map(|o| &o.name))
-        })
-        .map(String::as_str)
-        .collect();
-    for name in names {
-        if !read.contains(name) {
-            return Err(NnzError::malformed(format!(
-                "tensor '{name}' is not used by the graph"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Declutters, puts the convolutions on nnzip's kernels where `kernels` says so (a rewrite that

@@ -66,13 +66,13 @@ pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
 pub fn rgba_image(width: u32, height: u32, rgba: &[u8]) -> Result<DynamicImage> {
     let expected = u64::from(width) * u64::from(height) * 4;
     if width == 0 || height == 0 || width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
-        return Err(NnzError::Image(format!(
+        return Err(NnzError::WrongPixelCount(format!(
             "pixel size {width}×{height} is empty or over {MAX_IMAGE_SIDE} a side"
         )));
     }
     image_check::check_decode_cost(width, height, 4, MAX_IMAGE_ALLOC)?;
     if rgba.len() as u64 != expected {
-        return Err(NnzError::Image(format!(
+        return Err(NnzError::WrongPixelCount(format!(
             "wrong pixel count: {width}×{height} RGBA needs {expected} bytes, got {}",
             rgba.len()
         )));
@@ -368,12 +368,11 @@ mod tests {
             decode_image(b"not an image"),
             Err(NnzError::Image(_))
         ));
-        assert!(
-            rgba_image(2, 2, &[0; 15])
-                .unwrap_err()
-                .to_string()
-                .contains("wrong pixel count")
-        );
+        let short = rgba_image(2, 2, &[0; 15]).unwrap_err();
+        assert!(matches!(short, NnzError::WrongPixelCount(_)), "{short}");
+        assert!(short.to_string().contains("wrong pixel count"), "{short}");
+        let empty = rgba_image(0, 2, &[]).unwrap_err();
+        assert!(matches!(empty, NnzError::WrongPixelCount(_)), "{empty}");
         let img = DynamicImage::ImageRgba8(RgbaImage::new(10, 10));
         let mut p = Preprocessing::efficientnet_lite();
         p.resize = Resize::None;

@@ -3,17 +3,14 @@
 //! validated, every loop is bounded by the input. Byte layout: `docs/FORMAT.md`.
 
 use super::bits::BitReader;
-use super::encode::{GRAPH_STORED, GRAPH_ZLIB};
 use super::huffman::{HuffmanDecoder, HuffmanTable};
 use super::range::{AC_GAP_BITS, AC_MAX_ENTRIES_PER_BYTE, EntryModel, RangeDecoder};
-use super::{DecodeLimits, Encoding, FORMAT_VERSION, MAGIC};
+use super::{DecodeLimits, Encoding, FORMAT_VERSION, GRAPH_STORED, GRAPH_ZLIB, MAGIC, MAX_RANK};
 use crate::error::{NnzError, Result};
 use crate::metadata::Metadata;
 
 /// Bytes of the fixed header.
 pub const HEADER_BYTES: usize = 24;
-/// Highest tensor rank accepted.
-pub const MAX_RANK: usize = 8;
 
 /// A cursor over the file that turns every short read into a `Truncated` error with the offset.
 struct Cursor<'a> {

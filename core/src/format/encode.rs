@@ -2,16 +2,11 @@
 
 use super::bits::BitWriter;
 use super::huffman::{HuffmanEncoder, HuffmanTable, MAX_CODE_LEN, write_table};
-use super::{Encoding, FORMAT_VERSION, MAGIC};
+use super::{Encoding, FORMAT_VERSION, GRAPH_ZLIB, MAGIC, MAX_RANK};
 use crate::error::{NnzError, Result};
 use crate::metadata::{Metadata, TensorStats};
 use std::io::Write;
 use std::path::Path;
-
-/// Graph codec byte: stored as is.
-pub const GRAPH_STORED: u8 = 0;
-/// Graph codec byte: zlib (RFC 1950).
-pub const GRAPH_ZLIB: u8 = 1;
 
 /// The values of one tensor, in the encoding they are to be stored with.
 #[derive(Debug, Clone, PartialEq)]
@@ -264,12 +259,8 @@ fn validate(t: &TensorRecord) -> Result<()> {
     if t.name.len() > u16::MAX as usize {
         return Err(bad("name longer than 65535 bytes".into()));
     }
-    if t.shape.len() > super::decode::MAX_RANK {
-        return Err(bad(format!(
-            "rank {} over {}",
-            t.shape.len(),
-            super::decode::MAX_RANK
-        )));
+    if t.shape.len() > MAX_RANK {
+        return Err(bad(format!("rank {} over {}", t.shape.len(), MAX_RANK)));
     }
     let n = t
         .shape

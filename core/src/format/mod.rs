@@ -59,6 +59,14 @@ pub const DEFLATED_METADATA_VERSION: u16 = 3;
 /// The first format version with the `shared-sparse-ac` encoding.
 pub const RANGE_CODING_VERSION: u16 = 2;
 
+/// Graph codec byte: stored as is.
+pub const GRAPH_STORED: u8 = 0;
+/// Graph codec byte: zlib (RFC 1950).
+pub const GRAPH_ZLIB: u8 = 1;
+
+/// Highest tensor rank a file may declare (the encoder refuses more, the decoder rejects it).
+pub const MAX_RANK: usize = 8;
+
 /// How a tensor's values are stored (the `encoding` byte of a tensor record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -89,8 +89,36 @@ pub fn check_model(
                 .map_err(|e| crate::NnzError::model(format!("weight '{}': {e}", w.name)))
         })
         .collect::<crate::Result<Vec<_>>>()?;
-    crate::model::check_all_used(proto, weights.iter().map(|w| w.name.as_str()))?;
+    check_all_used(proto, weights.iter().map(|w| w.name.as_str()))?;
     typed_model_from_onnx(proto, tensors, None).map(|_| ())
+}
+
+/// Refuses a file tensor the graph never reads (a sign of a graph and weights that do not
+/// belong together). Read from the ONNX graph: tract folds small constants as it builds.
+#[cfg(feature = "runtime")]
+pub(crate) fn check_all_used<'a>(
+    proto: &proto::ModelProto,
+    names: impl IntoIterator<Item = &'a str>,
+) -> crate::Result<()> {
+    let read: std::collections::HashSet<&str> = proto
+        .graph
+        .iter()
+        .flat_map(|g| {
+            g.node
+                .iter()
+                .flat_map(|n| n.input.iter())
+                .chain(g.output.iter().map(|o| &o.name))
+        })
+        .map(String::as_str)
+        .collect();
+    for name in names {
+        if !read.contains(name) {
+            return Err(crate::NnzError::malformed(format!(
+                "tensor '{name}' is not used by the graph"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(all(test, feature = "runtime"))]
