@@ -8,9 +8,8 @@
 //! input is read in place: one plane per input channel, `pixels` apart, nothing copied.
 //!
 //! Pixels run in tiles of the widest run, then tiles of half and a quarter of it for what is
-//! left; a remainder
-//! shorter than a vector is computed by a one-vector tile ending at the last pixel, which writes
-//! again, with the same value, outputs an earlier tile wrote. Planes hold at least
+//! left; a remainder shorter than a vector is computed by a one-vector tile ending at the last
+//! pixel, which writes again, with the same value, outputs an earlier tile wrote. Planes hold at least
 //! [`MIN_PIXELS`], a vector of every implementation.
 
 use super::simd::{Lanes, Portable};
