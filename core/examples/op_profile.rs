@@ -3,7 +3,8 @@
 //! node timed around its evaluation, summed over the runs. One thread (tract's default).
 //! The convolutions run on nnzip's kernels as the core puts them in place
 //! (`nnzip_core::kernels`), unless the environment sends them back to tract's own path:
-//! `NNZIP_DEPTHWISE=padded|portable|tract`, `NNZIP_STEM_CONV=direct|tract`.
+//! `NNZIP_DEPTHWISE=padded|portable|tract`, `NNZIP_POINTWISE=tiled|portable|tract`,
+//! `NNZIP_STEM_CONV=direct|tract`.
 //!
 //! `cargo run --release -p nnzip-core --example op_profile -- MODEL.onnx [RUNS] [TOP] [SHAPE]`
 //! (SHAPE defaults to 1,3,224,224; `taskset -c 0` to pin it)
@@ -15,6 +16,7 @@ use tract_onnx::prelude::*;
 
 const USAGE: &str = "usage: op_profile MODEL.onnx [RUNS] [TOP] [SHAPE, default 1,3,224,224]
 environment: NNZIP_DEPTHWISE=padded|portable|tract (default padded)
+             NNZIP_POINTWISE=tiled|portable|tract (default tiled)
              NNZIP_STEM_CONV=direct|tract (default direct)";
 
 fn main() -> TractResult<()> {

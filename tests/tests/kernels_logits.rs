@@ -1,13 +1,16 @@
 //! The decoded model's logits with nnzip's convolution kernels (`nnzip_core::kernels`: the
-//! padded-plane depthwise kernel, the direct path for the narrow stem) against those of tract's
-//! own path (`KernelChoice` with both set to `Tract`): on `nnzip init mobile-tiny`
-//! (EfficientNet-Lite0's structure in small: a stride-2 stem and depthwise convolutions padded
-//! at the end only, 3x3 and 5x5, ReLU6, residuals) and on EfficientNet-Lite0 itself, where the
-//! rewrite is also checked to have put nnzip's operators in place of every depthwise convolution
-//! and of the stem. Only the summation order differs, so the logits agree to rounding and rank
-//! the same classes.
+//! padded-plane depthwise kernel, the tiled pointwise kernel, the direct path for the narrow
+//! stem) against those of tract's own path (`KernelChoice` with all set to `Tract`): on `nnzip
+//! init mobile-tiny` (EfficientNet-Lite0's structure in small: a stride-2 stem and depthwise
+//! convolutions padded at the end only, 3x3 and 5x5, pointwise expansions and projections,
+//! ReLU6, residuals), on EfficientNet-Lite0 itself, where the rewrite is also checked to have put
+//! nnzip's operators in place of every depthwise and pointwise convolution and of the stem, and
+//! on the shared LeNets (which nnzip's kernels leave to tract: same logits). Only the summation
+//! order differs, so the logits agree to rounding and rank the same classes.
 
-use nnzip_core::kernels::{DepthwiseKernel, KernelChoice, StemConvKernel, use_nnzip_kernels};
+use nnzip_core::kernels::{
+    DepthwiseKernel, KernelChoice, PointwiseKernel, StemConvKernel, use_nnzip_kernels,
+};
 use nnzip_core::{LoadOptions, Model, Tensor};
 use nnzip_e2e::{random_input, shared, tensor_values};
 use nnzip_tools::onnx::build::{Architecture, build};
@@ -19,6 +22,7 @@ use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 const TRACT: KernelChoice = KernelChoice {
     depthwise: DepthwiseKernel::Tract,
     stem_conv: StemConvKernel::Tract,
+    pointwise: PointwiseKernel::Tract,
 };
 
 fn load(nnz: &[u8], kernels: KernelChoice, batch: Option<usize>) -> Model {
@@ -80,6 +84,28 @@ fn mobile_tiny_same_logits_as_tracts_path() {
     assert_same_logits(&nnz, &inputs, 10, 1e-5);
 }
 
+/// The shared LeNets: nothing in them is a convolution nnzip's kernels take (5x5 convolutions,
+/// fully connected layers), so the logits are tract's.
+#[test]
+fn lenets_same_logits_as_tracts_path() {
+    for (model, shape, seed) in [
+        ("models/lenet5.onnx", [2, 1, 28, 28], 5),
+        ("models/lenet300.onnx", [2, 1, 28, 28], 6),
+    ] {
+        let onnx = std::fs::read(shared(model)).unwrap();
+        let nnz = pack_onnx(&onnx, &PackOptions::default())
+            .unwrap()
+            .to_bytes()
+            .unwrap();
+        let input = random_input(&shape, seed);
+        let before = load(&nnz, TRACT, None);
+        let after = load(&nnz, KernelChoice::default(), None);
+        let want = tensor_values(&before.run(input.clone()).unwrap());
+        let got = tensor_values(&after.run(input).unwrap());
+        assert_eq!(got, want, "{model}");
+    }
+}
+
 #[test]
 fn efficientnet_lite0_same_logits_as_tracts_path() {
     let onnx = std::fs::read(shared("models/efficientnet_lite0.onnx")).unwrap();
@@ -91,8 +117,10 @@ fn efficientnet_lite0_same_logits_as_tracts_path() {
     assert_same_logits(&nnz, &inputs, 1000, 1e-4);
 }
 
-/// The rewrite on EfficientNet-Lite0 for batch 1: each of its 16 depthwise convolutions becomes
-/// nnzip's operator and its stem tract's direct spatial convolution, and no other `Conv` changes.
+/// The rewrite on EfficientNet-Lite0 for batch 1: each of its 16 depthwise convolutions and 32
+/// pointwise ones (decluttered into an `EinSum` each) becomes nnzip's operator and its stem
+/// tract's direct spatial convolution; once optimised, the only matrix product left is the fully
+/// connected classifier's.
 ///
 /// Not on aarch64 yet: there tract's decluttering moves 15 of the 16 depthwise convolutions to a
 /// channel-last (HWC) layout, which the padded-plane kernel does not take, so they stay on tract's
@@ -128,8 +156,11 @@ fn efficientnet_lite0_runs_on_nnzips_kernels() {
     use_nnzip_kernels(&mut model, &KernelChoice::default()).unwrap();
     assert_eq!(count(&model, "NnzipPaddedDepthwise"), depthwise);
     assert_eq!(count(&model, "DirectSpatialConv"), 1);
+    assert_eq!(count(&model, "NnzipPointwiseConv"), 32);
     assert_eq!(convs(&model), (0, others - 1));
     model.optimize().unwrap();
     assert_eq!(count(&model, "NnzipPaddedDepthwise"), depthwise);
+    assert_eq!(count(&model, "NnzipPointwiseConv"), 32);
     assert_eq!(count(&model, "DepthWiseConv"), 0);
+    assert_eq!(count(&model, "OptMatMul"), 1);
 }

@@ -8,19 +8,24 @@
 //!
 //! - [`depthwise`]: depthwise 2-D convolutions of channel-first f32 through a zero-padded copy of
 //!   each input plane (AVX2+FMA / NEON / plain Rust), instead of tract's zone walk.
+//! - [`pointwise`]: 1×1 convolutions (stride 1, group 1) of channel-first f32 read in place,
+//!   in tiles of four output channels × a run of pixels (AVX2+FMA / NEON / plain Rust), with a
+//!   following ReLU or ReLU6 applied before the store, instead of tract's packed matrix product.
 //! - [`stem`]: an image model's first convolution (few inputs per output point, rows of 64 to
 //!   127 points) on tract's direct spatial convolution, which tract itself takes only from
 //!   128-point rows, instead of im2col and a matrix product.
 //!
 //! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
-//! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE` and
-//! `NNZIP_STEM_CONV` ([`KernelChoice::from_env`]).
+//! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
+//! `NNZIP_POINTWISE` and `NNZIP_STEM_CONV` ([`KernelChoice::from_env`]).
 
 pub mod depthwise;
+pub mod pointwise;
 pub mod stem;
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::Conv;
+use tract_core::ops::einsum::EinSum;
 
 /// Which kernel runs depthwise convolutions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,6 +37,18 @@ pub enum DepthwiseKernel {
     /// kernel exists: lets an x86_64 machine run the arithmetic phones run.
     Portable,
     /// tract's own lowering (its zone walk).
+    Tract,
+}
+
+/// Which kernel runs pointwise (1×1) convolutions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PointwiseKernel {
+    /// nnzip's tiles over the unpacked input, vectorised for this CPU where they can be.
+    #[default]
+    Tiled,
+    /// The tiles in plain Rust, four lanes (NEON's layout) even where a vector kernel exists.
+    Portable,
+    /// tract's own lowering (a packed matrix product).
     Tract,
 }
 
@@ -52,6 +69,8 @@ pub struct KernelChoice {
     pub depthwise: DepthwiseKernel,
     /// Narrow first-layer convolutions.
     pub stem_conv: StemConvKernel,
+    /// Pointwise convolutions.
+    pub pointwise: PointwiseKernel,
 }
 
 /// An environment variable holding a value this build does not know.
@@ -67,8 +86,9 @@ pub struct UnknownKernel {
 }
 
 impl KernelChoice {
-    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract` and
-    /// `NNZIP_STEM_CONV=direct|tract` where they are set.
+    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract`,
+    /// `NNZIP_POINTWISE=tiled|portable|tract` and `NNZIP_STEM_CONV=direct|tract` where they are
+    /// set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -88,6 +108,20 @@ impl KernelChoice {
                         variable: "NNZIP_DEPTHWISE",
                         value,
                         expected: "padded, portable, tract",
+                    });
+                }
+            };
+        }
+        if let Some(value) = lookup("NNZIP_POINTWISE") {
+            choice.pointwise = match value.trim() {
+                "tiled" => PointwiseKernel::Tiled,
+                "portable" => PointwiseKernel::Portable,
+                "tract" => PointwiseKernel::Tract,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_POINTWISE",
+                        value,
+                        expected: "tiled, portable, tract",
                     });
                 }
             };
@@ -112,18 +146,22 @@ impl KernelChoice {
 /// Replaces every convolution of `model` that one of nnzip's kernels takes (see the module
 /// documentation) with that kernel's operator. Call it on a decluttered model, before
 /// `optimize()`: decluttering has folded batch normalisations and biases into the `Conv` nodes
-/// by then, and optimisation would lower what is left to tract's own kernels.
+/// (and turned pointwise ones into an `EinSum` and a bias `Add`) by then, and optimisation
+/// would lower what is left to tract's own kernels.
 pub fn use_nnzip_kernels(model: &mut TypedModel, choice: &KernelChoice) -> TractResult<()> {
     // Patches add nodes and leave the replaced ones disconnected, so the ids of the nodes still
     // to visit stay valid; each node is re-read after the patches before it.
     for id in model.eval_order()? {
         let node = &model.nodes[id];
-        let Some(conv) = node.op_as::<Conv>() else {
-            continue;
-        };
-        let patch = match depthwise::replacement(model, node, conv, choice.depthwise)? {
-            Some(patch) => Some(patch),
-            None => stem::replacement(model, node, conv, choice.stem_conv)?,
+        let patch = if let Some(einsum) = node.op_as::<EinSum>() {
+            pointwise::replacement(model, node, einsum, choice.pointwise)?
+        } else if let Some(conv) = node.op_as::<Conv>() {
+            match depthwise::replacement(model, node, conv, choice.depthwise)? {
+                Some(patch) => Some(patch),
+                None => stem::replacement(model, node, conv, choice.stem_conv)?,
+            }
+        } else {
+            None
         };
         if let Some(patch) = patch {
             patch.apply(model)?;
@@ -160,14 +198,21 @@ mod tests {
         let choice = KernelChoice::from_lookup(lookup(&[
             ("NNZIP_DEPTHWISE", "tract"),
             ("NNZIP_STEM_CONV", "tract"),
+            ("NNZIP_POINTWISE", "tract"),
         ]))
         .unwrap();
         assert_eq!(choice.depthwise, DepthwiseKernel::Tract);
         assert_eq!(choice.stem_conv, StemConvKernel::Tract);
+        assert_eq!(choice.pointwise, PointwiseKernel::Tract);
         let portable =
             KernelChoice::from_lookup(lookup(&[("NNZIP_DEPTHWISE", "portable")])).unwrap();
         assert_eq!(portable.depthwise, DepthwiseKernel::Portable);
         assert_eq!(portable.stem_conv, StemConvKernel::Direct);
+        assert_eq!(portable.pointwise, PointwiseKernel::Tiled);
+        let pointwise =
+            KernelChoice::from_lookup(lookup(&[("NNZIP_POINTWISE", "portable")])).unwrap();
+        assert_eq!(pointwise.pointwise, PointwiseKernel::Portable);
+        assert_eq!(pointwise.depthwise, DepthwiseKernel::Padded);
     }
 
     #[test]
