@@ -16,18 +16,36 @@ use rows::Path;
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 
-/// The operator: `y = W x` along one axis of the data, `W` held as [`SparseRows`].
+/// The operator: `y = W x` along consecutive axes of the data, `W` held as [`SparseRows`].
 #[derive(Debug, Clone)]
 pub struct SparseMatMul {
     weights: Arc<SparseRows>,
-    /// The data axis that is summed over (`W`'s columns); the output has `W`'s rows there.
+    /// The first data axis summed over; with the `summed - 1` axes after it they hold `W`'s
+    /// columns (a flattened image, when tract folded a `Flatten` into the product), and the
+    /// output has one axis of `W`'s rows in their place.
     axis: usize,
+    summed: usize,
+    /// Where each output axis comes from.
+    output: TVec<OutAxis>,
     path: Path,
+}
+
+/// An axis of the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutAxis {
+    /// `W`'s rows.
+    Rows,
+    /// The data axis of this position, passed through.
+    Data(usize),
+    /// An axis of 1 (tract's `Gemm` keeps the matrix's row axis of a batch-1 vector).
+    One,
 }
 
 impl PartialEq for SparseMatMul {
     fn eq(&self, other: &Self) -> bool {
-        self.axis == other.axis && self.path == other.path && self.weights == other.weights
+        (self.axis, self.summed, self.path) == (other.axis, other.summed, other.path)
+            && self.output == other.output
+            && self.weights == other.weights
     }
 }
 
@@ -36,12 +54,22 @@ impl PartialEq for SparseMatMul {
 impl Eq for SparseMatMul {}
 
 impl SparseMatMul {
-    /// The operator summing `axis` of its input against `weights`' columns, on the vector
-    /// kernel of this CPU, or on the plain-Rust one where `portable` says so.
-    pub fn new(weights: SparseRows, axis: usize, portable: bool) -> SparseMatMul {
+    /// The operator summing axes `axis..axis + summed` of its input against `weights`'
+    /// columns into the output axes `output` describes, on the vector kernel of this CPU, or
+    /// on the plain-Rust one where `portable` says so. Axes of 1 may lie anywhere; the others
+    /// must keep their order, `W`'s rows in place of the summed axes.
+    pub fn new(
+        weights: SparseRows,
+        axis: usize,
+        summed: usize,
+        output: TVec<OutAxis>,
+        portable: bool,
+    ) -> SparseMatMul {
         SparseMatMul {
             weights: Arc::new(weights),
             axis,
+            summed: summed.max(1),
+            output,
             path: if portable {
                 Path::Portable
             } else {
@@ -62,16 +90,17 @@ impl SparseMatMul {
 
     fn eval_f32(&self, input: &Tensor) -> TractResult<Tensor> {
         let shape = input.shape();
+        let end = self.axis + self.summed;
         ensure!(
-            shape.len() > self.axis && shape[self.axis] == self.weights.columns,
-            "sparse matrix product built for {} values along axis {}, got input {shape:?}",
+            shape.len() >= end
+                && shape[self.axis..end].iter().product::<usize>() == self.weights.columns,
+            "sparse matrix product built for {} values along axes {}..{end}, got input {shape:?}",
             self.weights.columns,
             self.axis
         );
         let outer: usize = shape[..self.axis].iter().product();
-        let plane: usize = shape[self.axis + 1..].iter().product();
-        let mut out_shape: TVec<usize> = shape.into();
-        out_shape[self.axis] = self.weights.rows;
+        let plane: usize = shape[end..].iter().product();
+        let out_shape = self.output_shape(shape);
         let mut output = Tensor::zero::<f32>(&out_shape)?;
         let input = input.try_as_plain_ram()?;
         let x = input.as_slice::<f32>()?;
@@ -91,6 +120,20 @@ impl SparseMatMul {
             }
         }
         Ok(output)
+    }
+}
+
+impl SparseMatMul {
+    /// The output's shape for an input of shape `input`.
+    fn output_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
+        self.output
+            .iter()
+            .map(|a| match a {
+                OutAxis::Rows => self.weights.rows.into(),
+                OutAxis::Data(d) => input.get(*d).cloned().unwrap_or_else(|| 1.into()),
+                OutAxis::One => 1.into(),
+            })
+            .collect()
     }
 }
 
@@ -136,10 +179,16 @@ impl EvalOp for SparseMatMul {
 impl TypedOp for SparseMatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
-        ensure!(inputs[0].rank() > self.axis);
-        let mut shape = inputs[0].shape.to_tvec();
-        shape[self.axis] = self.weights.rows.into();
-        Ok(tvec!(f32::fact(shape)))
+        ensure!(
+            inputs[0].rank() >= self.axis + self.summed
+                && self.output.iter().all(|a| match a {
+                    OutAxis::Data(d) => *d < inputs[0].rank(),
+                    _ => true,
+                })
+        );
+        Ok(tvec!(f32::fact(
+            self.output_shape(&inputs[0].shape.to_tvec())
+        )))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
@@ -147,7 +196,7 @@ impl TypedOp for SparseMatMul {
             .shape
             .iter()
             .enumerate()
-            .filter(|(i, _)| *i != self.axis)
+            .filter(|(i, _)| !(self.axis..self.axis + self.summed).contains(i))
             .map(|(_, d)| d.clone())
             .product();
         Ok(tvec!((
@@ -208,20 +257,30 @@ pub(super) fn replacement(
     };
     let data_slot = 1 - weight_slot;
     let data = model.outlet_fact(node.inputs[data_slot])?;
-    if weights.rank() != 2
+    if weights.rank() < 2
         || weights.datum_type() != f32::datum_type()
         || data.datum_type != f32::datum_type()
     {
         return Ok(None);
     }
-    let Some((axis, transposed)) = product_axes(op, weight_slot, data.rank()) else {
+    let output_rank = model.outlet_fact(node.id.into())?.rank();
+    let Some(Product {
+        axis,
+        summed,
+        transposed,
+        output,
+    }) = product_axes(
+        op,
+        weight_slot,
+        &data.shape.to_tvec(),
+        weights.shape(),
+        output_rank,
+    )
+    else {
         return Ok(None);
     };
-    let (rows, columns) = if transposed {
-        (weights.shape()[1], weights.shape()[0])
-    } else {
-        (weights.shape()[0], weights.shape()[1])
-    };
+    let rows = weights.shape()[if transposed { weights.rank() - 1 } else { 0 }];
+    let columns = weights.len() / rows.max(1);
     let dense = weights.try_as_plain_ram()?;
     let dense = dense.as_slice::<f32>()?;
     if dense.iter().any(|v| !v.is_finite()) {
@@ -230,7 +289,7 @@ pub(super) fn replacement(
     let Some(sparse) = SparseRows::from_dense(dense, rows, columns, transposed) else {
         return Ok(None);
     };
-    let plane = data.shape[axis + 1..]
+    let plane = data.shape[axis + summed..]
         .iter()
         .map(|d| d.to_usize().ok())
         .product::<Option<usize>>()
@@ -238,24 +297,50 @@ pub(super) fn replacement(
     if choice == SparseKernel::Auto && !prefers_sparse(&sparse, plane) {
         return Ok(None);
     }
-    let op = SparseMatMul::new(sparse, axis, choice == SparseKernel::Portable);
+    let op = SparseMatMul::new(
+        sparse,
+        axis,
+        summed,
+        output,
+        choice == SparseKernel::Portable,
+    );
     TypedModelPatch::replace_single_op(model, node, &node.inputs[data_slot..=data_slot], op)
         .map(Some)
 }
 
-/// For an `EinSum` of a constant matrix (input `weight_slot`) with data of rank `data_rank`:
-/// the data axis summed over and whether the matrix is stored summed-axis first, when the
-/// output is the data with that axis replaced by the matrix's other axis (every other axis
-/// passing through in place).
-fn product_axes(op: &EinSum, weight_slot: usize, data_rank: usize) -> Option<(usize, bool)> {
+/// Where an `EinSum` sums its data against a constant: the data axes summed.
+struct Product {
+    /// The first data axis of the summed run.
+    axis: usize,
+    /// How many consecutive data axes the run spans (axes of 1 among them included).
+    summed: usize,
+    /// Whether the constant holds its summed axes first and its output axis last (`MatMul`'s
+    /// `[k, n]`) rather than output axis first (`Gemm` with `transB`, a 1×1 kernel).
+    transposed: bool,
+    output: TVec<OutAxis>,
+}
+
+/// For an `EinSum` of a constant (input `weight_slot`) with data of shape `data`: the run of
+/// data axes it sums, when the constant's axes are one output axis and then (or after) the
+/// summed ones in the data's order; axes of 1 that only the data has (summed away) or only the
+/// output has are allowed anywhere; every other data axis passes to the output in order, the
+/// constant's output axis in place of the summed run.
+fn product_axes(
+    op: &EinSum,
+    weight_slot: usize,
+    data: &[TDim],
+    weight: &[usize],
+    output_rank: usize,
+) -> Option<Product> {
     let data_slot = 1 - weight_slot;
-    if op.axes.input_count() != 2
-        || op.axes.output_count() != 1
-        || op.axes.rank(InOut::Out(0)) != data_rank
-    {
+    if op.axes.input_count() != 2 || op.axes.output_count() != 1 || weight.len() < 2 {
         return None;
     }
-    let (mut summed, mut produced) = (None, None);
+    let is_one = |d: usize| data.get(d).is_some_and(|x| x.is_one());
+    let mut sums: Vec<(usize, usize)> = Vec::new();
+    let mut produced = None;
+    let mut output = tvec![OutAxis::One; output_rank];
+    let mut passing: Vec<(usize, usize)> = Vec::new();
     for axis in op.axes.iter_all_axes() {
         let (w, d, o) = (
             &axis.inputs[weight_slot][..],
@@ -263,12 +348,48 @@ fn product_axes(op: &EinSum, weight_slot: usize, data_rank: usize) -> Option<(us
             &axis.outputs[0][..],
         );
         match (w, d, o) {
-            (&[w], &[d], &[]) => summed = Some((w, d)),
+            (&[w], &[d], &[]) => sums.push((w, d)),
             (&[w], &[], &[o]) => produced = Some((w, o)),
-            (&[], &[d], &[o]) if d == o => {}
+            (&[], &[d], &[o]) => passing.push((d, o)),
+            (&[], &[d], &[]) if is_one(d) => {}
+            (&[], &[], &[_]) => {}
             _ => return None,
         }
     }
-    let ((w_summed, d_axis), (_, o_axis)) = (summed?, produced?);
-    (d_axis == o_axis).then_some((d_axis, w_summed == 0))
+    let (w_out, o_rows) = produced?;
+    *output.get_mut(o_rows)? = OutAxis::Rows;
+    sums.sort_by_key(|&(_, d)| d);
+    let (w_first, first) = *sums.first()?;
+    let last = sums.last()?.1;
+    let summed = weight.len() - 1;
+    // In the constant: consecutive, in the data's order; in the data: in a run where only
+    // axes of 1 come between them.
+    let in_order = sums.iter().enumerate().all(|(i, &(w, _))| w == w_first + i);
+    let transposed = match w_out {
+        0 if w_first == 1 => false,
+        w if w == summed && w_first == 0 => true,
+        _ => return None,
+    };
+    for &(d, o) in &passing {
+        if (first..=last).contains(&d) {
+            return None;
+        }
+        *output.get_mut(o)? = OutAxis::Data(d);
+    }
+    // The data axes before the run come out before the rows, in order, those after it after.
+    let order: Vec<usize> = output
+        .iter()
+        .filter_map(|a| match a {
+            OutAxis::Rows => Some(first),
+            OutAxis::Data(d) => Some(*d),
+            OutAxis::One => None,
+        })
+        .collect();
+    let sorted = order.windows(2).all(|w| w[0] < w[1]);
+    (sums.len() == summed && in_order && sorted).then_some(Product {
+        axis: first,
+        summed: last + 1 - first,
+        transposed,
+        output,
+    })
 }
