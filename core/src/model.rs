@@ -108,6 +108,31 @@ impl Model {
         self.file_bytes
     }
 
+    /// Bytes of the weights the plan holds in memory: its constants, the matrices tract packed
+    /// into its matrix products, and the compact weights of nnzip's sparse products
+    /// ([`crate::kernels::sparse`]).
+    pub fn weight_bytes(&self) -> u64 {
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|node| weight_bytes_of(node) as u64)
+            .sum()
+    }
+
+    /// The kernel of each matrix product running on nnzip's sparse kernel
+    /// ([`crate::kernels::sparse`]): `avx2+fma`, `neon` or `portable`, in plan order.
+    pub fn sparse_kernels(&self) -> Vec<&'static str> {
+        use crate::kernels::sparse::SparseMatMul;
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<SparseMatMul>())
+            .map(SparseMatMul::kernel_name)
+            .collect()
+    }
+
     /// Runs the model on one input tensor and returns its first output.
     pub fn run(&self, input: Tensor) -> Result<Tensor> {
         let mut outputs = self.run_all(vec![input])?;
@@ -199,6 +224,43 @@ impl Model {
         let view = output.try_as_plain_ram().map_err(NnzError::model)?;
         let values = view.as_slice::<f32>().map_err(NnzError::model)?;
         Ok(top_k_of(self.output_kind, values, k, &self.metadata.labels))
+    }
+}
+
+/// The bytes of weights `node` holds: a constant's values (packed or plain), the packed constant
+/// operands of tract's optimised matrix product, nnzip's compact sparse weights.
+fn weight_bytes_of(node: &TypedNode) -> usize {
+    use crate::kernels::sparse::SparseMatMul;
+    use tract_core::internal::DimLike;
+    use tract_core::ops::konst::Const;
+    use tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
+    use tract_core::tract_linalg::mmm::{MMMInputValue, PackedMatrixStorage};
+    let packed = |v: &dyn MMMInputValue| v.exotic_fact().mem_size().to_usize().unwrap_or(0);
+    if let Some(sparse) = node.op_as::<SparseMatMul>() {
+        sparse.weights().bytes()
+    } else if let Some(konst) = node.op_as::<Const>() {
+        let t = konst.val();
+        match t.storage_as::<PackedMatrixStorage>() {
+            Some(p) => p.values().iter().map(|v| packed(&**v)).sum(),
+            None if t.has_plain_ram_storage() => t.len() * t.datum_type().size_of(),
+            None => 0,
+        }
+    } else if let Some(mm) = node.op_as::<OptMatMul>() {
+        mm.micro_ops
+            .iter()
+            .map(|op| match op {
+                ProtoFusedSpec::AddMatMul { a, b, .. } => [a, b]
+                    .iter()
+                    .map(|o| match o {
+                        MatMulOperand::Const(v) => packed(&**v),
+                        MatMulOperand::Input(_) => 0,
+                    })
+                    .sum(),
+                _ => 0,
+            })
+            .sum()
+    } else {
+        0
     }
 }
 

@@ -14,13 +14,17 @@
 //! - [`stem`]: an image model's first convolution (few inputs per output point, rows of 64 to
 //!   127 points) on tract's direct spatial convolution, which tract itself takes only from
 //!   128-point rows, instead of im2col and a matrix product.
+//! - [`sparse`]: fully connected layers and 1×1 convolutions whose constant weights are mostly
+//!   zeros (pruned), run from their kept weights only, where a rule from measured densities
+//!   says it is faster than tract's dense product.
 //!
 //! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
 //! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
-//! `NNZIP_POINTWISE` and `NNZIP_STEM_CONV` ([`KernelChoice::from_env`]).
+//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV` and `NNZIP_SPARSE` ([`KernelChoice::from_env`]).
 
 pub mod depthwise;
 pub mod pointwise;
+pub mod sparse;
 pub mod stem;
 
 use tract_core::internal::*;
@@ -62,6 +66,22 @@ pub enum StemConvKernel {
     Tract,
 }
 
+/// Which path runs matrix products with a constant, pruned weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparseKernel {
+    /// The sparse kernel where the rule ([`sparse::prefers_sparse`]) says it is faster, tract's
+    /// dense product elsewhere.
+    #[default]
+    Auto,
+    /// Every such product on the sparse kernel, whatever its density.
+    Sparse,
+    /// As `Sparse`, on the plain-Rust kernel even where a vector one exists (the arithmetic
+    /// of a CPU without one).
+    Portable,
+    /// Every product on tract's dense path.
+    Dense,
+}
+
 /// The kernels [`use_nnzip_kernels`] puts in place.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelChoice {
@@ -71,6 +91,8 @@ pub struct KernelChoice {
     pub stem_conv: StemConvKernel,
     /// Pointwise convolutions.
     pub pointwise: PointwiseKernel,
+    /// Products with pruned constant weights.
+    pub sparse: SparseKernel,
 }
 
 /// An environment variable holding a value this build does not know.
@@ -87,8 +109,9 @@ pub struct UnknownKernel {
 
 impl KernelChoice {
     /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract`,
-    /// `NNZIP_POINTWISE=tiled|portable|tract` and `NNZIP_STEM_CONV=direct|tract` where they are
-    /// set.
+    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract`,
+    /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=direct|tract` and
+    /// `NNZIP_SPARSE=auto|sparse|portable|dense` where they are set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -139,11 +162,26 @@ impl KernelChoice {
                 }
             };
         }
+        if let Some(value) = lookup("NNZIP_SPARSE") {
+            choice.sparse = match value.trim() {
+                "auto" => SparseKernel::Auto,
+                "sparse" => SparseKernel::Sparse,
+                "portable" => SparseKernel::Portable,
+                "dense" => SparseKernel::Dense,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_SPARSE",
+                        value,
+                        expected: "auto, sparse, portable, dense",
+                    });
+                }
+            };
+        }
         Ok(choice)
     }
 }
 
-/// Replaces every convolution of `model` that one of nnzip's kernels takes (see the module
+/// Replaces every convolution and matrix product of `model` that one of nnzip's kernels takes (see the module
 /// documentation) with that kernel's operator. Call it on a decluttered model, before
 /// `optimize()`: decluttering has folded batch normalisations and biases into the `Conv` nodes
 /// (and turned pointwise ones into an `EinSum` and a bias `Add`) by then, and optimisation
@@ -153,8 +191,13 @@ pub fn use_nnzip_kernels(model: &mut TypedModel, choice: &KernelChoice) -> Tract
     // to visit stay valid; each node is re-read after the patches before it.
     for id in model.eval_order()? {
         let node = &model.nodes[id];
+        // A pruned product goes to the sparse kernel when its rule takes it (it refuses dense
+        // weights), before the pointwise kernel, which would compute every zero.
         let patch = if let Some(einsum) = node.op_as::<EinSum>() {
-            pointwise::replacement(model, node, einsum, choice.pointwise)?
+            match sparse::replacement(model, node, einsum, choice.sparse)? {
+                Some(patch) => Some(patch),
+                None => pointwise::replacement(model, node, einsum, choice.pointwise)?,
+            }
         } else if let Some(conv) = node.op_as::<Conv>() {
             match depthwise::replacement(model, node, conv, choice.depthwise)? {
                 Some(patch) => Some(patch),
@@ -213,6 +256,21 @@ mod tests {
             KernelChoice::from_lookup(lookup(&[("NNZIP_POINTWISE", "portable")])).unwrap();
         assert_eq!(pointwise.pointwise, PointwiseKernel::Portable);
         assert_eq!(pointwise.depthwise, DepthwiseKernel::Padded);
+        assert_eq!(portable.sparse, SparseKernel::Auto);
+        for (value, kernel) in [
+            ("dense", SparseKernel::Dense),
+            ("sparse", SparseKernel::Sparse),
+            ("portable", SparseKernel::Portable),
+            ("auto", SparseKernel::Auto),
+        ] {
+            let choice = KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE", value)])).unwrap();
+            assert_eq!(choice.sparse, kernel);
+        }
+        let err = KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE", "yes")])).unwrap_err();
+        assert!(
+            err.to_string().contains("auto, sparse, portable, dense"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! The measurements behind the sparse-or-dense rule (`nnzip_core::kernels::sparse`): one pruned
+//! layer, weights shared on a 16-value codebook, timed at batch 1 on nnzip's sparse kernel and
+//! on tract's dense product, alternating, same process, for several shapes and densities.
+//! Fully connected layers (`Gemm`, LeNet's and EfficientNet-Lite0's classifier shapes) and 1×1
+//! convolutions (EfficientNet-Lite0's expansion and projection shapes).
+//!
+//! `cargo run --release -p nnzip-core --example sparse_rule [RUNS]`
+
+use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
+use nnzip_core::kernels::{KernelChoice, SparseKernel};
+use nnzip_core::metadata::{InputSpec, Metadata};
+use nnzip_core::onnx::proto as pb;
+use nnzip_core::{LoadOptions, Model, Tensor};
+use prost::Message;
+use std::time::{Duration, Instant};
+
+fn dims_type(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    let dim = |d: &i64| pb::tensor_shape_proto::Dimension {
+        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(*d)),
+        ..Default::default()
+    };
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims.iter().map(dim).collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A `Gemm` (plane = 1) or 1×1 `Conv` on a `plane`-pixel square of `k` channels, `n` outputs,
+/// `density` of the weights kept.
+fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let indices: Vec<u16> = (0..n * k)
+        .map(|_| {
+            let r = next();
+            if (r >> 11) as f64 / (1u64 << 53) as f64 <= density {
+                1 + (r % 15) as u16
+            } else {
+                0
+            }
+        })
+        .collect();
+    let codebook: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) / 16.0).collect();
+    let side = (plane as f64).sqrt() as i64;
+    let (op, input, shape, attribute) = if plane == 1 {
+        let transb = pb::AttributeProto {
+            name: "transB".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: 1,
+            ..Default::default()
+        };
+        (
+            "Gemm",
+            vec![1, k as i64],
+            vec![n as u64, k as u64],
+            vec![transb],
+        )
+    } else {
+        let shape = vec![n as u64, k as u64, 1, 1];
+        ("Conv", vec![1, k as i64, side, side], shape, vec![])
+    };
+    let mut output = input.clone();
+    output[1] = n as i64;
+    let proto = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "layer".into(),
+            node: vec![pb::NodeProto {
+                name: "layer".into(),
+                op_type: op.into(),
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                attribute,
+                ..Default::default()
+            }],
+            input: vec![dims_type("x", &input)],
+            output: vec![dims_type("y", &output)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let metadata = Metadata {
+        model_name: "layer".into(),
+        input: InputSpec {
+            name: "x".into(),
+            shape: input,
+        },
+        ..Default::default()
+    };
+    let mut w = NnzWriter::new(metadata, proto.encode_to_vec());
+    w.push(TensorRecord {
+        name: "w".into(),
+        shape,
+        data: TensorData::SharedSparseAc {
+            codebook,
+            indices,
+            index_bits: 4,
+        },
+        row_scales: None,
+    })
+    .expect("a valid record");
+    w.to_bytes().expect("a file within the budget")
+}
+
+fn load(bytes: &[u8], sparse: SparseKernel) -> Model {
+    let options = LoadOptions {
+        kernels: Some(KernelChoice {
+            sparse,
+            ..KernelChoice::default()
+        }),
+        ..LoadOptions::default()
+    };
+    Model::from_bytes_with(bytes, &options).expect("the layer loads")
+}
+
+fn median(mut t: Vec<Duration>) -> f64 {
+    t.sort();
+    t[t.len() / 2].as_secs_f64() * 1e6
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map_or(200, |s| s.parse().expect("RUNS is a number"));
+    println!("| layer | n × k × pixels | density | sparse µs | dense µs | dense / sparse |");
+    println!("|---|---|---|---|---|---|");
+    let shapes = [
+        ("fc LeNet-300 fc1", 300, 784, 1),
+        ("fc LeNet-300 fc2", 100, 300, 1),
+        ("fc LeNet-5 fc1", 500, 800, 1),
+        ("fc EfficientNet classifier", 1000, 1280, 1),
+        ("1x1 conv 14×14", 480, 80, 196),
+        ("1x1 conv 7×7", 1152, 192, 49),
+    ];
+    for (name, n, k, plane) in shapes {
+        for density in [0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6] {
+            let bytes = layer(n, k, plane, density);
+            let models = [
+                load(&bytes, SparseKernel::Sparse),
+                load(&bytes, SparseKernel::Dense),
+            ];
+            let shape = models[0].metadata().input.shape.clone();
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let len = shape.iter().product::<usize>();
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let x = Tensor::from_shape(&shape, &x).expect("input");
+            let mut times = [Vec::new(), Vec::new()];
+            for i in 0..runs + 5 {
+                for (m, t) in models.iter().zip(times.iter_mut()) {
+                    let start = Instant::now();
+                    m.run(x.clone()).expect("runs");
+                    if i >= 5 {
+                        t.push(start.elapsed());
+                    }
+                }
+            }
+            let [sparse, dense] = times.map(median);
+            println!(
+                "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.1} | {dense:.1} | {:.2} |",
+                density * 100.0,
+                dense / sparse
+            );
+        }
+    }
+}

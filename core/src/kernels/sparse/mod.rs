@@ -1,0 +1,395 @@
+//! Matrix products with a pruned constant weight, run from the kept weights only.
+//!
+//! A fully connected layer (`Gemm`, `MatMul`) or a 1×1 convolution reaches this rewrite as a
+//! two-input `EinSum` of the data with a constant matrix (tract's declutter turns 1×1
+//! convolutions into one). Where the rule ([`prefers_sparse`]) says so, the `EinSum` becomes a
+//! [`SparseMatMul`] holding the matrix in its compact form ([`layout::SparseRows`]: `u16`
+//! columns and 4- or 8-bit codebook indices per kept weight) and the dense constant leaves the
+//! graph, so its memory is freed once the model is optimised.
+
+pub mod layout;
+mod rows;
+
+use super::{SparseKernel, constant};
+use layout::SparseRows;
+use rows::Path;
+use tract_core::internal::*;
+use tract_core::ops::einsum::EinSum;
+
+/// The operator: `y = W x` along consecutive axes of the data, `W` held as [`SparseRows`].
+#[derive(Debug, Clone)]
+pub struct SparseMatMul {
+    weights: Arc<SparseRows>,
+    /// The first data axis summed over; with the `summed - 1` axes after it they hold `W`'s
+    /// columns (a flattened image, when tract folded a `Flatten` into the product), and the
+    /// output has one axis of `W`'s rows in their place.
+    axis: usize,
+    summed: usize,
+    /// Where each output axis comes from.
+    output: TVec<OutAxis>,
+    path: Path,
+}
+
+/// An axis of the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutAxis {
+    /// `W`'s rows.
+    Rows,
+    /// The data axis of this position, passed through.
+    Data(usize),
+    /// An axis of 1 (tract's `Gemm` keeps the matrix's row axis of a batch-1 vector).
+    One,
+}
+
+impl PartialEq for SparseMatMul {
+    fn eq(&self, other: &Self) -> bool {
+        (self.axis, self.summed, self.path) == (other.axis, other.summed, other.path)
+            && self.output == other.output
+            && self.weights == other.weights
+    }
+}
+
+// The weights hold no NaN (they are the non-zero values of a constant that was checked finite
+// by the decoder, or by the caller of `new`), so equality is an equivalence.
+impl Eq for SparseMatMul {}
+
+impl SparseMatMul {
+    /// The operator summing axes `axis..axis + summed` of its input against `weights`'
+    /// columns into the output axes `output` describes, on the vector kernel of this CPU, or
+    /// on the plain-Rust one where `portable` says so. Axes of 1 may lie anywhere; the others
+    /// must keep their order, `W`'s rows in place of the summed axes.
+    pub fn new(
+        weights: SparseRows,
+        axis: usize,
+        summed: usize,
+        output: TVec<OutAxis>,
+        portable: bool,
+    ) -> SparseMatMul {
+        SparseMatMul {
+            weights: Arc::new(weights),
+            axis,
+            summed: summed.max(1),
+            output,
+            path: if portable {
+                Path::Portable
+            } else {
+                Path::best()
+            },
+        }
+    }
+
+    /// The name of the kernel it runs (`portable`, `avx2+fma`, `neon`).
+    pub fn kernel_name(&self) -> &'static str {
+        self.path.name()
+    }
+
+    /// The compact weights.
+    pub fn weights(&self) -> &SparseRows {
+        &self.weights
+    }
+
+    fn eval_f32(&self, input: &Tensor) -> TractResult<Tensor> {
+        let shape = input.shape();
+        let end = self.axis + self.summed;
+        ensure!(
+            shape.len() >= end
+                && shape[self.axis..end].iter().product::<usize>() == self.weights.columns,
+            "sparse matrix product built for {} values along axes {}..{end}, got input {shape:?}",
+            self.weights.columns,
+            self.axis
+        );
+        let outer: usize = shape[..self.axis].iter().product();
+        let plane: usize = shape[end..].iter().product();
+        let out_shape = self.output_shape(shape);
+        let mut output = Tensor::zero::<f32>(&out_shape)?;
+        let input = input.try_as_plain_ram()?;
+        let x = input.as_slice::<f32>()?;
+        let (k, n) = (self.weights.columns * plane, self.weights.rows * plane);
+        if k == 0 || n == 0 {
+            return Ok(output);
+        }
+        {
+            let mut plain = output.try_as_plain_ram_mut()?;
+            let y = plain.as_slice_mut::<f32>()?;
+            for (x, y) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(outer) {
+                if plane == 1 {
+                    rows::dot(&self.weights, self.path, x, y);
+                } else {
+                    rows::axpy(&self.weights, self.path, plane, x, y);
+                }
+            }
+        }
+        Ok(output)
+    }
+}
+
+impl SparseMatMul {
+    /// The output's shape for an input of shape `input`.
+    fn output_shape<D: Clone + From<usize>>(&self, input: &[D]) -> TVec<D> {
+        self.output
+            .iter()
+            .map(|a| match a {
+                OutAxis::Rows => self.weights.rows.into(),
+                OutAxis::Data(d) => input.get(*d).cloned().unwrap_or_else(|| 1.into()),
+                OutAxis::One => 1.into(),
+            })
+            .collect()
+    }
+}
+
+impl Op for SparseMatMul {
+    fn name(&self) -> StaticName {
+        "NnzipSparseMatMul".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        let w = &self.weights;
+        Ok(vec![format!(
+            "{}×{} with {} kept weights ({:.1}%), {} bytes, {} kernel",
+            w.rows,
+            w.columns,
+            w.entries(),
+            100.0 * density(w),
+            w.bytes(),
+            self.path.name()
+        )])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for SparseMatMul {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        ensure!(
+            input.datum_type() == f32::datum_type(),
+            "the sparse matrix product takes f32, got {:?}",
+            input.datum_type()
+        );
+        Ok(tvec!(self.eval_f32(&input)?.into_tvalue()))
+    }
+}
+
+impl TypedOp for SparseMatMul {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        ensure!(
+            inputs[0].rank() >= self.axis + self.summed
+                && self.output.iter().all(|a| match a {
+                    OutAxis::Data(d) => *d < inputs[0].rank(),
+                    _ => true,
+                })
+        );
+        Ok(tvec!(f32::fact(
+            self.output_shape(&inputs[0].shape.to_tvec())
+        )))
+    }
+
+    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let others: TDim = inputs[0]
+            .shape
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !(self.axis..self.axis + self.summed).contains(i))
+            .map(|(_, d)| d.clone())
+            .product();
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            others * self.weights.entries()
+        )))
+    }
+
+    as_op!();
+}
+
+/// Kept weights over all weights.
+fn density(w: &SparseRows) -> f64 {
+    w.entries() as f64 / (w.rows * w.columns).max(1) as f64
+}
+
+/// Whether the sparse path runs a layer faster than tract's dense one, from its density and
+/// the values each weight meets per run (`plane`: 1 for a fully connected layer at batch 1,
+/// the pixels of a 1×1 convolution). See `docs/PERFORMANCE.md` for the measurements.
+pub fn prefers_sparse(w: &SparseRows, plane: usize) -> bool {
+    let limit = if plane <= 1 {
+        GEMV_DENSITY_LIMIT
+    } else {
+        PLANE_DENSITY_LIMIT
+    };
+    density(w) <= limit && w.bytes() < 4 * w.rows * w.columns
+}
+
+/// Densest fully connected layer the sparse path takes by default (batch 1).
+pub const GEMV_DENSITY_LIMIT: f64 = 0.25;
+/// Densest 1×1 convolution the sparse path takes by default.
+pub const PLANE_DENSITY_LIMIT: f64 = 0.10;
+
+/// The patch replacing `node`, an `EinSum`, with a [`SparseMatMul`], or `None` where it is not a
+/// product of f32 data with a constant f32 matrix along one data axis (the output being the
+/// data with that axis replaced by the matrix's other one), or where `choice` keeps it dense.
+pub(super) fn replacement(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &EinSum,
+    choice: SparseKernel,
+) -> TractResult<Option<TypedModelPatch>> {
+    if choice == SparseKernel::Dense
+        || op.q_params.is_some()
+        || op.operating_dt != f32::datum_type()
+        || node.inputs.len() != 2
+    {
+        return Ok(None);
+    }
+    let konsts = [
+        constant(model, node.inputs[0])?,
+        constant(model, node.inputs[1])?,
+    ];
+    let (weight_slot, weights) = match konsts {
+        [Some(w), None] => (0, w),
+        [None, Some(w)] => (1, w),
+        _ => return Ok(None),
+    };
+    let data_slot = 1 - weight_slot;
+    let data = model.outlet_fact(node.inputs[data_slot])?;
+    if weights.rank() < 2
+        || weights.datum_type() != f32::datum_type()
+        || data.datum_type != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let output_rank = model.outlet_fact(node.id.into())?.rank();
+    let Some(Product {
+        axis,
+        summed,
+        transposed,
+        output,
+    }) = product_axes(
+        op,
+        weight_slot,
+        &data.shape.to_tvec(),
+        weights.shape(),
+        output_rank,
+    )
+    else {
+        return Ok(None);
+    };
+    let rows = weights.shape()[if transposed { weights.rank() - 1 } else { 0 }];
+    let columns = weights.len() / rows.max(1);
+    let dense = weights.try_as_plain_ram()?;
+    let dense = dense.as_slice::<f32>()?;
+    if dense.iter().any(|v| !v.is_finite()) {
+        return Ok(None);
+    }
+    let Some(sparse) = SparseRows::from_dense(dense, rows, columns, transposed) else {
+        return Ok(None);
+    };
+    let plane = data.shape[axis + summed..]
+        .iter()
+        .map(|d| d.to_usize().ok())
+        .product::<Option<usize>>()
+        .unwrap_or(usize::MAX);
+    if choice == SparseKernel::Auto && !prefers_sparse(&sparse, plane) {
+        return Ok(None);
+    }
+    let op = SparseMatMul::new(
+        sparse,
+        axis,
+        summed,
+        output,
+        choice == SparseKernel::Portable,
+    );
+    TypedModelPatch::replace_single_op(model, node, &node.inputs[data_slot..=data_slot], op)
+        .map(Some)
+}
+
+/// Where an `EinSum` sums its data against a constant: the data axes summed.
+struct Product {
+    /// The first data axis of the summed run.
+    axis: usize,
+    /// How many consecutive data axes the run spans (axes of 1 among them included).
+    summed: usize,
+    /// Whether the constant holds its summed axes first and its output axis last (`MatMul`'s
+    /// `[k, n]`) rather than output axis first (`Gemm` with `transB`, a 1×1 kernel).
+    transposed: bool,
+    output: TVec<OutAxis>,
+}
+
+/// For an `EinSum` of a constant (input `weight_slot`) with data of shape `data`: the run of
+/// data axes it sums, when the constant's axes are one output axis and then (or after) the
+/// summed ones in the data's order; axes of 1 that only the data has (summed away) or only the
+/// output has are allowed anywhere; every other data axis passes to the output in order, the
+/// constant's output axis in place of the summed run.
+fn product_axes(
+    op: &EinSum,
+    weight_slot: usize,
+    data: &[TDim],
+    weight: &[usize],
+    output_rank: usize,
+) -> Option<Product> {
+    let data_slot = 1 - weight_slot;
+    if op.axes.input_count() != 2 || op.axes.output_count() != 1 || weight.len() < 2 {
+        return None;
+    }
+    let is_one = |d: usize| data.get(d).is_some_and(|x| x.is_one());
+    let mut sums: Vec<(usize, usize)> = Vec::new();
+    let mut produced = None;
+    let mut output = tvec![OutAxis::One; output_rank];
+    let mut passing: Vec<(usize, usize)> = Vec::new();
+    for axis in op.axes.iter_all_axes() {
+        let (w, d, o) = (
+            &axis.inputs[weight_slot][..],
+            &axis.inputs[data_slot][..],
+            &axis.outputs[0][..],
+        );
+        match (w, d, o) {
+            (&[w], &[d], &[]) => sums.push((w, d)),
+            (&[w], &[], &[o]) => produced = Some((w, o)),
+            (&[], &[d], &[o]) => passing.push((d, o)),
+            (&[], &[d], &[]) if is_one(d) => {}
+            (&[], &[], &[_]) => {}
+            _ => return None,
+        }
+    }
+    let (w_out, o_rows) = produced?;
+    *output.get_mut(o_rows)? = OutAxis::Rows;
+    sums.sort_by_key(|&(_, d)| d);
+    let (w_first, first) = *sums.first()?;
+    let last = sums.last()?.1;
+    let summed = weight.len() - 1;
+    // In the constant: consecutive, in the data's order; in the data: in a run where only
+    // axes of 1 come between them.
+    let in_order = sums.iter().enumerate().all(|(i, &(w, _))| w == w_first + i);
+    let transposed = match w_out {
+        0 if w_first == 1 => false,
+        w if w == summed && w_first == 0 => true,
+        _ => return None,
+    };
+    for &(d, o) in &passing {
+        if (first..=last).contains(&d) {
+            return None;
+        }
+        *output.get_mut(o)? = OutAxis::Data(d);
+    }
+    // The data axes before the run come out before the rows, in order, those after it after.
+    let order: Vec<usize> = output
+        .iter()
+        .filter_map(|a| match a {
+            OutAxis::Rows => Some(first),
+            OutAxis::Data(d) => Some(*d),
+            OutAxis::One => None,
+        })
+        .collect();
+    let sorted = order.windows(2).all(|w| w[0] < w[1]);
+    (sums.len() == summed && in_order && sorted).then_some(Product {
+        axis: first,
+        summed: last + 1 - first,
+        transposed,
+        output,
+    })
+}

@@ -1,0 +1,369 @@
+//! Pruned, shared weights run from their compact form (`nnzip_core::kernels::sparse`) against
+//! tract's dense product and an f64 reference: `Gemm` (with and without `transB`), `MatMul`
+//! and 1×1 `Conv` layers of many shapes and densities, stored as shared-sparse and
+//! shared-sparse-ac tensors with 4-bit and 8-bit codebooks (and unshared values), at batch 1
+//! and batch 3, on the vector kernel of this CPU (AVX2+FMA on x86_64, NEON on aarch64 under
+//! qemu by `scripts/test-arm64.sh`) and on the plain-Rust one. Each case checks that its plan
+//! took the path asked for.
+//!
+//! The bound: a sum of `K` products rounds, in any order, to within `K · ε · Σ|w_k x_k|` of its
+//! exact value (ε = 2^-23 here, twice the unit roundoff); both paths are checked against it.
+
+mod common;
+
+use common::{assert_close, values};
+use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
+use nnzip_core::kernels::{KernelChoice, SparseKernel};
+use nnzip_core::metadata::{InputSpec, Metadata};
+use nnzip_core::onnx::proto as pb;
+use nnzip_core::{LoadOptions, Model, Tensor};
+use prost::Message;
+
+/// How the weight reaches the graph.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Layer {
+    /// `Gemm(x, W, b)` with `W` of shape `[n, k]` and `transB = 1` (PyTorch's export).
+    GemmTransB,
+    /// `MatMul(x, W)` with `W` of shape `[k, n]`.
+    MatMul,
+    /// `Conv(x, W, b)` with a `[n, k, 1, 1]` kernel on `[batch, k, 3, 5]` data.
+    Conv1x1,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    layer: Layer,
+    n: usize,
+    k: usize,
+    /// Percent of weights kept.
+    density: u32,
+    /// Codebook size (0: every kept weight its own value).
+    shared: usize,
+    range_coded: bool,
+    seed: u64,
+}
+
+fn tensor_type(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(if d < 0 {
+                                pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
+                            } else {
+                                pb::tensor_shape_proto::dimension::Value::DimValue(d)
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+const PLANE: [usize; 2] = [3, 5];
+
+impl Case {
+    /// The weight as `[n, k]` row-major values (output row `r`, input column `c`), and the
+    /// record that stores it.
+    fn weight(&self) -> (Vec<f32>, TensorRecord) {
+        let (n, k) = (self.n, self.k);
+        let keep = values(n * k, self.seed);
+        let magnitude = values(n * k, self.seed + 1);
+        let codebook: Vec<f32> = if self.shared > 0 {
+            std::iter::once(0.0)
+                .chain((1..self.shared).map(|i| (i as f32 - self.shared as f32 / 2.0 - 0.5) / 8.0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut indices = vec![0u16; n * k];
+        let mut dense = vec![0f32; n * k];
+        for i in 0..n * k {
+            if (keep[i] + 1.0) * 50.0 < self.density as f32 {
+                if self.shared > 0 {
+                    let idx = 1 + ((magnitude[i] + 1.0) / 2.0 * (self.shared - 1) as f32) as usize;
+                    let idx = idx.min(self.shared - 1);
+                    indices[i] = idx as u16;
+                    dense[i] = codebook[idx];
+                } else {
+                    dense[i] = magnitude[i] + 1.5 * magnitude[i].signum();
+                }
+            }
+        }
+        // Stored as the graph reads it: [n, k] for Gemm with transB and Conv, [k, n] for MatMul.
+        let (stored_indices, stored_dense): (Vec<u16>, Vec<f32>) = if self.layer == Layer::MatMul {
+            let t = |r: usize| (r % k) * n + r / k;
+            let mut si = vec![0u16; n * k];
+            let mut sd = vec![0f32; n * k];
+            for r in 0..n * k {
+                si[t(r)] = indices[r];
+                sd[t(r)] = dense[r];
+            }
+            (si, sd)
+        } else {
+            (indices, dense.clone())
+        };
+        let shape: Vec<u64> = match self.layer {
+            Layer::GemmTransB => vec![n as u64, k as u64],
+            Layer::MatMul => vec![k as u64, n as u64],
+            Layer::Conv1x1 => vec![n as u64, k as u64, 1, 1],
+        };
+        let index_bits = (usize::BITS - (self.shared.max(2) - 1).leading_zeros()) as u8;
+        let data = match (self.shared, self.range_coded) {
+            (0, _) => TensorData::RawF32(stored_dense),
+            (_, true) => TensorData::SharedSparseAc {
+                codebook,
+                indices: stored_indices,
+                index_bits,
+            },
+            (_, false) => TensorData::SharedSparse {
+                codebook,
+                indices: stored_indices,
+                index_bits,
+                gap_bits: 4,
+            },
+        };
+        let record = TensorRecord {
+            name: "w".into(),
+            shape,
+            data,
+            row_scales: None,
+        };
+        (dense, record)
+    }
+
+    fn input_dims(&self) -> Vec<i64> {
+        match self.layer {
+            Layer::Conv1x1 => vec![-1, self.k as i64, PLANE[0] as i64, PLANE[1] as i64],
+            _ => vec![-1, self.k as i64],
+        }
+    }
+
+    /// The one-layer model, its `[n, k]` weight and its bias.
+    fn nnz(&self) -> (Vec<u8>, Vec<f32>, Vec<f32>) {
+        let (dense, record) = self.weight();
+        let bias = values(self.n, self.seed + 2);
+        let (op_type, inputs, attribute) = match self.layer {
+            Layer::GemmTransB => (
+                "Gemm",
+                vec!["x", "w", "b"],
+                vec![pb::AttributeProto {
+                    name: "transB".into(),
+                    r#type: pb::attribute_proto::AttributeType::Int as i32,
+                    i: 1,
+                    ..Default::default()
+                }],
+            ),
+            Layer::MatMul => ("MatMul", vec!["x", "w"], vec![]),
+            Layer::Conv1x1 => ("Conv", vec!["x", "w", "b"], vec![]),
+        };
+        let mut out_dims = self.input_dims();
+        out_dims[1] = self.n as i64;
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "layer".into(),
+                node: vec![pb::NodeProto {
+                    name: "layer".into(),
+                    op_type: op_type.into(),
+                    input: inputs.iter().map(|s| s.to_string()).collect(),
+                    output: vec!["y".into()],
+                    attribute,
+                    ..Default::default()
+                }],
+                input: vec![tensor_type("x", &self.input_dims())],
+                output: vec![tensor_type("y", &out_dims)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let metadata = Metadata {
+            model_name: "layer".into(),
+            input: InputSpec {
+                name: "x".into(),
+                shape: self.input_dims(),
+            },
+            ..Default::default()
+        };
+        let mut w = NnzWriter::new(metadata, proto.encode_to_vec());
+        w.push(record).unwrap();
+        let uses_bias = self.layer != Layer::MatMul;
+        if uses_bias {
+            w.push(TensorRecord {
+                name: "b".into(),
+                shape: vec![self.n as u64],
+                data: TensorData::RawF32(bias.clone()),
+                row_scales: None,
+            })
+            .unwrap();
+        }
+        let bias = if uses_bias { bias } else { vec![0.0; self.n] };
+        (w.to_bytes().unwrap(), dense, bias)
+    }
+
+    /// Loads with `kernel`, runs a batch of `batch`, checks the plan took the path asked for
+    /// and every output against the f64 reference.
+    fn check(&self, kernel: SparseKernel, batch: usize) {
+        let (bytes, w, bias) = self.nnz();
+        let options = LoadOptions {
+            kernels: Some(KernelChoice {
+                sparse: kernel,
+                ..KernelChoice::default()
+            }),
+            ..LoadOptions::default()
+        };
+        let model = Model::from_bytes_with(&bytes, &options).unwrap();
+        let kernels = model.sparse_kernels();
+        match kernel {
+            SparseKernel::Dense => assert!(kernels.is_empty(), "{self:?}"),
+            SparseKernel::Portable => assert_eq!(kernels, ["portable"], "{self:?}"),
+            SparseKernel::Sparse => assert_eq!(kernels, [vector_kernel()], "{self:?}"),
+            SparseKernel::Auto => {}
+        }
+        let plane: usize = if self.layer == Layer::Conv1x1 {
+            PLANE.iter().product()
+        } else {
+            1
+        };
+        let (n, k) = (self.n, self.k);
+        let mut dims: Vec<usize> = self.input_dims().iter().map(|&d| d as usize).collect();
+        dims[0] = batch;
+        let x = values(batch * k * plane, self.seed + 3);
+        let y = model.run(Tensor::from_shape(&dims, &x).unwrap()).unwrap();
+        let y = y.try_as_plain_ram().unwrap();
+        let y = y.as_slice::<f32>().unwrap();
+        let (mut want, mut mag) = (vec![], vec![]);
+        for b in 0..batch {
+            for r in 0..n {
+                for p in 0..plane {
+                    let (mut sum, mut abs) = (bias[r] as f64, bias[r].abs() as f64);
+                    for c in 0..k {
+                        let t = w[r * k + c] as f64 * x[(b * k + c) * plane + p] as f64;
+                        sum += t;
+                        abs += t.abs();
+                    }
+                    want.push(sum);
+                    mag.push(abs);
+                }
+            }
+        }
+        assert_close(
+            &format!("{self:?} {kernel:?} batch {batch}"),
+            k + 1,
+            y,
+            &want,
+            &mag,
+        );
+    }
+}
+
+/// The kernel this CPU's plan should select.
+fn vector_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return "avx2+fma";
+    }
+    #[cfg(target_arch = "aarch64")]
+    return "neon";
+    #[allow(unreachable_code)]
+    "portable"
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut seed = 1;
+    for layer in [Layer::GemmTransB, Layer::MatMul, Layer::Conv1x1] {
+        for (n, k) in [(1, 1), (10, 100), (37, 19), (300, 784), (8, 33)] {
+            for density in [0, 3, 25, 100] {
+                for (shared, range_coded) in [(16, false), (200, true), (0, false)] {
+                    seed += 1;
+                    // The large layer once per layer kind: enough for its row lengths.
+                    if n == 300 && (density != 3 || shared != 16) {
+                        continue;
+                    }
+                    cases.push(Case {
+                        layer,
+                        n,
+                        k,
+                        density,
+                        shared,
+                        range_coded,
+                        seed,
+                    });
+                }
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn sparse_and_dense_paths_agree_within_the_rounding_bound() {
+    for case in cases() {
+        for kernel in [
+            SparseKernel::Sparse,
+            SparseKernel::Portable,
+            SparseKernel::Dense,
+        ] {
+            case.check(kernel, 1);
+        }
+        case.check(SparseKernel::Sparse, 3);
+    }
+}
+
+/// The default rule takes a sparse layer and leaves a dense one, and the compact form holds
+/// fewer bytes than the dense weight.
+#[test]
+fn the_rule_takes_sparse_layers_only() {
+    let case = |density| Case {
+        layer: Layer::GemmTransB,
+        n: 300,
+        k: 784,
+        density,
+        shared: 16,
+        range_coded: true,
+        seed: 7,
+    };
+    let load = |c: Case, kernel| {
+        let options = LoadOptions {
+            kernels: Some(KernelChoice {
+                sparse: kernel,
+                ..KernelChoice::default()
+            }),
+            ..LoadOptions::default()
+        };
+        Model::from_bytes_with(&c.nnz().0, &options).unwrap()
+    };
+    let sparse = load(case(3), SparseKernel::Auto);
+    assert_eq!(sparse.sparse_kernels().len(), 1);
+    let dense = load(case(3), SparseKernel::Dense);
+    assert!(dense.sparse_kernels().is_empty());
+    // 3% of 235,200 weights at 2 + ½ bytes each, against 4 bytes per weight (and tract's
+    // packing) on the dense path.
+    assert!(
+        sparse.weight_bytes() * 10 < dense.weight_bytes(),
+        "{} vs {}",
+        sparse.weight_bytes(),
+        dense.weight_bytes()
+    );
+    assert!(dense.weight_bytes() >= 4 * 300 * 784);
+    assert!(
+        load(case(80), SparseKernel::Auto)
+            .sparse_kernels()
+            .is_empty()
+    );
+    case(3).check(SparseKernel::Auto, 1);
+}
