@@ -34,6 +34,20 @@ impl OutputKind {
             OutputKind::LogProbabilities => values.iter().map(|v| v.exp()).collect(),
         }
     }
+
+    /// Logits standing for these output values: values whose softmax gives the same
+    /// probabilities, for code that compares models through the softmax of their outputs.
+    /// Probabilities become their logarithms (a zero the logarithm of the smallest normal f32,
+    /// so that no infinity enters later arithmetic); log-probabilities are logits already.
+    pub fn logits(self, values: &[f32]) -> Vec<f32> {
+        match self {
+            OutputKind::Logits | OutputKind::LogProbabilities => values.to_vec(),
+            OutputKind::Probabilities => values
+                .iter()
+                .map(|p| p.max(f32::MIN_POSITIVE).ln())
+                .collect(),
+        }
+    }
 }
 
 /// Numerically stable softmax (subtracts the maximum first). Non-finite logits give non-finite
@@ -73,6 +87,19 @@ pub fn top_k_of(kind: OutputKind, values: &[f32], k: usize, labels: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logits_of_each_kind_softmax_back_to_its_probabilities() {
+        let p = [0.7f32, 0.2, 0.1, 0.0];
+        let back = softmax(&OutputKind::Probabilities.logits(&p));
+        for (a, b) in p.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-6, "{p:?} -> {back:?}");
+        }
+        let log_p: Vec<f32> = [0.5f32, 0.25, 0.25].iter().map(|v| v.ln()).collect();
+        let back = softmax(&OutputKind::LogProbabilities.logits(&log_p));
+        assert!((back[0] - 0.5).abs() < 1e-6 && (back[2] - 0.25).abs() < 1e-6);
+        assert_eq!(OutputKind::Logits.logits(&[3.0, -1.0]), vec![3.0, -1.0]);
+    }
 
     #[test]
     fn softmax_sums_to_one_and_keeps_order() {

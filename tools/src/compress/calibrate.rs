@@ -269,19 +269,24 @@ fn random_crop(img: &DynamicImage, need: u32, rng: &mut StdRng) -> DynamicImage 
     }
 }
 
-/// The logits of every view (rows of `classes` values), computed on all cores.
+/// The logits of every view (rows of `classes` values), computed on all cores. A graph that ends
+/// in a Softmax gives probabilities: they are turned back into logits
+/// ([`nnzip_core::OutputKind::logits`]), so the agreement metrics, which softmax what they
+/// compare, see the model's own probabilities and not their softmax.
 pub fn logits(model: &Model, views: &Views) -> Result<Vec<Vec<f32>>> {
+    let kind = model.output_kind();
     views
         .inputs
         .par_iter()
         .map(|x| {
             let out = model.run(x.clone())?;
-            Ok(out
+            let values: Vec<f32> = out
                 .cast_to::<f32>()?
                 .to_plain_array_view::<f32>()?
                 .iter()
                 .copied()
-                .collect())
+                .collect();
+            Ok(kind.logits(&values))
         })
         .collect()
 }
