@@ -9,9 +9,10 @@
 #
 # What runs, by crate and test kind (not by kernel internals, so it holds when kernels move):
 #   - nnzip-core: its unit tests and all its integration tests (core/tests: the .nnz format and
-#     its decoders, hostile files, the depthwise convolution and the stem's direct spatial one
-#     against an f64 reference and tract's own path, and the portable four-lane kernel; the
-#     depthwise suite also asserts that its plans select the NEON kernel on aarch64).
+#     its decoders, hostile files, the ONNX reader's operators, nnzip's own operators — the
+#     depthwise, pointwise and sparse (pruned) products and the stem's direct spatial
+#     convolution — against an f64 reference, tract's own path and their portable kernels; the
+#     suites also assert that their plans select the NEON kernels on aarch64).
 #   - classify agreement with x86_64: EfficientNet-Lite0 packed once by the host `nnzip pack`,
 #     nnzip-core's example `image_logits` prints its logits on every ../shared/images/*.jpg
 #     natively, then under qemu compares its own with those (same top-5, logits within the
