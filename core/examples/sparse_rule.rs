@@ -14,26 +14,6 @@ use nnzip_core::{LoadOptions, Model, Tensor};
 use prost::Message;
 use std::time::{Duration, Instant};
 
-fn dims_type(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    let dim = |d: &i64| pb::tensor_shape_proto::Dimension {
-        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(*d)),
-        ..Default::default()
-    };
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims.iter().map(dim).collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// A `Gemm` (plane = 1) or 1×1 `Conv` on a `plane`-pixel square of `k` channels, `n` outputs,
 /// `density` of the weights kept.
 fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
@@ -91,8 +71,8 @@ fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
                 attribute,
                 ..Default::default()
             }],
-            input: vec![dims_type("x", &input)],
-            output: vec![dims_type("y", &output)],
+            input: vec![pb::ValueInfoProto::float("x", &input)],
+            output: vec![pb::ValueInfoProto::float("y", &output)],
             ..Default::default()
         }),
         ..Default::default()

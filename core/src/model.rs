@@ -484,29 +484,7 @@ mod tests {
         tensors: Vec<crate::format::TensorRecord>,
         edit: impl FnOnce(&mut pb::GraphProto),
     ) -> Vec<u8> {
-        let tensor_type = |name: &str| pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| pb::tensor_shape_proto::Dimension {
-                                value: Some(if d < 0 {
-                                    pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
-                                } else {
-                                    pb::tensor_shape_proto::dimension::Value::DimValue(d)
-                                }),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let tensor_type = |name: &str| pb::ValueInfoProto::float(name, dims);
         let proto = pb::ModelProto {
             ir_version: 8,
             opset_import: vec![pb::OperatorSetIdProto {

@@ -16,28 +16,6 @@ use nnzip_core::onnx::proto as pb;
 use nnzip_core::{Model, Tensor};
 use prost::Message;
 
-fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
     pb::NodeProto {
         name: output.into(),
@@ -101,8 +79,8 @@ impl Graph<'_> {
             graph: Some(pb::GraphProto {
                 name: "classic".into(),
                 node: self.nodes,
-                input: vec![value_info("x", self.input)],
-                output: vec![value_info(&last, self.output)],
+                input: vec![pb::ValueInfoProto::float("x", self.input)],
+                output: vec![pb::ValueInfoProto::float(&last, self.output)],
                 ..Default::default()
             }),
             ..Default::default()

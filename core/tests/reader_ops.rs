@@ -2,36 +2,10 @@
 //! graph, translates it with the reader and runs it in tract.
 
 use nnzip_core::onnx::proto::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
-    tensor_shape_proto::{Dimension, dimension},
-    type_proto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
 use nnzip_core::onnx::typed_model_from_onnx;
 use tract_core::prelude::*;
-
-const FLOAT: i32 = 1;
-
-fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: FLOAT,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 /// A one-node graph of `op` at `opset`, its inputs all graph inputs of these shapes.
 fn one_node(op: &str, opset: i64, inputs: &[(&str, &[i64])], out: &[i64]) -> ModelProto {
@@ -49,8 +23,11 @@ fn one_node(op: &str, opset: i64, inputs: &[(&str, &[i64])], out: &[i64]) -> Mod
                 op_type: op.into(),
                 ..Default::default()
             }],
-            input: inputs.iter().map(|(n, d)| value(n, d)).collect(),
-            output: vec![value("y", out)],
+            input: inputs
+                .iter()
+                .map(|(n, d)| ValueInfoProto::float(n, d))
+                .collect(),
+            output: vec![ValueInfoProto::float("y", out)],
             ..Default::default()
         }),
         ..Default::default()
@@ -158,7 +135,7 @@ fn inference_dropout_gives_an_all_true_mask() {
     let mut model = one_node("Dropout", 13, &[("x", &[2, 2])], &[2, 2]);
     let graph = model.graph.as_mut().unwrap();
     graph.node[0].output.push("mask".into());
-    graph.output.push(value("mask", &[2, 2]));
+    graph.output.push(ValueInfoProto::float("mask", &[2, 2]));
     let typed = typed_model_from_onnx(&model, vec![], None).unwrap();
     let plan = typed.into_runnable().unwrap();
     let x = Tensor::from_shape(&[2, 2], &[1.0f32, 2.0, 3.0, 4.0]).unwrap();

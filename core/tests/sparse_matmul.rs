@@ -43,32 +43,6 @@ struct Case {
     seed: u64,
 }
 
-fn tensor_type(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| pb::tensor_shape_proto::Dimension {
-                            value: Some(if d < 0 {
-                                pb::tensor_shape_proto::dimension::Value::DimParam("N".into())
-                            } else {
-                                pb::tensor_shape_proto::dimension::Value::DimValue(d)
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 const PLANE: [usize; 2] = [3, 5];
 
 impl Case {
@@ -184,8 +158,8 @@ impl Case {
                     attribute,
                     ..Default::default()
                 }],
-                input: vec![tensor_type("x", &self.input_dims())],
-                output: vec![tensor_type("y", &out_dims)],
+                input: vec![pb::ValueInfoProto::float("x", &self.input_dims())],
+                output: vec![pb::ValueInfoProto::float("y", &out_dims)],
                 ..Default::default()
             }),
             ..Default::default()

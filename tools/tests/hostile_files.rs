@@ -12,37 +12,14 @@ use nnzip_core::metadata::{
     ColorOrder, InputSpec, Interpolation, Layout, Metadata, Preprocessing, Resize,
 };
 use nnzip_core::onnx::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
-    type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
 };
 use prost::Message;
 use std::path::{Path, PathBuf};
 
 /// The input of the crafted graphs: one 8×8 gray image.
 const INPUT: [i64; 4] = [1, 1, 8, 8];
-
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    use tensor_shape_proto::{Dimension, dimension::Value};
-    let dim = dims
-        .iter()
-        .map(|&d| Dimension {
-            value: Some(Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(nnzip_core::onnx::proto::TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
@@ -88,8 +65,8 @@ fn valid_graph() -> GraphProto {
         name: "hostile".into(),
         node: vec![conv, pool, flatten, node("Relu", "relu", &["f"], "y")],
         initializer: vec![w],
-        input: vec![value_info("x", &INPUT)],
-        output: vec![value_info("y", &[1, 64])],
+        input: vec![ValueInfoProto::float("x", &INPUT)],
+        output: vec![ValueInfoProto::float("y", &[1, 64])],
         ..Default::default()
     }
 }

@@ -176,6 +176,34 @@ pub struct ValueInfoProto {
     pub doc_string: String,
 }
 
+impl ValueInfoProto {
+    /// A float32 tensor of these dimensions; a negative one is symbolic (named `N`).
+    pub fn float(name: &str, dims: &[i64]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&d| tensor_shape_proto::Dimension {
+                value: Some(if d < 0 {
+                    tensor_shape_proto::dimension::Value::DimParam("N".into())
+                } else {
+                    tensor_shape_proto::dimension::Value::DimValue(d)
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: tensor_proto::DataType::Float as i32,
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// A value's type (only dense tensors are declared here, see the module docs).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TypeProto {

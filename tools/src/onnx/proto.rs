@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 use nnzip_core::onnx::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto,
+    type_proto,
 };
 use prost::Message;
 use std::path::Path;
@@ -210,27 +210,8 @@ pub fn node(
 
 /// A float32 value-info; `None` dimensions are symbolic (named `N`).
 pub fn float_value_info(name: &str, shape: &[Option<usize>]) -> ValueInfoProto {
-    let dim = shape
-        .iter()
-        .map(|d| tensor_shape_proto::Dimension {
-            value: Some(match d {
-                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v as i64),
-                None => tensor_shape_proto::dimension::Value::DimParam("N".into()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: DataType::Float as i32,
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let dims: Vec<i64> = shape.iter().map(|d| d.map_or(-1, |v| v as i64)).collect();
+    ValueInfoProto::float(name, &dims)
 }
 
 /// Declared shape of a value-info (`None` for symbolic or missing dimensions), if it has one.
