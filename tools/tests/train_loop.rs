@@ -214,7 +214,7 @@ fn written_onnx_runs_in_the_core_with_the_same_outputs() {
     let model = nnzip_tools::commands::eval::load_model(&path).unwrap();
     let batch = train_set.subset(&(0..8).collect::<Vec<_>>());
     let x = Tensor::from_vec(batch.images.clone(), (8, 1, 28, 28), exec.device()).unwrap();
-    let want = values(&exec.forward(&x, Mode::Eval).unwrap());
+    let want = values(&exec.logits(&x, Mode::Eval).unwrap());
     let got = model
         .run(nnzip_core::Tensor::from_shape(&[8, 1, 28, 28], &batch.images).unwrap())
         .unwrap();
@@ -298,4 +298,65 @@ fn distillation_alone_learns_the_teacher_without_labels() {
     // Out-of-range settings are refused.
     assert!(Distillation::from_teacher(&teacher, &train_set, 0.0, 0.5).is_err());
     assert!(Distillation::from_teacher(&teacher, &train_set, 2.0, 1.5).is_err());
+}
+
+/// `model` with a `Softmax` over the classes appended to its output (as many exported
+/// classifiers end), the graph's output renamed to the probabilities.
+fn ending_in_softmax(
+    mut model: nnzip_core::onnx::proto::ModelProto,
+) -> nnzip_core::onnx::proto::ModelProto {
+    let graph = model.graph.as_mut().unwrap();
+    let logits = graph.output[0].name.clone();
+    graph.node.push(nnzip_core::onnx::proto::NodeProto {
+        name: "probabilities".into(),
+        op_type: "Softmax".into(),
+        input: vec![logits],
+        output: vec!["probabilities".into()],
+        ..Default::default()
+    });
+    graph.output[0].name = "probabilities".into();
+    model
+}
+
+#[test]
+fn a_graph_ending_in_softmax_trains_as_its_logits_do() {
+    let train_set = data(Split::Train, 512);
+    let test_set = data(Split::Test, 256);
+    let plain = GraphExecutor::new(build(Architecture::Lenet300, 3), "plain").unwrap();
+    let softmaxed = GraphExecutor::new(
+        ending_in_softmax(build(Architecture::Lenet300, 3)),
+        "softmaxed",
+    )
+    .unwrap();
+    let x = test_set
+        .batch_tensors(&[0, 1, 2], plain.device())
+        .unwrap()
+        .0;
+    assert_eq!(
+        values(&plain.logits(&x, Mode::Eval).unwrap()),
+        values(&softmaxed.logits(&x, Mode::Eval).unwrap()),
+        "the Softmax's input is the logits"
+    );
+    let mut histories = Vec::new();
+    for exec in [&plain, &softmaxed] {
+        let mut opt = Optimizer::new(OptimizerConfig::default());
+        histories.push(train(exec, &train_set, None, &config(1, 0.05), &mut opt).unwrap());
+    }
+    assert_eq!(histories[0][0].train_loss, histories[1][0].train_loss);
+    for (a, b) in plain.params().iter().zip(softmaxed.params()) {
+        assert_eq!(
+            values(a.var.as_tensor()),
+            values(b.var.as_tensor()),
+            "{}",
+            a.name
+        );
+    }
+    let (a, b) = (
+        evaluate(&plain, &test_set, 256, false).unwrap(),
+        evaluate(&softmaxed, &test_set, 256, false).unwrap(),
+    );
+    assert_eq!((a.loss, a.accuracy), (b.loss, b.accuracy));
+    // The saved model keeps its Softmax: its output is still probabilities.
+    let saved = softmaxed.to_model_proto().unwrap();
+    assert_eq!(saved.graph.unwrap().node.last().unwrap().op_type, "Softmax");
 }

@@ -4,7 +4,9 @@ use super::ops::{self, BatchNormState, SUPPORTED_OPS};
 use super::proto::{self, attr_float, attr_int, attr_ints, attr_string, attribute};
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{DType, Device, Tensor, Var};
-use nnzip_core::onnx::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
+use nnzip_core::onnx::proto::{
+    GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -60,6 +62,9 @@ pub struct GraphExecutor {
     /// The input declares a fixed batch of 1 (a common export): its Reshapes to `[1, …]` then
     /// mean "keep the batch", so that the model trains on mini-batches.
     batch_one_export: bool,
+    /// The index of the `Softmax` node the graph's output comes from through reshapes only, if
+    /// any: [`GraphExecutor::logits`] passes its input through, so that losses see logits.
+    final_softmax: Option<usize>,
 }
 
 impl std::fmt::Debug for GraphExecutor {
@@ -253,7 +258,12 @@ impl GraphExecutor {
             dtype,
             device,
             batch_one_export: false,
+            final_softmax: None,
         };
+        executor.final_softmax = final_softmax(
+            executor.model.graph.as_ref().expect("checked"),
+            &executor.output_name,
+        );
         executor.batch_one_export = executor
             .input_shape()
             .is_some_and(|s| s.first() == Some(&Some(1)));
@@ -421,8 +431,14 @@ impl GraphExecutor {
         }
     }
 
-    /// Runs the graph on `input` (`N×…`, the model's input layout) and returns its first output.
-    pub fn forward(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// Runs the graph on `input` (`N×…`, the model's input layout) and returns its class scores
+    /// as logits: the first output, except that a graph ending in `Softmax` over each sample's
+    /// classes (then only reshapes) gives that Softmax's input, reshaped as the output. Many
+    /// exported classifiers end in Softmax; cross-entropy and distillation take logits, and a
+    /// second softmax over probabilities would flatten every loss and gradient. The saved model
+    /// keeps its Softmax. (LogSoftmax outputs are logits already: softmax(log softmax(x)) is
+    /// softmax(x).)
+    pub fn logits(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {
         match self
             .evaluate(input, mode, |_, _| Ok(()))?
             .remove(&self.output_name)
@@ -471,15 +487,39 @@ impl GraphExecutor {
             Value::Float(input.to_dtype(self.dtype)?),
         );
         let graph = self.model.graph.as_ref().expect("checked");
-        for n in &graph.node {
+        for (i, n) in graph.node.iter().enumerate() {
             if n.op_type == "Constant" {
                 continue;
             }
             before(n, &env)?;
-            let y = self.eval_node(&env, n, mode).with_context(|| self.at(n))?;
+            let y = match self.final_softmax {
+                Some(f) if f == i => self.softmax_input_if_per_sample(&env, n)?,
+                _ => None,
+            };
+            let y = match y {
+                Some(y) => y,
+                None => self.eval_node(&env, n, mode).with_context(|| self.at(n))?,
+            };
             env.insert(n.output[0].clone(), y);
         }
         Ok(env)
+    }
+
+    /// The final Softmax's input when that Softmax normalises each sample's values together (so
+    /// its input is the sample's logits); `None` when it normalises something else and must run.
+    fn softmax_input_if_per_sample(
+        &self,
+        env: &HashMap<String, Value>,
+        n: &NodeProto,
+    ) -> Result<Option<Value>> {
+        let x = self.float(env, n.input.first().context("Softmax without input")?)?;
+        let dims = x.dims();
+        let normalised: Vec<usize> = if self.opset >= 13 {
+            vec![ops::axis(attr_int(n, "axis", -1), dims.len())?]
+        } else {
+            (ops::axis(attr_int(n, "axis", 1), dims.len())?..dims.len()).collect()
+        };
+        Ok(normalises_each_sample(dims, &normalised).then_some(Value::Float(x)))
     }
 
     fn eval_node(&self, env: &HashMap<String, Value>, n: &NodeProto, mode: Mode) -> Result<Value> {
@@ -735,6 +775,42 @@ impl GraphExecutor {
     }
 }
 
+/// The index of the `Softmax` node `output` comes from through nodes that only reshape or pass
+/// values on (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout), if there is one.
+fn final_softmax(graph: &GraphProto, output: &str) -> Option<usize> {
+    let mut name = output;
+    // In a well-formed graph each step reaches an earlier node; the bound ends the walk in a
+    // malformed one whose nodes feed each other in a loop.
+    for _ in 0..=graph.node.len() {
+        let (index, node) = graph
+            .node
+            .iter()
+            .enumerate()
+            .find(|(_, n)| n.output.first().is_some_and(|o| o == name))?;
+        match node.op_type.as_str() {
+            "Softmax" => return Some(index),
+            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity" | "Dropout" => {
+                name = node.input.first()?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Whether a softmax over `axes` of a tensor of `dims` normalises each sample's values together:
+/// every other axis is the batch axis (the first) or of size 1, and the batch axis is normalised
+/// only when it is 1.
+fn normalises_each_sample(dims: &[usize], axes: &[usize]) -> bool {
+    dims.iter()
+        .enumerate()
+        .all(|(axis, &dim)| match (axes.contains(&axis), axis == 0) {
+            (true, true) => dim == 1,
+            (false, false) => dim == 1,
+            _ => true,
+        })
+}
+
 fn constant_node(n: &NodeProto, dtype: DType, device: &Device) -> Result<Value> {
     if let Some(t) = attribute(n, "value").and_then(|a| a.t.as_ref()) {
         return initializer_value(t, dtype, device);
@@ -757,4 +833,51 @@ fn constant_node(n: &NodeProto, dtype: DType, device: &Device) -> Result<Value> 
         return Ok(Value::Int(a.ints.clone(), vec![a.ints.len()]));
     }
     bail!("Constant node without a supported value attribute (value, value_float(s), value_int(s))")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, input: &str, output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: vec![input.into()],
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_final_softmax_is_found_through_reshapes_only() {
+        let graph = |nodes: Vec<NodeProto>| GraphProto {
+            node: nodes,
+            ..Default::default()
+        };
+        let through_flatten = graph(vec![
+            node("Gemm", "x", "z"),
+            node("Softmax", "z", "p"),
+            node("Flatten", "p", "y"),
+        ]);
+        assert_eq!(final_softmax(&through_flatten, "y"), Some(1));
+        let then_scaled = graph(vec![node("Softmax", "x", "p"), node("Relu", "p", "y")]);
+        assert_eq!(final_softmax(&then_scaled, "y"), None);
+        let log_softmax = graph(vec![node("LogSoftmax", "x", "y")]);
+        assert_eq!(final_softmax(&log_softmax, "y"), None);
+        let looped = graph(vec![node("Identity", "y", "y")]);
+        assert_eq!(final_softmax(&looped, "y"), None);
+    }
+
+    #[test]
+    fn only_a_softmax_over_each_samples_classes_is_passed_through() {
+        assert!(normalises_each_sample(&[64, 10], &[1]));
+        assert!(normalises_each_sample(&[64, 10, 1, 1], &[1, 2, 3]));
+        assert!(normalises_each_sample(&[64, 10, 1, 1], &[1]));
+        assert!(normalises_each_sample(&[1, 10], &[0, 1]));
+        // Over a singleton axis (opset 13's default on `[N, C, 1, 1]`) or across the batch: the
+        // Softmax means something else and runs.
+        assert!(!normalises_each_sample(&[64, 10, 1, 1], &[3]));
+        assert!(!normalises_each_sample(&[64, 10], &[0]));
+        assert!(!normalises_each_sample(&[64, 4, 10], &[2]));
+    }
 }

@@ -67,7 +67,7 @@ impl Distillation {
         let mut classes = 0;
         for idx in data.batches(512, None) {
             let (x, _) = data.batch_tensors(&idx, teacher.device())?;
-            let out = teacher.forward(&x, Mode::Eval)?;
+            let out = teacher.logits(&x, Mode::Eval)?;
             classes = check_logits(teacher, &out, idx.len(), 1)?;
             logits.extend(
                 out.to_dtype(candle_core::DType::F32)?
@@ -185,7 +185,7 @@ pub fn check_compatible(exec: &GraphExecutor, data: &Dataset) -> Result<()> {
         data.check_labels(classes, exec.source())?;
     }
     let probe = data.batch_tensors(&[0], exec.device())?.0;
-    let logits = exec.forward(&probe, Mode::Eval)?;
+    let logits = exec.logits(&probe, Mode::Eval)?;
     let classes = check_logits(exec, &logits, 1, 1)?;
     data.check_labels(classes, exec.source())
 }
@@ -217,7 +217,7 @@ pub fn train(
         let mut lr = config.schedule.lr;
         for (i, idx) in batches.iter().enumerate() {
             let (x, y) = data.batch_tensors(idx, exec.device())?;
-            let logits = exec.forward(&x, Mode::Train)?;
+            let logits = exec.logits(&x, Mode::Train)?;
             let loss = match &config.distill {
                 Some(d) => d.loss(&logits, &y, idx).context("distillation loss")?,
                 None => candle_nn::loss::cross_entropy(&logits, &y).context("cross-entropy")?,
@@ -305,7 +305,7 @@ pub fn evaluate(
     let mut tally: Option<Tally> = None;
     for idx in data.batches(batch, None) {
         let (x, _) = data.batch_tensors(&idx, exec.device())?;
-        let logits = exec.forward(&x, Mode::Eval)?;
+        let logits = exec.logits(&x, Mode::Eval)?;
         if tally.is_none() {
             tally = Some(Tally::new(check_logits(exec, &logits, idx.len(), needed)?));
         }
