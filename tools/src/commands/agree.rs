@@ -3,10 +3,11 @@
 //! KL divergence of the softmax outputs — for developers who check a compressed model on photos
 //! of their own, without labels, after `nnzip compress`.
 
-use crate::compress::calibrate::{
-    Agreement, HOLDOUT_SEED_SALT, MarginBands, StudentBuilder, agreement, argmax, binary16_weights,
-    load_photos, logits, make_views, margin_bands,
+use crate::compress::label_free::agreement::{
+    Agreement, MarginBands, agreement, argmax, logits, margin_bands,
 };
+use crate::compress::label_free::photos::{HOLDOUT_SEED_SALT, load_photos, make_views};
+use crate::compress::label_free::student::{StudentBuilder, binary16_weights};
 use crate::table::Table;
 use anyhow::{Context, Result, bail};
 use clap::Args;

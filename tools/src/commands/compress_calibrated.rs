@@ -8,13 +8,21 @@
 //! them is reported after each stage.
 
 use super::compress::{CompressArgs, CompressSettings, QuantizerKind, layer_table};
-use crate::compress::calibrate::{
-    Agreement, BitsCurve, CONFIDENT, DistillFineTune, HOLDOUT_SEED_SALT, Hessians, MarginBands,
-    PhotoFolder, Quantizer, SharedCache, StudentBuilder, Views, agreement, allocate,
-    asymmetric_reround, binary16_weights, bits_sensitivity, compensable_in_graph_order,
-    fine_tune_by_distillation, layer_hessians, load_photos, logits, make_views, margin_bands,
-    predicted_bytes,
+use crate::compress::label_free::agreement::{
+    Agreement, CONFIDENT, MarginBands, agreement, logits, margin_bands,
 };
+use crate::compress::label_free::allocation::{SharedCache, allocate, predicted_bytes};
+use crate::compress::label_free::bit_curves::{BitsCurve, measure_bit_curves};
+use crate::compress::label_free::distillation::{DistillFineTune, fine_tune_by_distillation};
+use crate::compress::label_free::gptq_statistics::{
+    Hessians, compensable_in_graph_order, layer_hessians,
+};
+use crate::compress::label_free::photos::{
+    HOLDOUT_SEED_SALT, PhotoFolder, Views, load_photos, make_views,
+};
+use crate::compress::label_free::quantizer::Quantizer;
+use crate::compress::label_free::reround::asymmetric_reround;
+use crate::compress::label_free::student::{StudentBuilder, binary16_weights};
 use crate::compress::pipeline::{Coder, CompressConfig, compress_weights_with, is_prunable};
 use crate::compress::share::SharedLayer;
 use crate::eval::progress_bar;
@@ -22,6 +30,7 @@ use crate::fsutil;
 use crate::pack::{PackOptions, pack_onnx};
 use crate::table::{Table, human_bytes};
 use anyhow::{Context, Result, bail};
+use prost::Message;
 use std::collections::BTreeMap;
 
 /// A layer whose KL divergence alone exceeds this is not tried with fewer bits.
@@ -200,6 +209,9 @@ pub fn run(
         "label-free compression feeds photos to the model: give its preprocessing with --preprocess (e.g. efficientnet-lite, imagenet)",
     )?;
     let show = !args.json;
+    // The one decode of the model's graph: statistics, re-rounding and fine-tuning read it.
+    let model = nnzip_core::onnx::proto::ModelProto::decode(onnx)
+        .with_context(|| format!("{} is not a valid ONNX file", args.model.display()))?;
     let say = |msg: String| {
         if show {
             eprintln!("{msg}");
@@ -313,7 +325,7 @@ pub fn run(
     };
     let hessians = if compensate {
         let started = std::time::Instant::now();
-        let h = layer_hessians(onnx, &stat_views, &layers, show)?;
+        let h = layer_hessians(&model, &stat_views, &layers, show)?;
         say(format!(
             "error-compensated rounding (GPTQ) for {} of {} layers: input statistics of {} views in {:.0} s",
             h.len(),
@@ -386,14 +398,15 @@ pub fn run(
                 let fitted: Vec<usize> = (0..stat_views.len())
                     .filter(|&i| stat_views.photo[i] % 2 == 0)
                     .collect();
-                fitted_hessians = layer_hessians(onnx, &stat_views.subset(&fitted), &layers, show)?;
+                fitted_hessians =
+                    layer_hessians(&model, &stat_views.subset(&fitted), &layers, show)?;
                 &fitted_hessians
             } else {
                 &hessians
             };
             let bar = progress_bar(show, layers.len(), "sensitivity");
             let mut last = String::new();
-            let (curves, cache) = bits_sensitivity(
+            let (curves, cache) = measure_bit_curves(
                 &builder,
                 cfg,
                 &sub_teacher,
@@ -537,7 +550,7 @@ pub fn run(
     ));
     let mut sharing = sharing;
     if compensate && s.asymmetric_layers > 0 {
-        let order = compensable_in_graph_order(onnx, &layers)?;
+        let order = compensable_in_graph_order(&model, &layers);
         let last = &order[order.len().saturating_sub(s.asymmetric_layers)..];
         let quantizers: BTreeMap<String, Quantizer> = bits
             .iter()
@@ -548,7 +561,7 @@ pub fn run(
             .collect();
         let started = std::time::Instant::now();
         asymmetric = asymmetric_reround(
-            onnx,
+            &model,
             &stat_views,
             &mut shared,
             last,
@@ -602,8 +615,13 @@ pub fn run(
             seed: s.seed,
             progress: show,
         };
-        let tuned_onnx =
-            fine_tune_by_distillation(onnx, &mut tuned_layers, &train_views, &train_teacher, &ft)?;
+        let tuned_onnx = fine_tune_by_distillation(
+            &model,
+            &mut tuned_layers,
+            &train_views,
+            &train_teacher,
+            &ft,
+        )?;
         let tuned = StudentBuilder::new(pack_onnx(&tuned_onnx, opts)?);
         let (a, h) = measure(&tuned.model(&values_of(&tuned_layers))?)?;
         if a.kl < sharing.kl {
