@@ -5,7 +5,7 @@
 //! between the two so that a busy machine slows both alike. `tools/benches/latency_vs_ort.sh`
 //! puts the default path next to onnxruntime's on the dense ONNX, same machine, same run.
 
-use super::eval::load_model_bytes_with;
+use crate::model_file::load_model_bytes_with;
 use crate::table::Table;
 use anyhow::{Result, bail};
 use clap::Args;

@@ -1,13 +1,7 @@
 //! Bits across layers: per layer, the ladder step that minimises bytes + λ·KL.
 
 use super::bit_curves::BitsCurve;
-use crate::compress::share::SharedLayer;
 use std::collections::BTreeMap;
-
-/// Shared layers by (name, ladder position), as measured by
-/// [`super::bit_curves::measure_bit_curves`]: the
-/// allocation reuses them instead of sharing again.
-pub type SharedCache = BTreeMap<(String, usize), SharedLayer>;
 
 /// Per layer, the ladder position that minimises `bytes + λ · KL` (λ in bytes per nat of mean
 /// KL divergence: how many bytes a unit of disagreement is worth). The KL of layers shared

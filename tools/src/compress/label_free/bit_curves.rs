@@ -2,7 +2,6 @@
 //! file will store them, and its agreement with the teacher.
 
 use super::agreement::{Agreement, agreement, logits};
-use super::allocation::SharedCache;
 use super::gptq_statistics::Hessians;
 use super::photos::Views;
 use super::quantizer::Quantizer;
@@ -12,6 +11,11 @@ use crate::compress::share::SharedLayer;
 use anyhow::{Context, Result};
 use nnzip_core::graph::Weight;
 use std::collections::BTreeMap;
+
+/// Shared layers by (name, ladder position), as measured by
+/// [`measure_bit_curves`]: the
+/// allocation reuses them instead of sharing again.
+pub type SharedCache = BTreeMap<(String, usize), SharedLayer>;
 
 /// One point of a layer's sensitivity.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]

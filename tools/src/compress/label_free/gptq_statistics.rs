@@ -4,9 +4,9 @@
 
 use super::photos::Views;
 use crate::compress::gptq::{LayerHessian, LayerStats};
-use crate::eval::progress_bar;
 use crate::onnx::GraphExecutor;
 use crate::onnx::proto::{attr_int, attr_ints, attr_string};
+use crate::progress::progress_bar;
 use anyhow::{Context, Result, bail};
 use nnzip_core::onnx::proto::ModelProto;
 use std::collections::BTreeMap;

@@ -11,11 +11,14 @@
 //! [`student`] (models with some weights replaced), [`quantizer`] (how a layer is shared),
 //! [`bit_curves`] (each layer alone along the quantizer ladder), [`gptq_statistics`] (what
 //! error-compensated rounding needs), [`reround`] (asymmetric re-rounding), [`allocation`]
-//! (bits across layers) and [`distillation`] (centroid fine-tuning without labels).
+//! (bits across layers), [`distillation`] (centroid fine-tuning without labels), and
+//! [`curve_cache`] (curves kept between runs); [`super::label_free_pipeline`] runs them in
+//! order.
 
 pub mod agreement;
 pub mod allocation;
 pub mod bit_curves;
+pub mod curve_cache;
 pub mod distillation;
 pub mod gptq_statistics;
 pub mod photos;

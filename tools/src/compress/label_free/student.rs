@@ -34,7 +34,7 @@ pub struct StudentBuilder {
 impl StudentBuilder {
     /// From a packed (lossless) teacher.
     pub fn new(mut packed: NnzWriter) -> Self {
-        let weights = crate::pack::take_raw_weights(&mut packed);
+        let weights = crate::packing::take_raw_weights(&mut packed);
         StudentBuilder {
             writer: packed,
             weights,
