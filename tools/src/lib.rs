@@ -22,6 +22,7 @@ pub mod compress;
 pub mod conformance;
 pub mod data;
 pub mod fsutil;
+pub mod latency;
 pub mod model_file;
 pub mod model_io;
 pub mod npy;
