@@ -18,7 +18,7 @@ use super::label_free::photos::{HOLDOUT_SEED_SALT, PhotoFolder, Views, load_phot
 use super::label_free::quantizer::Quantizer;
 use super::label_free::reround::asymmetric_reround;
 use super::label_free::student::{StudentBuilder, binary16_weights};
-use crate::compress::pipeline::{CompressConfig, compress_weights_with, is_prunable};
+use crate::compress::pipeline::{CompressConfig, LayerReport, compress_weights_with, is_prunable};
 use crate::compress::report::{CompressReport, LabelFreeReport, ModeReport};
 use crate::compress::settings::{CompressSettings, QuantizerKind};
 use crate::compress::share::SharedLayer;
@@ -171,51 +171,17 @@ pub fn compress_label_free(
         Hessians::new()
     };
     let sub = curve_views(&c, s.views);
-    let ladder = ladder(s);
-    let cache_key = CurveCache::key(&cfg, s.views, statistics_views);
-    let cached = match &s.sensitivity_cache {
-        Some(p) if p.exists() => {
-            let curves = CurveCache::read(p, &cache_key, &layers, &ladder)?;
-            say(format!("sensitivity read from {}", p.display()));
-            Some(curves)
-        }
-        _ => None,
-    };
-    let (curves, cache) = match cached {
-        Some(curves) => (curves, SharedCache::new()),
-        None => {
-            let fitted_hessians;
-            let sensitivity_hessians = if c.held_out {
-                let fitted: Vec<usize> = (0..stat_views.len())
-                    .filter(|&i| stat_views.photo[i] % 2 == 0)
-                    .collect();
-                fitted_hessians =
-                    layer_hessians(&model, &stat_views.subset(&fitted), &layers, progress)?;
-                &fitted_hessians
-            } else {
-                &hessians
-            };
-            let (curves, cache) = measure_curves(
-                &builder,
-                &cfg,
-                &sub,
-                &layers,
-                &ladder,
-                sensitivity_hessians,
-                progress,
-            )?;
-            if let Some(p) = &s.sensitivity_cache {
-                CurveCache::write(p, &cache_key, &curves)?;
-            }
-            // Layers compensated with half of the statistics were measured, not kept: the
-            // file's layers are compensated with every calibration photo's.
-            if c.held_out {
-                (curves, SharedCache::new())
-            } else {
-                (curves, cache)
-            }
-        }
-    };
+    let (curves, cache) = layer_curves(
+        s,
+        &cfg,
+        &model,
+        &c,
+        &builder,
+        &sub,
+        &layers,
+        (&stat_views, &hessians),
+        progress,
+    )?;
 
     // 2. Bit allocation.
     let shares = Shares {
@@ -300,14 +266,144 @@ pub fn compress_label_free(
     }
 
     // 4. Encode and measure the decoded file in the core runtime.
-    let (records, reports) = compress_weights_with(builder.weights(), &cfg, &shared)?;
+    let encoded = encode_and_measure(&builder, &cfg, &shared, &c, s.target_ratio, src.onnx.len())?;
+    let file = encoded.file;
+    stages.push((
+        "decoded .nnz (core runtime)".into(),
+        encoded.decoded.0,
+        encoded.decoded.1,
+    ));
+    let skipped = c
+        .cal
+        .folder
+        .skipped
+        .iter()
+        .chain(c.hold.iter().flat_map(|h| &h.folder.skipped))
+        .cloned()
+        .collect();
+    let report = CompressReport {
+        dense_weight_bytes: encoded.layers.iter().map(|r| r.dense_bytes).sum(),
+        layers: encoded.layers,
+        file_bytes: file.len(),
+        onnx_bytes: src.onnx.len(),
+        mode: ModeReport::LabelFree(Box::new(LabelFreeReport {
+            curves,
+            chosen: bits,
+            allocations_tried: tried,
+            stages,
+            reference: encoded.reference,
+            bands: encoded.bands,
+            reference_bands: encoded.reference_bands,
+            skipped,
+            fine_tune_views,
+            gptq_layers: hessians.keys().cloned().collect(),
+            sensitivity_views: sub.len(),
+            statistics_views: stat_views.len(),
+            asymmetric_layers: asymmetric,
+        })),
+    };
+    Ok(Compressed { file, report })
+}
+
+/// Each layer's curve along the ladder: read from `--sensitivity-cache` when it holds this
+/// run's, else measured on `sub` (and written there). `statistics`: the GPTQ statistics' views
+/// and the statistics of every calibration photo. The shared layers measured come along when
+/// they can be kept as they are.
+#[allow(clippy::too_many_arguments)]
+fn layer_curves(
+    s: &CompressSettings,
+    cfg: &CompressConfig,
+    model: &ModelProto,
+    c: &Calibration,
+    builder: &StudentBuilder,
+    sub: &CurveViews,
+    layers: &[String],
+    statistics: (&Views, &Hessians),
+    progress: bool,
+) -> Result<(Vec<BitsCurve>, SharedCache)> {
+    let (stat_views, hessians) = statistics;
+    let ladder = ladder(s);
+    let statistics_views = s.statistics_views.unwrap_or(s.views);
+    let cache_key = CurveCache::key(cfg, s.views, statistics_views);
+    let say = |msg: String| {
+        if progress {
+            eprintln!("{msg}");
+        }
+    };
+    let cached = match &s.sensitivity_cache {
+        Some(p) if p.exists() => {
+            let curves = CurveCache::read(p, &cache_key, layers, &ladder)?;
+            say(format!("sensitivity read from {}", p.display()));
+            Some(curves)
+        }
+        _ => None,
+    };
+    Ok(match cached {
+        Some(curves) => (curves, SharedCache::new()),
+        None => {
+            let fitted_hessians;
+            let sensitivity_hessians = if c.held_out {
+                let fitted: Vec<usize> = (0..stat_views.len())
+                    .filter(|&i| stat_views.photo[i] % 2 == 0)
+                    .collect();
+                fitted_hessians =
+                    layer_hessians(model, &stat_views.subset(&fitted), layers, progress)?;
+                &fitted_hessians
+            } else {
+                hessians
+            };
+            let (curves, cache) = measure_curves(
+                builder,
+                cfg,
+                sub,
+                layers,
+                &ladder,
+                sensitivity_hessians,
+                progress,
+            )?;
+            if let Some(p) = &s.sensitivity_cache {
+                CurveCache::write(p, &cache_key, &curves)?;
+            }
+            // Layers compensated with half of the statistics were measured, not kept: the
+            // file's layers are compensated with every calibration photo's.
+            if c.held_out {
+                (curves, SharedCache::new())
+            } else {
+                (curves, cache)
+            }
+        }
+    })
+}
+
+/// The `.nnz` file of `shared` and what it measures, decoded in the core runtime.
+struct Encoded {
+    file: Vec<u8>,
+    layers: Vec<LayerReport>,
+    /// Agreement on the calibration views and on the holdout views.
+    decoded: (Agreement, Option<Agreement>),
+    /// The binary16 twin's agreement on the same views.
+    reference: (Agreement, Option<Agreement>),
+    bands: MarginBands,
+    reference_bands: MarginBands,
+}
+
+/// Encodes the teacher with `shared` written in, measures the decoded file against the teacher,
+/// writes its agreement into the metadata, and warns when it misses a size goal.
+fn encode_and_measure(
+    builder: &StudentBuilder,
+    cfg: &CompressConfig,
+    shared: &BTreeMap<String, SharedLayer>,
+    c: &Calibration,
+    target_ratio: Option<f64>,
+    onnx_bytes: usize,
+) -> Result<Encoded> {
+    let (records, reports) = compress_weights_with(builder.weights(), cfg, shared)?;
     let mut writer = builder.empty_writer();
     for r in records {
         writer.push(r)?;
     }
     let decoded = nnzip_core::Model::from_bytes(&writer.to_bytes()?)?;
     let (final_cal, final_hold) = c.measure(&decoded)?;
-    stages.push(("decoded .nnz (core runtime)".into(), final_cal, final_hold));
     // Where the views are so close to a tie that rounding of any kind swaps the classes.
     let reference = c.measure(&c.binary16)?;
     let margin_set = c.hold.as_ref().unwrap_or(&c.cal);
@@ -330,8 +426,8 @@ pub fn compress_label_free(
         },
     );
     let file = writer.to_bytes()?;
-    if let Some(ratio) = s.target_ratio {
-        let goal = (src.onnx.len() as f64 / ratio) as u64;
+    if let Some(ratio) = target_ratio {
+        let goal = (onnx_bytes as f64 / ratio) as u64;
         if file.len() as u64 > goal {
             eprintln!(
                 "warning: the file is {} bytes, {} over the {ratio}× goal (the size model missed); try a slightly higher --target-ratio",
@@ -340,36 +436,14 @@ pub fn compress_label_free(
             );
         }
     }
-    let skipped = c
-        .cal
-        .folder
-        .skipped
-        .iter()
-        .chain(c.hold.iter().flat_map(|h| &h.folder.skipped))
-        .cloned()
-        .collect();
-    let report = CompressReport {
-        dense_weight_bytes: reports.iter().map(|r| r.dense_bytes).sum(),
+    Ok(Encoded {
+        file,
         layers: reports,
-        file_bytes: file.len(),
-        onnx_bytes: src.onnx.len(),
-        mode: ModeReport::LabelFree(Box::new(LabelFreeReport {
-            curves,
-            chosen: bits,
-            allocations_tried: tried,
-            stages,
-            reference,
-            bands,
-            reference_bands,
-            skipped,
-            fine_tune_views,
-            gptq_layers: hessians.keys().cloned().collect(),
-            sensitivity_views: sub.len(),
-            statistics_views: stat_views.len(),
-            asymmetric_layers: asymmetric,
-        })),
-    };
-    Ok(Compressed { file, report })
+        decoded: (final_cal, final_hold),
+        reference,
+        bands,
+        reference_bands,
+    })
 }
 
 /// The teacher, its binary16 twin, and the calibration and holdout photos with its logits.
