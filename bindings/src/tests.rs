@@ -13,13 +13,13 @@ fn lenet_nnz() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
         let onnx = std::fs::read(shared().join("models/lenet300.onnx")).expect("lenet300.onnx");
-        let opts = nnzip_tools::pack::PackOptions {
+        let opts = nnzip_tools::packing::PackOptions {
             model_name: Some("lenet300".into()),
             preprocessing: Some(nnzip_core::Preprocessing::mnist()),
             labels: (0..10).map(|i| format!("digit {i}")).collect(),
             f16: false,
         };
-        nnzip_tools::pack::pack_onnx(&onnx, &opts)
+        nnzip_tools::packing::pack_onnx(&onnx, &opts)
             .expect("pack")
             .to_bytes()
             .expect("bytes")
@@ -29,7 +29,7 @@ fn lenet_nnz() -> &'static [u8] {
 /// LeNet-5 (trained on Fashion-MNIST, 91.8% test accuracy) packed losslessly with the class names.
 fn lenet5() -> Arc<Classifier> {
     let onnx = std::fs::read(shared().join("models/lenet5.onnx")).expect("lenet5.onnx");
-    let opts = nnzip_tools::pack::PackOptions {
+    let opts = nnzip_tools::packing::PackOptions {
         model_name: Some("lenet5".into()),
         preprocessing: Some(nnzip_core::Preprocessing::mnist()),
         labels: nnzip_tools::data::FASHION_MNIST_CLASSES
@@ -38,7 +38,7 @@ fn lenet5() -> Arc<Classifier> {
             .collect(),
         f16: false,
     };
-    let bytes = nnzip_tools::pack::pack_onnx(&onnx, &opts)
+    let bytes = nnzip_tools::packing::pack_onnx(&onnx, &opts)
         .expect("pack")
         .to_bytes()
         .expect("bytes");
@@ -51,14 +51,14 @@ fn efficientnet() -> &'static Arc<Classifier> {
     C.get_or_init(|| {
         let onnx =
             std::fs::read(shared().join("models/efficientnet_lite0.onnx")).expect("onnx file");
-        let opts = nnzip_tools::pack::PackOptions {
+        let opts = nnzip_tools::packing::PackOptions {
             model_name: Some("efficientnet_lite0".into()),
             preprocessing: Some(nnzip_core::Preprocessing::efficientnet_lite()),
-            labels: nnzip_tools::pack::read_labels(&shared().join("models/imagenet_labels.txt"))
+            labels: nnzip_tools::packing::read_labels(&shared().join("models/imagenet_labels.txt"))
                 .expect("labels"),
             f16: false,
         };
-        let bytes = nnzip_tools::pack::pack_onnx(&onnx, &opts)
+        let bytes = nnzip_tools::packing::pack_onnx(&onnx, &opts)
             .expect("pack")
             .to_bytes()
             .expect("bytes");

@@ -15,7 +15,7 @@ use nnzip_core::{LoadOptions, Model, Tensor};
 use nnzip_e2e::{random_input, shared, tensor_values};
 use nnzip_tools::onnx::build::{Architecture, build};
 use nnzip_tools::onnx::proto::write_model;
-use nnzip_tools::pack::{PackOptions, pack_onnx};
+use nnzip_tools::packing::{PackOptions, pack_onnx};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::tract_core::ops::cnn::Conv;
 

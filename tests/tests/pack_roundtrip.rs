@@ -3,8 +3,8 @@
 use nnzip_core::Model;
 use nnzip_core::metadata::Preprocessing;
 use nnzip_e2e::{max_abs_diff, random_input, shared, tensor_values, tract_reference};
-use nnzip_tools::commands::decompress::decompress_bytes;
-use nnzip_tools::pack::{PackOptions, pack_onnx, read_labels};
+use nnzip_tools::model_file::decompress_bytes;
+use nnzip_tools::packing::{PackOptions, pack_onnx, read_labels};
 
 fn pack(onnx: &[u8], opts: &PackOptions) -> Vec<u8> {
     pack_onnx(onnx, opts)

@@ -8,7 +8,7 @@
 //! input nnzip does not take) is unsupported too, with that reason; a load that fails inside
 //! tract, a run that fails or a wrong output is a failure.
 
-use crate::run::{NamedModel, read_tensor_file};
+use crate::model_io::{NamedModel, read_tensor_file};
 use anyhow::{Context, Result};
 use nnzip_core::Tensor;
 use nnzip_core::onnx::proto::ModelProto;
@@ -415,7 +415,7 @@ mod tests {
         std::fs::write(dir.join("model.onnx"), model.encode_to_vec()).unwrap();
         let write = |file: &str, values: &[f32]| {
             let t = Tensor::from_shape(&[values.len()], values).unwrap();
-            crate::run::write_tensor_file(&set.join(file), "t", &t).unwrap();
+            crate::model_io::write_tensor_file(&set.join(file), "t", &t).unwrap();
         };
         write("input_0.pb", input);
         write("output_0.pb", expected);

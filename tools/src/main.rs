@@ -45,9 +45,8 @@ enum Command {
 
 /// Training allocates and frees tensors of megabytes at every op. glibc serves those with
 /// `mmap` and returns them to the kernel on `free`, so every new tensor page-faults its pages in
-/// and has them zeroed again: measured on `nnzip init mobile-tiny` (batch 128), a third of the
-/// training time was in the kernel, and raising the thresholds doubled the images per second
-/// (84 → 166 on a shared machine). Peak memory is unchanged; freed memory stays in the process
+/// and has them zeroed again: a large share of the training time goes to the kernel
+/// (docs/PERFORMANCE.md). Peak memory is unchanged; freed memory stays in the process
 /// for reuse instead of going back to the kernel at once.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -64,8 +63,7 @@ fn main() -> ExitCode {
     // candle 0.11 runs element-wise ops on its own spin-waiting thread pool (RAYON_NUM_THREADS − 1
     // workers plus the caller), next to rayon's pool that runs matmuls and nnzip's conv/pool
     // kernels: twice as many busy threads as cores, and the spinning waiter steals the core its
-    // worker needs whenever the machine is shared (measured: 15% of a LeNet-5 training step in
-    // `BarrierGuard::drop`). One candle thread keeps element-wise ops on the calling thread, so
+    // worker needs whenever the machine is shared (docs/PERFORMANCE.md). One candle thread keeps element-wise ops on the calling thread, so
     // no more than RAYON_NUM_THREADS threads compute at once. An explicit setting wins.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: no other thread exists yet.

@@ -5,7 +5,7 @@ mod common;
 
 use common::{nnzip, nnzip_ok};
 use nnzip_core::Tensor;
-use nnzip_tools::run::{read_tensor_file, write_tensor_file};
+use nnzip_tools::model_io::{read_tensor_file, write_tensor_file};
 use std::path::PathBuf;
 
 fn lenet5() -> String {
@@ -65,7 +65,7 @@ fn run_writes_each_output_as_the_core_computes_it() {
     std::fs::write(&npy_file, npy(&image())).unwrap();
     let expected = {
         let onnx = std::fs::read(lenet5()).unwrap();
-        let nnz = nnzip_tools::pack::pack_onnx(&onnx, &Default::default())
+        let nnz = nnzip_tools::packing::pack_onnx(&onnx, &Default::default())
             .unwrap()
             .to_bytes()
             .unwrap();

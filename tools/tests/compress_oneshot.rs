@@ -3,10 +3,10 @@
 
 use nnzip_core::Model;
 use nnzip_core::format::NnzReader;
+use nnzip_tools::accuracy::evaluate;
 use nnzip_tools::compress::pipeline::{CompressConfig, PruneRule, compress_weights};
 use nnzip_tools::data::{Split, fashion_mnist_dir, load_fashion_mnist};
-use nnzip_tools::eval::evaluate;
-use nnzip_tools::pack::pack_onnx;
+use nnzip_tools::packing::pack_onnx;
 use std::path::PathBuf;
 
 fn lenet300() -> Vec<u8> {

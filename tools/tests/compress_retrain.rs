@@ -143,8 +143,8 @@ fn the_same_seed_gives_a_byte_identical_file() {
 
 #[test]
 fn pruning_to_a_budget_keeps_levels_within_it_and_undoes_the_first_over_it() {
+    use nnzip_tools::compress::prune_sensitivity::sensitivity;
     use nnzip_tools::compress::retrain::prune_to_budget;
-    use nnzip_tools::compress::sensitivity::sensitivity;
     let data = load_fashion_mnist(&fashion_mnist_dir(), Split::Train)
         .unwrap()
         .truncate(2000);

@@ -1,7 +1,7 @@
 //! `nnzip sensitivity` on the reference LeNet-300: one curve per prunable tensor, pruning only
 //! ever costs accuracy at the sparse end, the model is left untouched, and the plot is a PNG.
 
-use nnzip_tools::compress::sensitivity::sensitivity;
+use nnzip_tools::compress::prune_sensitivity::sensitivity;
 use nnzip_tools::data::{Split, fashion_mnist_dir, load_fashion_mnist};
 use nnzip_tools::onnx::GraphExecutor;
 use nnzip_tools::train::evaluate;

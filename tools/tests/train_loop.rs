@@ -211,7 +211,7 @@ fn written_onnx_runs_in_the_core_with_the_same_outputs() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("trained.onnx");
     exec.save(&path).unwrap();
-    let model = nnzip_tools::commands::eval::load_model(&path).unwrap();
+    let model = nnzip_tools::model_file::load_model(&path).unwrap();
     let batch = train_set.subset(&(0..8).collect::<Vec<_>>());
     let x = Tensor::from_vec(batch.images.clone(), (8, 1, 28, 28), exec.device()).unwrap();
     let want = values(&exec.logits(&x, Mode::Eval).unwrap());
@@ -230,7 +230,7 @@ fn written_onnx_runs_in_the_core_with_the_same_outputs() {
     }
     // And the core's evaluation agrees with the training graph's.
     let test_set = data(Split::Test, 500);
-    let core = nnzip_tools::eval::evaluate(&model, &test_set, 250, false).unwrap();
+    let core = nnzip_tools::accuracy::evaluate(&model, &test_set, 250, false).unwrap();
     let candle = evaluate(&exec, &test_set, 250, false).unwrap();
     assert_eq!(core.confusion, candle.confusion);
     assert!(

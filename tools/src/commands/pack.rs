@@ -1,7 +1,7 @@
 //! `nnzip pack MODEL.onnx -o FILE.nnz`: lossless packing.
 
 use crate::fsutil;
-use crate::pack::{PackOptions, pack_onnx, preset, read_labels};
+use crate::packing::{PackOptions, pack_onnx, preset, read_labels};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `nnzip run MODEL --input NAME=FILE …`: run any model on tensors from files and write every
 //! output as an ONNX tensor file.
 
-use crate::run::{NamedModel, output_file_name, read_tensor_file, write_tensor_file};
+use crate::model_io::{NamedModel, output_file_name, read_tensor_file, write_tensor_file};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use std::path::PathBuf;

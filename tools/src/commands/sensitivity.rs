@@ -3,8 +3,8 @@
 
 use super::data_args::DataArgs;
 use crate::compress::pipeline::CompressConfig;
+use crate::compress::prune_sensitivity::{DEFAULT_LADDER, check_ladder, sensitivity};
 use crate::compress::retrain::prunable_tensors;
-use crate::compress::sensitivity::{DEFAULT_LADDER, check_ladder, sensitivity};
 use crate::data::Split;
 use crate::onnx::GraphExecutor;
 use crate::plot::{Series, line_chart};

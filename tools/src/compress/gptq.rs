@@ -35,9 +35,8 @@ pub const DAMPING: f64 = 0.01;
 /// Damping per input per sample: with `s` input vectors for `c` inputs, the damping is at least
 /// `DAMPING_PER_INPUT · c / s`. A layer that saw fewer vectors than it has inputs (EfficientNet's
 /// classifier: 480 views for 1,280 inputs) has directions the photos never excite, into which
-/// undamped GPTQ pushes its rounding errors: on its own classifier at a 0.6σ grid it measured
-/// KL 0.0002 on the calibration views and 0.0103 on holdout photos (plain rounding 0.0156);
-/// damped by 0.1–1.0, 0.0015 and 0.0078. Convolutions see one vector per output position
+/// undamped GPTQ pushes its rounding errors: it fits the calibration views and loses on new
+/// photos, which damping recovers (docs/PERFORMANCE.md). Convolutions see one vector per output position
 /// (thousands per photo) and keep the 1% damping.
 pub const DAMPING_PER_INPUT: f64 = 0.25;
 

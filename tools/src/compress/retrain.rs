@@ -414,7 +414,7 @@ pub const BUDGET_REFINEMENTS: usize = 2;
 #[allow(clippy::too_many_arguments)]
 pub fn prune_to_budget(
     exec: &GraphExecutor,
-    report: &super::sensitivity::SensitivityReport,
+    report: &super::prune_sensitivity::SensitivityReport,
     baseline: f64,
     max_drop: f64,
     data: &Dataset,

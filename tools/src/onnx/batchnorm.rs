@@ -1,10 +1,9 @@
 //! BatchNormalization as one candle `CustomOp3` (forward and backward written out), because
 //! composing it from candle ops is slow on the CPU: the per-channel statistics and the gradients
 //! of the per-channel scale and shift are sums over the batch and spatial axes (0, 2, 3), and
-//! candle reduces over non-trailing axes element by element with index arithmetic. Measured on
-//! the mobile-style `nnzip init mobile-tiny` network (14 BatchNormalization layers): that path
-//! took most of the training time (`perf`: candle's strided `ReduceSum` 28%, the broadcast
-//! binary ops and their thread barriers another 20%), at 12 images/s.
+//! candle reduces over non-trailing axes element by element with index arithmetic; on a network
+//! with many BatchNormalization layers that path took most of the training time
+//! (docs/PERFORMANCE.md).
 //!
 //! The op normalises with given per-channel statistics. In training mode they are the batch's
 //! own, and the backward pass includes their dependence on the input (the usual batch-norm

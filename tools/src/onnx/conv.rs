@@ -295,8 +295,8 @@ fn matmul<T: Element>(
 
 /// Output pixels (im2col columns) one gemm covers. Per-sample matrices are small (LeNet-5's second
 /// conv: 50×500 · 500×64), and the gemm microkernel spends most of its time packing and on edges;
-/// stacking a few samples side by side gives each gemm ~1k columns. (256 to 4096 measured the
-/// same within the noise of a shared machine.)
+/// stacking a few samples side by side gives each gemm ~1k columns; the exact width matters little
+/// (docs/PERFORMANCE.md).
 const BLOCK_COLUMNS: usize = 1024;
 
 /// Samples per block: enough for [`BLOCK_COLUMNS`] columns, but no fewer blocks than threads.

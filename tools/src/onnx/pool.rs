@@ -103,8 +103,8 @@ impl PoolGeometry {
 impl PoolGeometry {
     /// Non-overlapping windows that all lie inside the input (kernel = stride, no dilation, no
     /// padding): LeNet's 2×2 pooling. This case runs without data-dependent branches; the general
-    /// loop's compare-and-branch per tap mispredicts about every other time on real activations
-    /// (measured: the general loop took ~20% of a LeNet-5 training step).
+    /// loop's compare-and-branch per tap mispredicts about every other time on real activations,
+    /// and LeNet's pooling is a visible share of its training step (docs/PERFORMANCE.md).
     fn tiled(&self, h: usize, w: usize) -> bool {
         self.kernel == self.strides
             && self.dilations == [1, 1]

@@ -5,9 +5,10 @@ pub mod optim;
 
 pub use optim::{GradientHook, Optimizer, OptimizerConfig, OptimizerKind, Schedule, ScheduleKind};
 
+use crate::accuracy::{EvalReport, EvalSummary, Tally};
 use crate::data::Dataset;
-use crate::eval::{EvalReport, EvalSummary, Tally, progress_bar};
 use crate::onnx::{GraphExecutor, Mode};
+use crate::progress::progress_bar;
 use anyhow::{Context, Result, bail};
 use candle_core::{D, Tensor};
 use rand::SeedableRng;

@@ -5,9 +5,9 @@
 //! the same numbers the same way.
 
 use crate::data::Dataset;
+use crate::progress::progress_bar;
 use crate::table::Table;
 use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use nnzip_core::{Model, Tensor};
 use serde::Serialize;
 
@@ -163,23 +163,6 @@ impl Tally {
             confusion: self.confusion,
         }
     }
-}
-
-/// A progress bar on stderr (hidden when `show` is false).
-pub fn progress_bar(show: bool, len: usize, prefix: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
 }
 
 /// Runs `model` (the core runtime) over `data` in batches of `batch` and measures it.

@@ -43,7 +43,7 @@ impl NamedModel {
         let nnz = if bytes.starts_with(&nnzip_core::format::MAGIC) {
             bytes.to_vec()
         } else {
-            crate::pack::pack_onnx(bytes, &Default::default())
+            crate::packing::pack_onnx(bytes, &Default::default())
                 .context("not a .nnz file, and not loadable as ONNX")?
                 .to_bytes()?
         };

@@ -5,8 +5,8 @@
 
 use super::prune::mask_by_density;
 use crate::data::Dataset;
-use crate::eval::progress_bar;
 use crate::onnx::GraphExecutor;
+use crate::progress::progress_bar;
 use crate::train::evaluate;
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;

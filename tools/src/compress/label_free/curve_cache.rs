@@ -1,0 +1,131 @@
+//! `--sensitivity-cache` files: each layer's curve along the quantizer ladder, kept between runs
+//! so that allocation and fine-tuning can be re-run without measuring again, and refused when
+//! another build or other settings measured them.
+
+use super::bit_curves::BitsCurve;
+use super::quantizer::Quantizer;
+use crate::compress::pipeline::{Coder, CompressConfig};
+use crate::fsutil;
+use anyhow::{Result, bail};
+use std::path::Path;
+
+/// Version of what a ladder step measures, kept in the files: bumped whenever sharing changes
+/// what a step produces for the same ladder, so that a cache measured by another build is
+/// refused instead of steering the allocation with stale numbers. 2: row scales and
+/// error-compensated rounding (GPTQ) of every convolution. 3: bytes are those of the encoding
+/// chosen (range coding only where it saves 10%), no longer always the range coder's. 4: with
+/// compensation, measured on every other photo, compensated with the others' statistics.
+const MEASUREMENT: u32 = 4;
+
+/// The settings a cache's curves depend on besides the ladder and the tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveCacheKey {
+    coder: Coder,
+    gap_bits: u8,
+    views: usize,
+    statistics_views: usize,
+}
+
+/// A `--sensitivity-cache` file.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurveCache {
+    /// [`MEASUREMENT`] of the build that measured it.
+    measurement: u32,
+    /// The entropy coders the bytes were measured with (`--coder`).
+    coder: Coder,
+    /// The gap width the bytes were measured with (`--gap-bits`, 0: the best of 2–10).
+    gap_bits: u8,
+    /// Views per photo measured (`--views`; absent in caches of earlier builds, which were
+    /// taken as measured with this run's).
+    #[serde(default)]
+    views: Option<usize>,
+    /// Views per photo of the GPTQ statistics (`--statistics-views`, absent: as `views`).
+    #[serde(default)]
+    statistics_views: Option<usize>,
+    /// Per shared tensor, agreement along the ladder.
+    curves: Vec<BitsCurve>,
+}
+
+impl CurveCache {
+    /// The key of a run encoding with `cfg` and measuring `views` (and `statistics_views`) per
+    /// photo.
+    pub fn key(cfg: &CompressConfig, views: usize, statistics_views: usize) -> CurveCacheKey {
+        CurveCacheKey {
+            coder: cfg.coder,
+            gap_bits: cfg.gap_bits,
+            views,
+            statistics_views,
+        }
+    }
+
+    /// The curves of the file at `p`, if it was measured by this build with `key`'s settings on
+    /// `layers` along `ladder`; otherwise an error saying what differs.
+    pub fn read(
+        p: &Path,
+        key: &CurveCacheKey,
+        layers: &[String],
+        ladder: &[Quantizer],
+    ) -> Result<Vec<BitsCurve>> {
+        let file: CurveCache = serde_json::from_slice(&fsutil::read(p)?).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a sensitivity cache of this version of nnzip (measurement {MEASUREMENT}): delete it to measure again",
+                p.display()
+            )
+        })?;
+        if file.measurement != MEASUREMENT {
+            bail!(
+                "{} was measured by another version of nnzip's sharing (measurement {}, this build {MEASUREMENT}): delete it to measure again",
+                p.display(),
+                file.measurement
+            );
+        }
+        let (views, stats) = (
+            file.views.unwrap_or(key.views),
+            file.statistics_views.or(file.views).unwrap_or(key.views),
+        );
+        if (views, stats) != (key.views, key.statistics_views) {
+            bail!(
+                "{} was measured with --views {views} and --statistics-views {stats} (this run: {} and {}): delete it to measure again, or compress with its settings",
+                p.display(),
+                key.views,
+                key.statistics_views
+            );
+        }
+        if (file.coder, file.gap_bits) != (key.coder, key.gap_bits) {
+            bail!(
+                "{} was measured with --coder {} and gap width {} (this run: --coder {}, gap width {}; 0 = the best of 2–10): delete it to measure again, or compress with its settings",
+                p.display(),
+                file.coder.name(),
+                file.gap_bits,
+                key.coder.name(),
+                key.gap_bits
+            );
+        }
+        let curves = file.curves;
+        let names: Vec<&String> = curves.iter().map(|c| &c.name).collect();
+        let same_ladder = curves
+            .iter()
+            .all(|c| c.points.iter().zip(ladder).all(|(p, q)| p.quantizer == *q));
+        if names != layers.iter().collect::<Vec<_>>() || !same_ladder {
+            bail!(
+                "{} was measured on other tensors or another ladder: delete it to measure again",
+                p.display()
+            );
+        }
+        Ok(curves)
+    }
+
+    /// Writes `curves`, measured with `key`'s settings, to `p`.
+    pub fn write(p: &Path, key: &CurveCacheKey, curves: &[BitsCurve]) -> Result<()> {
+        let file = CurveCache {
+            measurement: MEASUREMENT,
+            coder: key.coder,
+            gap_bits: key.gap_bits,
+            views: Some(key.views),
+            statistics_views: Some(key.statistics_views),
+            curves: curves.to_vec(),
+        };
+        fsutil::write_atomic(p, &serde_json::to_vec(&file)?)
+    }
+}
