@@ -6,8 +6,11 @@
 //! layout), the two forms also against each other:
 //! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
 //! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
-//! random geometries. Sums are reordered (fused multiply-adds, other order), so outputs are
-//! compared against a tolerance relative to the magnitude of their terms.
+//! random geometries. Both layouts: channel-first (the padded-plane kernel) and channel-last
+//! (NHWC/HWC, the layout tract gives depthwise convolutions on aarch64; built directly here, so
+//! these cases run on x86_64 too), each with and without a ReLU6 taken into the op. Sums are
+//! reordered (fused multiply-adds, other order), so outputs are compared against a tolerance
+//! relative to the magnitude of their terms.
 
 mod common;
 
@@ -15,6 +18,7 @@ use common::values;
 use nnzip_core::kernels::{DepthwiseKernel, KernelChoice, use_nnzip_kernels};
 use proptest::prelude::*;
 use tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_core::ops::math;
 use tract_core::ops::nn::DataFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::tract_core;
@@ -30,8 +34,12 @@ struct Case {
     dilation: (usize, usize),
     /// top, left, bottom, right (ONNX order: begins then ends).
     pads: [usize; 4],
-    /// NCHW with a batch axis, or CHW without one.
+    /// NCHW (NHWC) with a batch axis, or CHW (HWC) without one.
     batch_axis: bool,
+    /// Channels innermost: NHWC or HWC.
+    channels_last: bool,
+    /// ReLU6 (`Max` 0 then `Min` 6) after the convolution.
+    relu6: bool,
 }
 
 impl Case {
@@ -69,8 +77,11 @@ struct Data {
 
 impl Data {
     fn new(case: &Case, seed: u64) -> Data {
+        // Inputs in [-8, 8) where ReLU6 follows: outputs on both sides of both bounds.
+        let scale = if case.relu6 { 8.0 } else { 1.0 };
+        let x = values(case.n * case.c * case.h * case.w, seed);
         Data {
-            x: values(case.n * case.c * case.h * case.w, seed),
+            x: x.into_iter().map(|v| v * scale).collect(),
             kernel: values(case.c * case.k.0 * case.k.1, seed + 1),
             bias: values(case.c, seed + 2),
         }
@@ -80,11 +91,13 @@ impl Data {
 /// The optimised plan of one depthwise Conv with `kernel` chosen, and the info of the nodes
 /// running it: nnzip's operator, or tract's `DepthWiseConv` for `DepthwiseKernel::Tract`.
 fn plan(case: &Case, data: &Data, kernel: DepthwiseKernel) -> (Arc<TypedSimplePlan>, Vec<String>) {
-    let (fmt, x_shape): (DataFormat, TVec<usize>) = if case.batch_axis {
-        (DataFormat::NCHW, tvec!(case.n, case.c, case.h, case.w))
-    } else {
-        (DataFormat::CHW, tvec!(case.c, case.h, case.w))
+    let fmt = match (case.batch_axis, case.channels_last) {
+        (true, false) => DataFormat::NCHW,
+        (false, false) => DataFormat::CHW,
+        (true, true) => DataFormat::NHWC,
+        (false, true) => DataFormat::HWC,
     };
+    let x_shape: TVec<usize> = input_shape(case).into();
     let mut model = TypedModel::default();
     let x = model.add_source("x", f32::fact(&x_shape)).unwrap();
     let k = Tensor::from_shape(&[case.c, 1, case.k.0, case.k.1], &data.kernel).unwrap();
@@ -108,7 +121,18 @@ fn plan(case: &Case, data: &Data, kernel: DepthwiseKernel) -> (Arc<TypedSimplePl
         group: case.c,
         q_params: None,
     };
-    let y = model.wire_node("dw", conv, &[x, k, b]).unwrap();
+    let mut y = model.wire_node("dw", conv, &[x, k, b]).unwrap();
+    if case.relu6 {
+        let bound = |v: f32| Tensor::from_shape(&vec![1; x_shape.len()], &[v]).unwrap();
+        let zero = model.add_const("zero", bound(0.0)).unwrap();
+        let six = model.add_const("six", bound(6.0)).unwrap();
+        y = model
+            .wire_node("relu6.max", math::max(), &[y[0], zero])
+            .unwrap();
+        y = model
+            .wire_node("relu6.min", math::min(), &[y[0], six])
+            .unwrap();
+    }
     model.select_output_outlets(&y).unwrap();
     let mut model = model.into_decluttered().unwrap();
     let choice = KernelChoice {
@@ -117,9 +141,14 @@ fn plan(case: &Case, data: &Data, kernel: DepthwiseKernel) -> (Arc<TypedSimplePl
     };
     use_nnzip_kernels(&mut model, &choice).unwrap();
     model.optimize().unwrap();
+    let ours = if case.channels_last {
+        "NnzipChannelsLastDepthwise"
+    } else {
+        "NnzipPaddedDepthwise"
+    };
     let runs_it = |name: &str| match kernel {
         DepthwiseKernel::Tract => name == "DepthWiseConv",
-        _ => name == "NnzipPaddedDepthwise",
+        _ => name == ours,
     };
     let infos = model
         .nodes
@@ -127,23 +156,49 @@ fn plan(case: &Case, data: &Data, kernel: DepthwiseKernel) -> (Arc<TypedSimplePl
         .filter(|n| runs_it(&n.op().name()))
         .map(|n| n.op().info().unwrap().join(" "))
         .collect();
+    // Channel-last runs of fewer channels than the widest vector (8) stay on tract's path.
     assert!(
         kernel == DepthwiseKernel::Tract
+            || (case.channels_last && case.c < 8)
             || model.nodes.iter().all(|n| n.op().name() != "DepthWiseConv"),
         "{case:?}: tract's DepthWiseConv left beside nnzip's"
     );
     (model.into_runnable().unwrap(), infos)
 }
 
-fn run(plan: &Arc<TypedSimplePlan>, case: &Case, data: &Data) -> Vec<f32> {
-    let shape: Vec<usize> = if case.batch_axis {
-        vec![case.n, case.c, case.h, case.w]
+/// The input's shape in the case's layout.
+fn input_shape(case: &Case) -> Vec<usize> {
+    let mut shape = if case.channels_last {
+        vec![case.h, case.w, case.c]
     } else {
         vec![case.c, case.h, case.w]
     };
-    let x = Tensor::from_shape(&shape, &data.x).unwrap();
+    if case.batch_axis {
+        shape.insert(0, case.n);
+    }
+    shape
+}
+
+/// Runs the plan on the case's input (held channel-first in `data`, moved to the case's layout)
+/// and gives its output channel-first.
+fn run(plan: &Arc<TypedSimplePlan>, case: &Case, data: &Data) -> Vec<f32> {
+    let nchw = [case.n, case.c, case.h, case.w];
+    let x = Tensor::from_shape(&nchw, &data.x).unwrap();
+    let x = if case.channels_last {
+        x.permute_axes(&[0, 2, 3, 1]).unwrap()
+    } else {
+        x
+    };
+    let x = x.into_shape(&input_shape(case)).unwrap();
     let y = plan.run(tvec!(x.into_tvalue())).unwrap();
-    y[0].to_plain_array_view::<f32>()
+    let mut y = y[0].clone().into_tensor();
+    if !case.batch_axis {
+        y.insert_axis(0).unwrap();
+    }
+    if case.channels_last {
+        y = y.permute_axes(&[0, 3, 1, 2]).unwrap();
+    }
+    y.to_plain_array_view::<f32>()
         .unwrap()
         .iter()
         .copied()
@@ -179,6 +234,9 @@ fn reference(case: &Case, data: &Data) -> (Vec<f64>, Vec<f64>) {
                             acc += x * k;
                             m += (x * k).abs();
                         }
+                    }
+                    if case.relu6 {
+                        acc = acc.clamp(0.0, 6.0);
                     }
                     out.push(acc);
                     mag.push(m);
@@ -218,9 +276,10 @@ fn check(case: &Case, seed: u64) {
     assert_close("padded planes vs reference", case, &got, &want, &mag);
     if infos.is_empty() {
         // One channel is an ordinary convolution (tract's rule, which nnzip keeps), one tap a
-        // multiplication once decluttered: neither is a depthwise convolution.
+        // multiplication once decluttered: neither is a depthwise convolution. Channel-last
+        // runs of fewer channels than the widest vector (8) stay on tract's path.
         assert!(
-            case.c == 1 || case.k.0 * case.k.1 == 1,
+            case.c == 1 || case.k.0 * case.k.1 == 1 || (case.channels_last && case.c < 8),
             "{case:?}: nnzip's depthwise kernel not in place"
         );
         return;
@@ -229,6 +288,12 @@ fn check(case: &Case, seed: u64) {
     assert!(
         infos.iter().all(|i| i.contains(&vector)),
         "{case:?}: expected {vector}, got {infos:?}"
+    );
+    assert!(
+        infos
+            .iter()
+            .all(|i| i.contains("clamped to [0, 6]") == case.relu6),
+        "{case:?}: the clamp taken in or not: {infos:?}"
     );
     let (portable, infos) = plan(case, &data, DepthwiseKernel::Portable);
     assert!(
@@ -268,6 +333,8 @@ fn case(n: usize, c: usize, hw: usize, k: usize, s: usize, pads: [usize; 4]) -> 
         dilation: (1, 1),
         pads,
         batch_axis: true,
+        channels_last: false,
+        relu6: false,
     }
 }
 
@@ -335,21 +402,94 @@ fn batch_two_at_112_and_rectangular_planes() {
     check(&chw, 5);
 }
 
+/// The depthwise layers of the shared models as they are on aarch64, where tract's declutter
+/// moves their channels innermost (no batch axis, ReLU6 taken in): EfficientNet-Lite0's twelve
+/// shapes (channels, plane, kernel, stride, pads) with its channel counts, and mobile-tiny's
+/// four. The largest planes keep a part of their channels (a multiple of 8 plus an odd run) to
+/// stay quick under qemu.
+#[test]
+fn channels_last_shared_model_layers() {
+    for (i, (c, hw, k, s, pads)) in [
+        (19, 112, 3, 1, [1, 1, 1, 1]),
+        (27, 112, 3, 2, [0, 0, 1, 1]),
+        (144, 56, 3, 1, [1, 1, 1, 1]),
+        (144, 56, 5, 2, [1, 1, 2, 2]),
+        (240, 28, 5, 1, [2, 2, 2, 2]),
+        (240, 28, 3, 2, [0, 0, 1, 1]),
+        (480, 14, 3, 1, [1, 1, 1, 1]),
+        (480, 14, 5, 1, [2, 2, 2, 2]),
+        (672, 14, 5, 1, [2, 2, 2, 2]),
+        (672, 14, 5, 2, [1, 1, 2, 2]),
+        (1152, 7, 5, 1, [2, 2, 2, 2]),
+        (1152, 7, 3, 1, [1, 1, 1, 1]),
+        // mobile-tiny
+        (48, 14, 3, 1, [1, 1, 1, 1]),
+        (48, 14, 3, 2, [0, 0, 1, 1]),
+        (72, 7, 5, 1, [2, 2, 2, 2]),
+        (72, 7, 3, 1, [1, 1, 1, 1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut case = case(1, c, hw, k, s, pads);
+        (case.batch_axis, case.channels_last, case.relu6) = (false, true, true);
+        check(&case, 1000 + i as u64);
+    }
+}
+
+/// Channel-last runs around the vector widths (4 and 8 lanes, four vectors at a time at the
+/// edges), with a batch axis and without, with and without the clamp; and the clamp taken into
+/// the channel-first kernel.
+#[test]
+fn channels_last_runs_and_the_clamp() {
+    let mut seed = 2000;
+    for c in [7, 8, 9, 12, 15, 16, 17, 31, 32, 33, 35, 40] {
+        for (k, s, pads) in [
+            (3, 1, [1, 1, 1, 1]),
+            (5, 2, [1, 1, 2, 2]),
+            (3, 2, [0, 0, 1, 1]),
+        ] {
+            for hw in [1, 2, 5, 9, 12] {
+                let mut case = case(2, c, hw, k, s, pads);
+                (case.channels_last, case.relu6) = (true, seed % 2 == 0);
+                case.batch_axis = seed % 3 != 0;
+                case.n = if case.batch_axis { 2 } else { 1 };
+                seed += 1;
+                if case.output_hw().is_some() {
+                    check(&case, seed);
+                }
+            }
+        }
+    }
+    for relu6 in [false, true] {
+        let mut c = case(2, 11, 9, 3, 1, [1, 1, 1, 1]);
+        c.relu6 = relu6;
+        check(&c, 3000);
+        let mut rect = case(1, 19, 9, 5, 2, [1, 1, 2, 2]);
+        (rect.w, rect.relu6, rect.channels_last) = (23, relu6, true);
+        check(&rect, 3001);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
-    /// Any geometry: kernel 1..=7 per axis, strides 1..=3, dilations 1..=2, pads 0..=4.
+    /// Any geometry: kernel 1..=7 per axis, strides 1..=3, dilations 1..=2, pads 0..=4, either
+    /// layout, with and without the clamp.
     #[test]
     fn random_geometries(
         n in 1usize..=2, c in 1usize..=9, h in 1usize..=20, w in 1usize..=20,
         kh in 1usize..=7, kw in 1usize..=7, sh in 1usize..=3, sw in 1usize..=3,
         dh in 1usize..=2, dw in 1usize..=2,
         pads in proptest::array::uniform4(0usize..=4), batch_axis in any::<bool>(),
-        seed in any::<u64>(),
+        channels_last in any::<bool>(), relu6 in any::<bool>(), seed in any::<u64>(),
     ) {
+        // Channel-last runs from 8 channels (fewer stay on tract's path).
+        let c = if channels_last { c + 7 } else { c };
         let case = Case {
             n: if batch_axis { n } else { 1 },
             c, h, w, k: (kh, kw), stride: (sh, sw), dilation: (dh, dw), pads, batch_axis,
+            channels_last, relu6,
         };
         prop_assume!(case.output_hw().is_some_and(|(oh, ow)| oh > 0 && ow > 0));
         check(&case, seed);

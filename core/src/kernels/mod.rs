@@ -6,8 +6,10 @@
 //! implementing its public op traits, as tract's own `onnx-opl` crate does for ONNX operators
 //! outside tract-core.
 //!
-//! - [`depthwise`]: depthwise 2-D convolutions of channel-first f32 through a zero-padded copy of
-//!   each input plane (AVX2+FMA / NEON / plain Rust), instead of tract's zone walk.
+//! - [`depthwise`]: depthwise 2-D convolutions of f32, channel-first through a zero-padded copy
+//!   of each input plane, channel-last by runs of channels read in place (AVX2+FMA / NEON /
+//!   plain Rust), with a following ReLU or ReLU6 applied before the store, instead of tract's
+//!   zone walk.
 //! - [`pointwise`]: 1×1 convolutions (stride 1, group 1) of channel-first f32 read in place,
 //!   in tiles of four output channels × a run of pixels (AVX2+FMA / NEON / plain Rust), with a
 //!   following ReLU or ReLU6 applied before the store, instead of tract's packed matrix product.

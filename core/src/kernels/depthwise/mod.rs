@@ -1,5 +1,5 @@
-//! Depthwise 2-D convolution of channel-first f32 data (NCHW or CHW) through a padded copy of
-//! each input plane.
+//! Depthwise 2-D convolution of f32 data: channel-first (NCHW or CHW) through a padded copy of
+//! each input plane, channel-last (NHWC or HWC) by runs of channels ([`channel_runs`]).
 //!
 //! tract lowers a depthwise convolution to its zone walk: every plane split into a valid zone
 //! and border zones, each border zone on a generic path that re-checks which taps fall inside
@@ -9,15 +9,27 @@
 //! every output point takes the same branch-free loop ([`plane`]): the copy costs one move per
 //! input value, against 9 to 25 multiply-adds per output value.
 //!
+//! On channel-last data (tract's declutter moves the channels of depthwise convolutions of 16
+//! channels or more innermost on hosts with a channel-inner depthwise kernel: aarch64) a vector
+//! holds adjacent channels of one point instead, and the taps outside the input are skipped by
+//! narrowing the loops, with no copy.
+//!
+//! A ReLU or ReLU6 following the convolution (tract's `Max` and `Min` with a constant) is
+//! applied before the store, as the pointwise kernel does: the output is written once.
+//!
 //! The sums are the zone walk's (the bias first, then the taps in kernel order), with fused
 //! multiply-adds on the vector paths, so results agree with tract's to rounding.
 
+mod channel_runs;
+mod channels_last;
 mod geometry;
 mod plane;
 mod simd;
 
+pub use channels_last::ChannelsLastDepthwise;
 pub use geometry::PlaneShape;
 
+use super::pointwise::{Clamp, following_clamp};
 use super::{DepthwiseKernel, constant};
 use geometry::PaddedLayout;
 use tract_core::internal::*;
@@ -37,6 +49,8 @@ pub struct PaddedDepthwise {
     kernel: Arc<Tensor>,
     /// One value per channel.
     bias: Arc<Tensor>,
+    /// Bounds every output is clamped to (a ReLU or ReLU6 taken in).
+    clamp: Option<Clamp>,
     /// Runs the plain-Rust four-lane kernel even where a vector one exists.
     portable: bool,
 }
@@ -69,6 +83,7 @@ impl PaddedDepthwise {
             batch_axis,
             kernel: Tensor::from_shape(&[kernel.len()], kernel)?.into_arc_tensor(),
             bias: Tensor::from_shape(&[channels], bias)?.into_arc_tensor(),
+            clamp: None,
             portable,
         }))
     }
@@ -126,6 +141,7 @@ impl PaddedDepthwise {
         } else {
             plane::best_for_this_cpu().1
         };
+        let clamp = self.clamp.map(|c| (c.low, c.high));
         par_chunks_mut(
             output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
             out_plane,
@@ -139,12 +155,20 @@ impl PaddedDepthwise {
                     // SAFETY: the scratch, taps, input and output planes have the sizes of
                     // `self.layout` (checked above and in `PaddedDepthwise::new`), and `run` is
                     // an implementation this CPU runs.
-                    unsafe { run(&self.layout, src, &mut scratch, taps, bias[c], out) };
+                    unsafe { run(&self.layout, src, &mut scratch, taps, bias[c], clamp, out) };
                 }
                 Ok(())
             },
         )?;
         Ok(output)
+    }
+}
+
+/// How an op's `info` names its clamp: `, clamped to [low, high]`, or nothing.
+fn clamped(clamp: Option<Clamp>) -> String {
+    match clamp {
+        Some(c) => format!(", clamped to [{}, {}]", c.low, c.high),
+        None => String::new(),
     }
 }
 
@@ -159,7 +183,10 @@ impl Op for PaddedDepthwise {
         } else {
             format!("vector kernel ({})", plane::best_for_this_cpu().0)
         };
-        Ok(vec![format!("{:?}", self.layout.shape), kernel])
+        Ok(vec![
+            format!("{:?}{}", self.layout.shape, clamped(self.clamp)),
+            kernel,
+        ])
     }
 
     fn validation(&self) -> Validation {
@@ -204,10 +231,11 @@ impl TypedOp for PaddedDepthwise {
     as_op!();
 }
 
-/// The patch replacing `node`, a `Conv`, with a [`PaddedDepthwise`], or `None` where it is not a
-/// depthwise convolution the kernel takes: f32, channel-first, two spatial axes, group = input
-/// channels = output channels > 1 (tract's own condition for a depthwise convolution), constant
-/// kernel and bias, concrete channels and plane.
+/// The patch replacing `node`, a `Conv`, with a [`PaddedDepthwise`] (channel-first data) or a
+/// [`ChannelsLastDepthwise`] (channel-last), and the clamp following it (ReLU, ReLU6) with the
+/// op's own; `None` where it is not a depthwise convolution the kernel takes: f32, two spatial
+/// axes, group = input channels = output channels > 1 (tract's own condition for a depthwise
+/// convolution), constant kernel and bias, concrete channels and plane.
 pub(super) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
@@ -217,83 +245,147 @@ pub(super) fn replacement(
     if kernel_choice == DepthwiseKernel::Tract {
         return Ok(None);
     }
-    let Some(op) = padded_depthwise(model, node, conv, kernel_choice)? else {
+    let Some(conv) = DepthwiseConv::read(model, node, conv)? else {
         return Ok(None);
     };
-    TypedModelPatch::replace_single_op(model, node, &node.inputs[..1], op).map(Some)
+    let (clamp, clamp_nodes) = following_clamp(model, node)?;
+    let portable = kernel_choice == DepthwiseKernel::Portable;
+    let op: Box<dyn TypedOp> = if conv.channels_last {
+        let taps = conv.kernel.len() / conv.channels;
+        // Tap-major: each tap's weights for every channel follow each other.
+        let mut by_tap = vec![0f32; conv.kernel.len()];
+        for (c, run) in conv.kernel.chunks_exact(taps).enumerate() {
+            for (t, &v) in run.iter().enumerate() {
+                by_tap[t * conv.channels + c] = v;
+            }
+        }
+        let Some(op) = ChannelsLastDepthwise::new(
+            conv.shape,
+            conv.channels,
+            conv.batch_axis,
+            &by_tap,
+            &conv.bias,
+            clamp,
+            portable,
+        )?
+        else {
+            return Ok(None);
+        };
+        Box::new(op)
+    } else {
+        let Some(op) = PaddedDepthwise::new(
+            conv.shape,
+            conv.channels,
+            conv.batch_axis,
+            &conv.kernel,
+            &conv.bias,
+            portable,
+        )?
+        else {
+            return Ok(None);
+        };
+        Box::new(PaddedDepthwise { clamp, ..op })
+    };
+    let last = clamp_nodes.last().copied().unwrap_or(node.id);
+    let mut patch = TypedModelPatch::new("nnzip depthwise convolution");
+    let input = patch.tap_model(model, node.inputs[0])?;
+    let wire = patch.wire_node(&node.name, op, &[input])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+    patch.obliterate(node.id)?;
+    for id in clamp_nodes {
+        patch.obliterate(id)?;
+    }
+    Ok(Some(patch))
 }
 
-fn padded_depthwise(
-    model: &TypedModel,
-    node: &TypedNode,
-    conv: &Conv,
-    kernel_choice: DepthwiseKernel,
-) -> TractResult<Option<PaddedDepthwise>> {
-    let spec = &conv.pool_spec;
-    let channels = conv.group;
-    if conv.q_params.is_some()
-        || spec.data_format.c_is_last()
-        || spec.rank() != 2
-        || channels < 2
-        || spec.input_channels != channels
-        || spec.output_channels != channels
-        || node.inputs.len() != 3
-    {
-        return Ok(None);
+/// A depthwise convolution as tract's `Conv` holds it, in the terms of nnzip's kernels.
+struct DepthwiseConv {
+    shape: PlaneShape,
+    channels: usize,
+    /// Whether the data has a batch axis (NCHW, NHWC) or not (CHW, HWC).
+    batch_axis: bool,
+    /// Whether the channels are the innermost axis (NHWC, HWC).
+    channels_last: bool,
+    /// `channels` runs of the kernel's taps, in kernel order.
+    kernel: Vec<f32>,
+    /// One value per channel.
+    bias: Vec<f32>,
+}
+
+impl DepthwiseConv {
+    /// `conv` where it is one the kernels take (see [`replacement`]).
+    fn read(model: &TypedModel, node: &TypedNode, conv: &Conv) -> TractResult<Option<Self>> {
+        let spec = &conv.pool_spec;
+        let channels = conv.group;
+        if conv.q_params.is_some()
+            || spec.rank() != 2
+            || channels < 2
+            || spec.input_channels != channels
+            || spec.output_channels != channels
+            || node.inputs.len() != 3
+        {
+            return Ok(None);
+        }
+        let input = model.outlet_fact(node.inputs[0])?;
+        let batch_axis = spec.data_format.has_n();
+        let channels_last = spec.data_format.c_is_last();
+        if input.datum_type != f32::datum_type() || input.rank() != 3 + batch_axis as usize {
+            return Ok(None);
+        }
+        let Some(dims) = input.shape[batch_axis as usize..]
+            .iter()
+            .map(|d| d.to_usize().ok())
+            .collect::<Option<TVec<usize>>>()
+        else {
+            return Ok(None);
+        };
+        // [C, H, W] or [H, W, C].
+        let (c, hw) = if channels_last {
+            (dims[2], [dims[0], dims[1]])
+        } else {
+            (dims[0], [dims[1], dims[2]])
+        };
+        if c != channels {
+            return Ok(None);
+        }
+        let (Some(kernel), Some(bias)) = (
+            constant(model, node.inputs[1])?,
+            constant(model, node.inputs[2])?,
+        ) else {
+            return Ok(None);
+        };
+        if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
+            return Ok(None);
+        }
+        let padding = spec.computed_padding(&hw);
+        let (strides, dilations) = (spec.strides(), spec.dilations());
+        let shape = PlaneShape {
+            h: hw[0],
+            w: hw[1],
+            oh: padding[0].convoluted,
+            ow: padding[1].convoluted,
+            kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+            strides: [strides[0], strides[1]],
+            dilations: [dilations[0], dilations[1]],
+            pad_top_left: [padding[0].pad_before, padding[1].pad_before],
+        };
+        // [group, output channels per group, input channels per group × taps] = [C, 1, taps].
+        let kernel = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, channels)?;
+        let kernel = kernel.try_as_plain_ram()?;
+        let bias_values = bias.try_as_plain_ram()?;
+        let bias_values = bias_values.as_slice::<f32>()?;
+        let bias: Vec<f32> = match bias_values.len() {
+            1 => vec![bias_values[0]; channels],
+            n if n == channels => bias_values.to_vec(),
+            _ => return Ok(None),
+        };
+        Ok(Some(DepthwiseConv {
+            shape,
+            channels,
+            batch_axis,
+            channels_last,
+            kernel: kernel.as_slice::<f32>()?.to_vec(),
+            bias,
+        }))
     }
-    let input = model.outlet_fact(node.inputs[0])?;
-    let batch_axis = spec.data_format.has_n();
-    if input.datum_type != f32::datum_type() || input.rank() != 3 + batch_axis as usize {
-        return Ok(None);
-    }
-    let chw = &input.shape[batch_axis as usize..];
-    let Some(chw) = chw
-        .iter()
-        .map(|d| d.to_usize().ok())
-        .collect::<Option<TVec<usize>>>()
-    else {
-        return Ok(None);
-    };
-    if chw[0] != channels {
-        return Ok(None);
-    }
-    let (Some(kernel), Some(bias)) = (
-        constant(model, node.inputs[1])?,
-        constant(model, node.inputs[2])?,
-    ) else {
-        return Ok(None);
-    };
-    if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
-        return Ok(None);
-    }
-    let padding = spec.computed_padding(&chw[1..]);
-    let (strides, dilations) = (spec.strides(), spec.dilations());
-    let shape = PlaneShape {
-        h: chw[1],
-        w: chw[2],
-        oh: padding[0].convoluted,
-        ow: padding[1].convoluted,
-        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
-        strides: [strides[0], strides[1]],
-        dilations: [dilations[0], dilations[1]],
-        pad_top_left: [padding[0].pad_before, padding[1].pad_before],
-    };
-    // [group, output channels per group, input channels per group × taps] = [C, 1, taps].
-    let kernel = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, channels)?;
-    let kernel = kernel.try_as_plain_ram()?;
-    let bias_values = bias.try_as_plain_ram()?;
-    let bias_values = bias_values.as_slice::<f32>()?;
-    let bias: Vec<f32> = match bias_values.len() {
-        1 => vec![bias_values[0]; channels],
-        n if n == channels => bias_values.to_vec(),
-        _ => return Ok(None),
-    };
-    PaddedDepthwise::new(
-        shape,
-        channels,
-        batch_axis,
-        kernel.as_slice::<f32>()?,
-        &bias,
-        kernel_choice == DepthwiseKernel::Portable,
-    )
 }

@@ -13,12 +13,14 @@ use super::simd::{Lanes, Portable};
 const JOBS: usize = 8;
 
 /// One plane: `src` the input plane, `scratch` the buffer it is padded into (zero wherever it
-/// does not hold input), `taps` its channel's kernel, `out` the output plane.
+/// does not hold input), `taps` its channel's kernel, `out` the output plane, every output
+/// clamped to `clamp`'s bounds where there are some.
 ///
 /// # Safety
 /// `scratch` holds `layout.scratch_len()` values, `taps` `layout.taps()`, `src` `h · w` and `out`
 /// `oh · ow`; the CPU has the instructions of the implementation.
-pub(super) type PlaneFn = unsafe fn(&PaddedLayout, &[f32], &mut [f32], &[f32], f32, &mut [f32]);
+pub(super) type PlaneFn =
+    unsafe fn(&PaddedLayout, &[f32], &mut [f32], &[f32], f32, Option<(f32, f32)>, &mut [f32]);
 
 /// The vector implementation this CPU runs best, and its name (the op's `info` shows it, so a
 /// run on a phone or under qemu can tell which kernel its plan holds).
@@ -47,9 +49,10 @@ pub(super) unsafe fn plane_portable(
     scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
+    clamp: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
-    unsafe { plane::<Portable>(layout, src, scratch, taps, bias, out) }
+    unsafe { plane::<Portable>(layout, src, scratch, taps, bias, clamp, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -60,9 +63,10 @@ unsafe fn plane_avx2_fma(
     scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
+    clamp: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
-    unsafe { plane::<super::simd::Avx2Fma>(layout, src, scratch, taps, bias, out) }
+    unsafe { plane::<super::simd::Avx2Fma>(layout, src, scratch, taps, bias, clamp, out) }
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -72,9 +76,10 @@ unsafe fn plane_neon(
     scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
+    clamp: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
-    unsafe { plane::<super::simd::Neon>(layout, src, scratch, taps, bias, out) }
+    unsafe { plane::<super::simd::Neon>(layout, src, scratch, taps, bias, clamp, out) }
 }
 
 /// Pads the plane, then computes its outputs `JOBS` vectors at a time. The last group repeats
@@ -90,6 +95,7 @@ unsafe fn plane<L: Lanes>(
     scratch: &mut [f32],
     taps: &[f32],
     bias: f32,
+    clamp: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
     fill::<L>(layout, scratch, src);
@@ -136,6 +142,9 @@ unsafe fn plane<L: Lanes>(
                 acc[7] = L::mul_add(acc[7], L::load(p[7].add(off)), k);
             }
             for (j, &(_, o, lanes)) in group.iter().enumerate() {
+                if let Some((low, high)) = clamp {
+                    acc[j] = L::clamp(acc[j], L::splat(low), L::splat(high));
+                }
                 if lanes == L::LANES {
                     L::store(dst.add(o), acc[j]);
                 } else {

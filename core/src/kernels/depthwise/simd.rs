@@ -14,6 +14,8 @@ pub(super) trait Lanes {
     unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
     /// The even and the odd elements of the `2 · LANES` values from `p`.
     unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V);
+    /// `min(max(v, low), high)`.
+    unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V;
 }
 
 /// Plain Rust, four lanes (NEON's width), a separate multiply and add.
@@ -48,6 +50,16 @@ impl Lanes for Portable {
     unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
         let v = unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) };
         ([v[0], v[2], v[4], v[6]], [v[1], v[3], v[5], v[7]])
+    }
+    #[inline(always)]
+    unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
+        let c = |x: f32, lo: f32, hi: f32| x.max(lo).min(hi);
+        [
+            c(v[0], low[0], high[0]),
+            c(v[1], low[1], high[1]),
+            c(v[2], low[2], high[2]),
+            c(v[3], low[3], high[3]),
+        ]
     }
 }
 
@@ -90,6 +102,13 @@ impl Lanes for Avx2Fma {
             )
         }
     }
+    #[inline(always)]
+    unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
+        use std::arch::x86_64::{_mm256_max_ps, _mm256_min_ps};
+        // max/min return their second operand where either is NaN: `v` goes second, so a NaN
+        // passes through as it does through tract's Max and Min.
+        unsafe { _mm256_min_ps(high, _mm256_max_ps(low, v)) }
+    }
 }
 
 /// aarch64 NEON, four lanes with fused multiply-adds.
@@ -120,6 +139,11 @@ impl Lanes for Neon {
     unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
         let v = unsafe { std::arch::aarch64::vld2q_f32(p) };
         (v.0, v.1)
+    }
+    #[inline(always)]
+    unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
+        use std::arch::aarch64::{vmaxq_f32, vminq_f32};
+        unsafe { vminq_f32(vmaxq_f32(v, low), high) }
     }
 }
 

@@ -19,7 +19,7 @@ mod rewrite;
 mod simd;
 mod tile;
 
-pub(super) use rewrite::replacement;
+pub(super) use rewrite::{following_clamp, replacement};
 pub use tile::MIN_PIXELS;
 use tile::{Panels, ROWS};
 use tract_core::internal::*;

@@ -210,8 +210,9 @@ fn following_bias<'m>(
 
 /// The clamp applied to the output of `node` by the `Max` and `Min` operators with a constant
 /// that follow it, each the only consumer of the one before (ReLU, ReLU6), with the ids of those
-/// operators; at most one of each, and only while the bounds stay ordered.
-fn following_clamp(
+/// operators; at most one of each, and only while the bounds stay ordered. (The depthwise
+/// kernels take the clamp after them the same way.)
+pub(in crate::kernels) fn following_clamp(
     model: &TypedModel,
     node: &TypedNode,
 ) -> TractResult<(Option<Clamp>, Vec<usize>)> {
