@@ -4,7 +4,7 @@
 //! Fully connected layers (`Gemm`, LeNet's and EfficientNet-Lite0's classifier shapes) and 1×1
 //! convolutions (EfficientNet-Lite0's expansion and projection shapes).
 //!
-//! `cargo run --release -p nnzip-core --example sparse_rule [RUNS]`
+//! `cargo run --release -p nnzip-core --example sparse_rule [RUNS] [LAYER NAME PART]`
 
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
 use nnzip_core::kernels::{KernelChoice, SparseKernel};
@@ -116,22 +116,41 @@ fn median(mut t: Vec<Duration>) -> f64 {
     t[t.len() / 2].as_secs_f64() * 1e6
 }
 
+/// The machine's load average (1, 5, 15 minutes), as `/proc/loadavg` gives it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn main() {
     let runs: usize = std::env::args()
         .nth(1)
         .map_or(200, |s| s.parse().expect("RUNS is a number"));
+    let only: Option<String> = std::env::args().nth(2);
+    println!("load average at the start: {}", load_average());
     println!("| layer | n × k × pixels | density | sparse µs | dense µs | dense / sparse |");
     println!("|---|---|---|---|---|---|");
+    // The shared models' layers: LeNet-300-100's and LeNet-5's fully connected ones (the
+    // presets' densities are among those swept: 3, 6, 25% and 2, 15%), EfficientNet-Lite0's
+    // classifier and three of its 1×1 convolutions (expansion and projection, 28×28 to 7×7).
     let shapes = [
         ("fc LeNet-300 fc1", 300, 784, 1),
         ("fc LeNet-300 fc2", 100, 300, 1),
+        ("fc LeNet-300 fc3", 10, 100, 1),
         ("fc LeNet-5 fc1", 500, 800, 1),
+        ("fc LeNet-5 fc2", 10, 500, 1),
         ("fc EfficientNet classifier", 1000, 1280, 1),
+        ("1x1 conv 28×28", 240, 40, 784),
         ("1x1 conv 14×14", 480, 80, 196),
         ("1x1 conv 7×7", 1152, 192, 49),
     ];
+    let densities = [0.02, 0.03, 0.06, 0.1, 0.15, 0.25, 0.35, 0.5, 0.7, 1.0];
     for (name, n, k, plane) in shapes {
-        for density in [0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6] {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
+        for density in densities {
             let bytes = layer(n, k, plane, density);
             let models = [
                 load(&bytes, SparseKernel::Sparse),
@@ -156,10 +175,11 @@ fn main() {
             }
             let [sparse, dense] = times.map(median);
             println!(
-                "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.1} | {dense:.1} | {:.2} |",
+                "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.2} | {dense:.2} | {:.2} |",
                 density * 100.0,
                 dense / sparse
             );
         }
     }
+    println!("load average at the end: {}", load_average());
 }

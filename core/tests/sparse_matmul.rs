@@ -12,7 +12,7 @@
 mod common;
 
 use common::{assert_close, values};
-use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
+use nnzip_core::format::{NnzWriter, TensorData, TensorRecord, round_row_scale};
 use nnzip_core::kernels::{KernelChoice, SparseKernel};
 use nnzip_core::metadata::{InputSpec, Metadata};
 use nnzip_core::onnx::proto as pb;
@@ -40,6 +40,9 @@ struct Case {
     /// Codebook size (0: every kept weight its own value).
     shared: usize,
     range_coded: bool,
+    /// Whether the file stores row scales (one per index of the stored first dimension: the
+    /// output rows of `Gemm` and `Conv`, the inputs of `MatMul`).
+    scaled: bool,
     seed: u64,
 }
 
@@ -61,13 +64,25 @@ impl Case {
         };
         let mut indices = vec![0u16; n * k];
         let mut dense = vec![0f32; n * k];
+        let first_dim = if self.layer == Layer::MatMul { k } else { n };
+        let scales: Vec<f32> = (0..first_dim)
+            .map(|i| round_row_scale(0.3 + (i % 7) as f32 * 0.37))
+            .collect();
+        let scale = |i: usize| {
+            let stored_row = if self.layer == Layer::MatMul {
+                i % k
+            } else {
+                i / k
+            };
+            if self.scaled { scales[stored_row] } else { 1.0 }
+        };
         for i in 0..n * k {
             if (keep[i] + 1.0) * 50.0 < self.density as f32 {
                 if self.shared > 0 {
                     let idx = 1 + ((magnitude[i] + 1.0) / 2.0 * (self.shared - 1) as f32) as usize;
                     let idx = idx.min(self.shared - 1);
                     indices[i] = idx as u16;
-                    dense[i] = codebook[idx];
+                    dense[i] = codebook[idx] * scale(i);
                 } else {
                     dense[i] = magnitude[i] + 1.5 * magnitude[i].signum();
                 }
@@ -110,7 +125,7 @@ impl Case {
             name: "w".into(),
             shape,
             data,
-            row_scales: None,
+            row_scales: (self.scaled && self.shared > 0).then_some(scales),
         };
         (dense, record)
     }
@@ -275,8 +290,24 @@ fn cases() -> Vec<Case> {
                         density,
                         shared,
                         range_coded,
+                        scaled: false,
                         seed,
                     });
+                    // Row-scaled files: the scales stay beside the codebook indices (rows of
+                    // Gemm and Conv) or multiply the values (inputs of MatMul).
+                    if n == 37 && density == 25 && shared > 0 {
+                        seed += 1;
+                        cases.push(Case {
+                            layer,
+                            n,
+                            k,
+                            density,
+                            shared,
+                            range_coded,
+                            scaled: true,
+                            seed,
+                        });
+                    }
                 }
             }
         }
@@ -309,6 +340,7 @@ fn the_rule_takes_sparse_layers_only() {
         density,
         shared: 16,
         range_coded: true,
+        scaled: false,
         seed: 7,
     };
     let load = |c: Case, kernel| {
@@ -325,8 +357,16 @@ fn the_rule_takes_sparse_layers_only() {
     assert_eq!(sparse.sparse_kernels().len(), 1);
     let dense = load(case(3), SparseKernel::Dense);
     assert!(dense.sparse_kernels().is_empty());
-    // 3% of 235,200 weights at 2 + ½ bytes each, against 4 bytes per weight (and tract's
-    // packing) on the dense path.
+    // 3% of 235,200 weights at 2 bytes each (a 12-bit column and a 4-bit index), 4 bytes of
+    // offset per row, the 16-value codebook and the entries' padding, and the bias's 300 f32,
+    // against 4 bytes per weight (and tract's packing) on the dense path.
+    let kept = 0.03 * 300.0 * 784.0;
+    let most = (2.0 * kept * 1.05) as u64 + 4 * 301 + 4 * 16 + 2 * 8 + 4 * 300;
+    assert!(
+        sparse.weight_bytes() <= most,
+        "{} bytes, {most} at most",
+        sparse.weight_bytes()
+    );
     assert!(
         sparse.weight_bytes() * 10 < dense.weight_bytes(),
         "{} vs {}",

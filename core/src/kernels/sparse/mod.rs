@@ -3,14 +3,18 @@
 //! A fully connected layer (`Gemm`, `MatMul`) or a 1×1 convolution reaches this rewrite as a
 //! two-input `EinSum` of the data with a constant matrix (tract's declutter turns 1×1
 //! convolutions into one). Where the rule ([`prefers_sparse`]) says so, the `EinSum` becomes a
-//! [`SparseMatMul`] holding the matrix in its compact form ([`layout::SparseRows`]: `u16`
-//! columns and 4- or 8-bit codebook indices per kept weight) and the dense constant leaves the
-//! graph, so its memory is freed once the model is optimised.
+//! [`SparseMatMul`] holding the matrix in its compact form ([`layout::SparseRows`]: a column and
+//! a codebook index per kept weight, in one `u16` for 4-bit codebooks) and the dense constant
+//! leaves the graph, so its memory is freed once the model is optimised. The compact form is
+//! built from the decoder's entries ([`crate::format::SparseEntries`]: positions and codebook
+//! indices as the file stores them) when the constant is the expansion of one of them, and
+//! from the dense constant otherwise (a raw tensor, a model read from ONNX).
 
 pub mod layout;
 mod rows;
 
 use super::{SparseKernel, constant};
+use crate::format::SparseEntries;
 use layout::SparseRows;
 use rows::Path;
 use tract_core::internal::*;
@@ -213,16 +217,18 @@ fn density(w: &SparseRows) -> f64 {
     w.entries() as f64 / (w.rows * w.columns).max(1) as f64
 }
 
-/// Whether the sparse path runs a layer faster than tract's dense one, from its density and
-/// the values each weight meets per run (`plane`: 1 for a fully connected layer at batch 1,
-/// the pixels of a 1×1 convolution). See `docs/PERFORMANCE.md` for the measurements.
-pub fn prefers_sparse(w: &SparseRows, plane: usize) -> bool {
+/// Whether the sparse path runs a `rows × columns` product with `kept` non-zero weights faster
+/// than tract's dense one, from its density and the values each weight meets per run
+/// (`plane`: 1 for a fully connected layer at batch 1, the pixels of a 1×1 convolution). See
+/// `docs/PERFORMANCE.md` for the measurements.
+pub fn prefers_sparse(kept: usize, rows: usize, columns: usize, plane: usize) -> bool {
     let limit = if plane <= 1 {
         GEMV_DENSITY_LIMIT
     } else {
         PLANE_DENSITY_LIMIT
     };
-    density(w) <= limit && w.bytes() < 4 * w.rows * w.columns
+    let _ = rows;
+    kept as f64 <= limit * (rows * columns) as f64
 }
 
 /// Densest fully connected layer the sparse path takes by default (batch 1).
@@ -238,6 +244,7 @@ pub(super) fn replacement(
     node: &TypedNode,
     op: &EinSum,
     choice: SparseKernel,
+    decoded: &[SparseEntries],
 ) -> TractResult<Option<TypedModelPatch>> {
     if choice == SparseKernel::Dense
         || op.q_params.is_some()
@@ -286,17 +293,27 @@ pub(super) fn replacement(
     if dense.iter().any(|v| !v.is_finite()) {
         return Ok(None);
     }
-    let Some(sparse) = SparseRows::from_dense(dense, rows, columns, transposed) else {
-        return Ok(None);
+    let decoded = decoded.iter().find(|e| expands_to(e, dense));
+    let kept = match decoded {
+        Some(entries) => entries.positions.len(),
+        None => dense.iter().filter(|v| **v != 0.0).count(),
     };
     let plane = data.shape[axis + summed..]
         .iter()
         .map(|d| d.to_usize().ok())
         .product::<Option<usize>>()
         .unwrap_or(usize::MAX);
-    if choice == SparseKernel::Auto && !prefers_sparse(&sparse, plane) {
+    // Decided before the compact form is built: a dense layer costs one scan, not a build.
+    if choice == SparseKernel::Auto && !prefers_sparse(kept, rows, columns, plane) {
         return Ok(None);
     }
+    let built = match decoded {
+        Some(entries) => SparseRows::from_entries(entries, rows, columns, transposed),
+        None => SparseRows::from_dense(dense, rows, columns, transposed),
+    };
+    let Some(sparse) = built else {
+        return Ok(None);
+    };
     let op = SparseMatMul::new(
         sparse,
         axis,
@@ -306,6 +323,19 @@ pub(super) fn replacement(
     );
     TypedModelPatch::replace_single_op(model, node, &node.inputs[data_slot..=data_slot], op)
         .map(Some)
+}
+
+/// Whether `dense` is exactly the tensor `entries` expand to: as many elements and non-zero
+/// values, each entry's value at its position. Compared by content, not by identity: tract's
+/// declutter may reshape a constant (a 1×1 kernel loses its unit axes) into a new tensor.
+fn expands_to(entries: &SparseEntries, dense: &[f32]) -> bool {
+    entries.element_count() == dense.len()
+        && entries.positions.iter().enumerate().all(|(j, &p)| {
+            dense
+                .get(p as usize)
+                .is_some_and(|v| v.to_bits() == entries.value(j).to_bits())
+        })
+        && dense.iter().filter(|v| **v != 0.0).count() == entries.positions.len()
 }
 
 /// Where an `EinSum` sums its data against a constant: the data axes summed.
