@@ -98,6 +98,9 @@ pub enum Path {
     /// x86_64 AVX2 + FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// x86_64 AVX-512 (16-lane gathers) for packed entries, AVX2 + FMA for the others.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     /// aarch64 NEON.
     #[cfg(target_arch = "aarch64")]
     Neon,
@@ -108,6 +111,9 @@ impl Path {
     pub fn best() -> Path {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx512f") {
+                return Path::Avx512;
+            }
             return Path::Avx2Fma;
         }
         #[cfg(target_arch = "aarch64")]
@@ -123,6 +129,8 @@ impl Path {
             Path::Portable => "portable",
             #[cfg(target_arch = "x86_64")]
             Path::Avx2Fma => "avx2+fma",
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx512 => "avx512",
             #[cfg(target_arch = "aarch64")]
             Path::Neon => "neon",
         }
@@ -137,6 +145,11 @@ impl Path {
 pub fn dot(s: &SparseRows, path: Path, x: &[f32], out: &mut [f32]) {
     assert!(x.len() == s.columns && out.len() == s.rows);
     match &s.entries {
+        // SAFETY: this CPU has AVX-512F (`Path::best`); the sizes were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Entries::Packed { codebook, words } if path == Path::Avx512 => unsafe {
+            dot_avx512_packed(s, codebook, words, x, out)
+        },
         Entries::Packed { codebook, words } => dot_with(s, path, &Packed(codebook, words), x, out),
         Entries::Bytes {
             codebook,
@@ -156,7 +169,7 @@ fn dot_with<K: Kept>(s: &SparseRows, path: Path, k: &K, x: &[f32], out: &mut [f3
         Path::Portable => dot_portable(s, k, x, out),
         // SAFETY: this CPU has AVX2 and FMA (`Path::best`); the sizes were checked by `dot`.
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2Fma => unsafe { dot_avx2(s, k, x, out) },
+        Path::Avx2Fma | Path::Avx512 => unsafe { dot_avx2(s, k, x, out) },
         // SAFETY: this CPU has NEON; the sizes were checked by `dot`.
         #[cfg(target_arch = "aarch64")]
         Path::Neon => unsafe { dot_neon(s, k, x, out) },
@@ -169,8 +182,8 @@ fn dot_portable<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
         let (c, w) = k.one(j);
         w * x[c]
     };
-    for (r, o) in out.iter_mut().enumerate() {
-        let range = s.row(r);
+    for i in 0..s.rows {
+        let range = s.row(i);
         let mut acc = [0f32; 4];
         let mut j = range.start;
         while j + 4 <= range.end {
@@ -183,11 +196,11 @@ fn dot_portable<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
         for j in j..range.end {
             acc[0] += term(j);
         }
-        *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        out[s.output_of(i)] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     }
 }
 
-/// Eight rows at a time, each row's entries eight at a time: the data values are gathered with
+/// Eight (stored) rows at a time, each row's entries eight at a time: the data values are gathered with
 /// a mask that drops the lanes past the row's end (their entries belong to the next row or to
 /// the padding), so a row needs no scalar tail; the eight rows' vector sums are then reduced
 /// together and stored as one vector.
@@ -201,10 +214,11 @@ unsafe fn dot_avx2<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
     unsafe {
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let mut sums = [0f32; 8];
-        for (block, o) in out.chunks_mut(8).enumerate() {
+        for first in (0..s.rows).step_by(8) {
+            let block = (s.rows - first).min(8);
             let mut acc = [_mm256_setzero_ps(); 8];
-            for (i, a) in acc.iter_mut().enumerate().take(o.len()) {
-                let range = s.row(block * 8 + i);
+            for (i, a) in acc.iter_mut().enumerate().take(block) {
+                let range = s.row(first + i);
                 let mut j = range.start;
                 while j < range.end {
                     let left = _mm256_set1_epi32((range.end - j).min(8) as i32);
@@ -232,7 +246,49 @@ unsafe fn dot_avx2<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
                 _mm256_permute2f128_ps::<0x31>(u0, u1),
             );
             _mm256_storeu_ps(sums.as_mut_ptr(), total);
-            o.copy_from_slice(&sums[..o.len()]);
+            for (i, &sum) in sums.iter().enumerate().take(block) {
+                out[s.output_of(first + i)] = sum;
+            }
+        }
+    }
+}
+
+/// As [`dot_avx2`] for packed entries, sixteen at a time: the codebook of 16 fits one
+/// register (`vpermps` looks the 16 indices up at once) and each gather fetches 16 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_avx512_packed(
+    s: &SparseRows,
+    codebook: &[f32],
+    words: &[u16],
+    x: &[f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(codebook.len() == 16 && words.len() >= s.entries() + 16);
+    // SAFETY: the codebook has 16 entries; every read of words starts at an entry of a row and
+    // reads 16, which the padding after the last row covers; every gathered lane the mask
+    // keeps lies within its row, whose columns are < x.len().
+    unsafe {
+        let book = _mm512_loadu_ps(codebook.as_ptr());
+        for i in 0..s.rows {
+            let range = s.row(i);
+            let mut acc = _mm512_setzero_ps();
+            let mut j = range.start;
+            while j < range.end {
+                let left = (range.end - j).min(16) as u32;
+                let mask: __mmask16 = ((1u32 << left) - 1) as u16;
+                let w16 = _mm256_loadu_si256(words.as_ptr().add(j) as *const __m256i);
+                let w = _mm512_cvtepu16_epi32(w16);
+                let columns = _mm512_and_si512(w, _mm512_set1_epi32(0xfff));
+                let idx = _mm512_srli_epi32::<12>(w);
+                let weights = _mm512_permutexvar_ps(idx, book);
+                let xs =
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, columns, x.as_ptr());
+                acc = _mm512_fmadd_ps(weights, xs, acc);
+                j += 16;
+            }
+            out[s.output_of(i)] = _mm512_reduce_add_ps(acc);
         }
     }
 }
@@ -241,8 +297,8 @@ unsafe fn dot_avx2<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
 #[target_feature(enable = "neon")]
 unsafe fn dot_neon<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
     use std::arch::aarch64::*;
-    for (r, o) in out.iter_mut().enumerate() {
-        let range = s.row(r);
+    for i in 0..s.rows {
+        let range = s.row(i);
         let mut j = range.start;
         // NEON has no gather: the four data values and weights are loaded one by one into
         // lanes, the multiply-adds run four at a time.
@@ -262,7 +318,7 @@ unsafe fn dot_neon<K: Kept>(s: &SparseRows, k: &K, x: &[f32], out: &mut [f32]) {
             let (c, w) = k.one(j);
             sum = w.mul_add(x[c], sum);
         }
-        *o = sum;
+        out[s.output_of(i)] = sum;
     }
 }
 
@@ -275,16 +331,18 @@ pub fn axpy(s: &SparseRows, path: Path, plane: usize, x: &[f32], out: &mut [f32]
     if plane == 0 {
         return;
     }
-    for (r, o) in out.chunks_exact_mut(plane).enumerate() {
+    for i in 0..s.rows {
+        let r = s.output_of(i);
+        let o = &mut out[r * plane..][..plane];
         o.fill(0.0);
-        for j in s.row(r) {
+        for j in s.row(i) {
             let (c, wj) = s.entries.at(j);
             let src = &x[c * plane..][..plane];
             match path {
                 Path::Portable => axpy_portable(wj, src, o),
                 // SAFETY: this CPU has AVX2 and FMA; `src` and `o` have the same length.
                 #[cfg(target_arch = "x86_64")]
-                Path::Avx2Fma => unsafe { axpy_avx2(wj, src, o) },
+                Path::Avx2Fma | Path::Avx512 => unsafe { axpy_avx2(wj, src, o) },
                 // SAFETY: this CPU has NEON; `src` and `o` have the same length.
                 #[cfg(target_arch = "aarch64")]
                 Path::Neon => unsafe { axpy_neon(wj, src, o) },
