@@ -242,7 +242,7 @@ fn weight_bytes_of(node: &TypedNode) -> usize {
     use tract_core::tract_linalg::mmm::{MMMInputValue, PackedMatrixStorage};
     let packed = |v: &dyn MMMInputValue| v.exotic_fact().mem_size().to_usize().unwrap_or(0);
     if let Some(sparse) = node.op_as::<SparseMatMul>() {
-        sparse.weights().bytes()
+        sparse.bytes()
     } else if let Some(konst) = node.op_as::<Const>() {
         let t = konst.val();
         match t.storage_as::<PackedMatrixStorage>() {

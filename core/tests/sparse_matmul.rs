@@ -43,6 +43,8 @@ struct Case {
     /// Whether the file stores row scales (one per index of the stored first dimension: the
     /// output rows of `Gemm` and `Conv`, the inputs of `MatMul`).
     scaled: bool,
+    /// Whether a `Relu` follows (the sparse operator takes it in, with the bias).
+    relu: bool,
     seed: u64,
 }
 
@@ -165,14 +167,22 @@ impl Case {
             }],
             graph: Some(pb::GraphProto {
                 name: "layer".into(),
-                node: vec![pb::NodeProto {
+                node: std::iter::once(pb::NodeProto {
                     name: "layer".into(),
                     op_type: op_type.into(),
                     input: inputs.iter().map(|s| s.to_string()).collect(),
-                    output: vec!["y".into()],
+                    output: vec![if self.relu { "sum" } else { "y" }.into()],
                     attribute,
                     ..Default::default()
-                }],
+                })
+                .chain(self.relu.then(|| pb::NodeProto {
+                    name: "relu".into(),
+                    op_type: "Relu".into(),
+                    input: vec!["sum".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }))
+                .collect(),
                 input: vec![pb::ValueInfoProto::float("x", &self.input_dims())],
                 output: vec![pb::ValueInfoProto::float("y", &out_dims)],
                 ..Default::default()
@@ -244,7 +254,7 @@ impl Case {
                         sum += t;
                         abs += t.abs();
                     }
-                    want.push(sum);
+                    want.push(if self.relu { sum.max(0.0) } else { sum });
                     mag.push(abs);
                 }
             }
@@ -294,10 +304,11 @@ fn cases() -> Vec<Case> {
                         shared,
                         range_coded,
                         scaled: false,
+                        relu: false,
                         seed,
                     });
                     // Row-scaled files: the scales stay beside the codebook indices (rows of
-                    // Gemm and Conv) or multiply the values (inputs of MatMul).
+                    // Gemm and Conv) or multiply the values (inputs of MatMul); a ReLU after.
                     if n == 37 && density == 25 && shared > 0 {
                         seed += 1;
                         cases.push(Case {
@@ -308,6 +319,7 @@ fn cases() -> Vec<Case> {
                             shared,
                             range_coded,
                             scaled: true,
+                            relu: true,
                             seed,
                         });
                     }
@@ -344,6 +356,7 @@ fn the_rule_takes_sparse_layers_only() {
         shared: 16,
         range_coded: true,
         scaled: false,
+        relu: false,
         seed: 7,
     };
     let load = |c: Case, kernel| {
@@ -384,4 +397,54 @@ fn the_rule_takes_sparse_layers_only() {
             .is_empty()
     );
     case(3).check(SparseKernel::Auto, 1);
+}
+
+/// The rule leaves EfficientNet-Lite0 dense (its app model prunes none of its 1×1 convolutions
+/// nor its classifier: weight sharing leaves at most a few weights at zero) and takes the
+/// LeNet presets' layers (`lenet300-78x`: 3, 6, 25%; `lenet5-100x`: 2, 15%).
+#[test]
+fn the_rule_leaves_efficientnet_dense_and_takes_the_lenet_presets() {
+    use nnzip_core::kernels::sparse::prefers_sparse;
+    // (input channels, output channels, pixels) of every 1×1 convolution, then the classifier.
+    let pointwise = [
+        (32, 16, 112 * 112),
+        (16, 96, 112 * 112),
+        (96, 24, 56 * 56),
+        (24, 144, 56 * 56),
+        (144, 24, 56 * 56),
+        (144, 40, 28 * 28),
+        (40, 240, 28 * 28),
+        (240, 40, 28 * 28),
+        (240, 80, 14 * 14),
+        (80, 480, 14 * 14),
+        (480, 80, 14 * 14),
+        (480, 112, 14 * 14),
+        (112, 672, 14 * 14),
+        (672, 112, 14 * 14),
+        (672, 192, 7 * 7),
+        (192, 1152, 7 * 7),
+        (1152, 192, 7 * 7),
+        (1152, 320, 7 * 7),
+        (320, 1280, 7 * 7),
+        (1280, 1000, 1),
+    ];
+    for (k, n, plane) in pointwise {
+        for density in [1.0, 0.9, 0.5] {
+            let kept = (density * (n * k) as f64) as usize;
+            assert!(
+                !prefers_sparse(kept, n, k, plane),
+                "{n}×{k}×{plane} at {density}"
+            );
+        }
+    }
+    for (n, k, density) in [
+        (300, 784, 0.03),
+        (100, 300, 0.06),
+        (10, 100, 0.25),
+        (500, 800, 0.02),
+        (10, 500, 0.15),
+    ] {
+        let kept = (density * (n * k) as f64) as usize;
+        assert!(prefers_sparse(kept, n, k, 1), "{n}×{k} at {density}");
+    }
 }
