@@ -120,6 +120,22 @@ fn median(mut t: Vec<Duration>) -> f64 {
     t[t.len() / 2].as_secs_f64() * 1e6
 }
 
+/// The median µs of `runs` runs of each model on `x`, one after the other in turn (after 5
+/// untimed rounds), so that a busy machine slows both alike.
+fn alternate(models: &[Model; 2], x: &Tensor, runs: usize) -> [f64; 2] {
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..runs + 5 {
+        for (m, t) in models.iter().zip(times.iter_mut()) {
+            let start = Instant::now();
+            m.run(x.clone()).expect("runs");
+            if i >= 5 {
+                t.push(start.elapsed());
+            }
+        }
+    }
+    times.map(median)
+}
+
 /// The machine's load average (1, 5, 15 minutes), as `/proc/loadavg` gives it.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -155,17 +171,7 @@ fn whole_model(path: &str, runs: usize) {
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let x = Tensor::from_shape(&shape, &x).expect("input");
-    let mut times = [Vec::new(), Vec::new()];
-    for i in 0..runs + 5 {
-        for (m, t) in models.iter().zip(times.iter_mut()) {
-            let start = Instant::now();
-            m.run(x.clone()).expect("runs");
-            if i >= 5 {
-                t.push(start.elapsed());
-            }
-        }
-    }
-    let [sparse, dense] = times.map(median);
+    let [sparse, dense] = alternate(&models, &x, runs);
     let [sb, db] = [&models[0], &models[1]].map(|m| m.weight_bytes());
     println!(
         "| {path} | {} | {} of them sparse | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2} µs | {:.2} |",
@@ -237,17 +243,7 @@ fn main() {
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
             let x = Tensor::from_shape(&shape, &x).expect("input");
-            let mut times = [Vec::new(), Vec::new()];
-            for i in 0..runs + 5 {
-                for (m, t) in models.iter().zip(times.iter_mut()) {
-                    let start = Instant::now();
-                    m.run(x.clone()).expect("runs");
-                    if i >= 5 {
-                        t.push(start.elapsed());
-                    }
-                }
-            }
-            let [sparse, dense] = times.map(median);
+            let [sparse, dense] = alternate(&models, &x, runs);
             println!(
                 "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.2} | {dense:.2} | {:.2} |",
                 density * 100.0,

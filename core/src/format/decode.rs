@@ -700,6 +700,24 @@ pub fn decode_payload(
     Ok(())
 }
 
+/// A sparse encoding's codebook, whose entry 0 must be 0.0 (the value of the positions no
+/// entry names, and of filler entries).
+fn read_sparse_codebook(
+    c: &mut Cursor<'_>,
+    name: &str,
+    bits: u8,
+    encoding: Encoding,
+) -> Result<Vec<f32>> {
+    let cb = read_codebook(c, name, bits)?;
+    if cb[0].to_bits() != 0 {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("codebook[0] of a {} tensor is not 0.0", encoding.name()),
+        ));
+    }
+    Ok(cb)
+}
+
 /// Reads a shared-sparse or shared-sparse-ac payload from `c` (after its encoding byte) and
 /// calls `visit(position, value, index)` for each stored entry in increasing position order,
 /// filler entries (index 0, value 0.0) included, after checking that the position lies within
@@ -730,13 +748,7 @@ fn walk_sparse(
                 format!("gap bits {gap_bits} outside 1–16"),
             ));
         }
-        let cb = read_codebook(c, name, bits)?;
-        if cb[0].to_bits() != 0 {
-            return Err(NnzError::bad_tensor(
-                name,
-                "codebook[0] of a shared-sparse tensor is not 0.0",
-            ));
-        }
+        let cb = read_sparse_codebook(c, name, bits, encoding)?;
         let m = c.u64("entry count").map_err(tensor_err)?;
         let itable = read_table(c, name, cb.len() as u64, "index").map_err(tensor_err)?;
         let gtable = read_table(c, name, 1 << gap_bits, "gap").map_err(tensor_err)?;
@@ -776,13 +788,7 @@ fn walk_sparse(
         }
         return Ok(cb);
     }
-    let cb = read_codebook(c, name, bits)?;
-    if cb[0].to_bits() != 0 {
-        return Err(NnzError::bad_tensor(
-            name,
-            "codebook[0] of a shared-sparse-ac tensor is not 0.0",
-        ));
-    }
+    let cb = read_sparse_codebook(c, name, bits, encoding)?;
     let m = c.u64("entry count").map_err(tensor_err)?;
     let len = c.u64("a stream length").map_err(tensor_err)?;
     let stream = c.bytes(len, "a range-coded stream").map_err(tensor_err)?;

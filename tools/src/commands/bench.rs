@@ -170,7 +170,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             weights.to_string(),
             format!("{:.2}", weights as f64 / file_bytes as f64),
             format!("{load:.1} ms"),
-            format!("{latency:.3} ms"),
+            // A sparse LeNet runs in microseconds: three decimals of a millisecond would show
+            // 0.010 ms, two significant digits.
+            if latency < 1.0 {
+                format!("{:.2} µs", latency * 1e3)
+            } else {
+                format!("{latency:.3} ms")
+            },
         ]);
     }
     println!("{} ({file_bytes} bytes)", args.model.display());
