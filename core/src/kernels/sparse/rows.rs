@@ -412,3 +412,92 @@ unsafe fn axpy_neon(w: f32, src: &[f32], out: &mut [f32]) {
         out[i] = w.mul_add(src[i], out[i]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every path this CPU runs, the portable one first.
+    fn paths() -> Vec<Path> {
+        let mut paths = vec![Path::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            paths.push(Path::Avx2Fma);
+            if is_x86_feature_detected!("avx512f") {
+                paths.push(Path::Avx512);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            paths.push(Path::Neon);
+        }
+        paths
+    }
+
+    /// A kept weight's value from a random number.
+    type ValueOf = fn(u64) -> f32;
+
+    /// Each path (the AVX2 one included where AVX-512 would be chosen) gives every output of
+    /// packed, byte-indexed and plain rows of all lengths within the rounding bound of the f64
+    /// sum, on one vector and on planes.
+    #[test]
+    fn every_path_sums_every_entry_form() {
+        let (rows, columns) = (37, 300);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Row r keeps about r·8 of 300 weights: from none to every one.
+        let keep: Vec<bool> = (0..rows * columns)
+            .map(|i| next() % 300 < (i / columns * 8) as u64)
+            .collect();
+        let forms: [(&str, ValueOf); 3] = [
+            ("packed", |r| (r % 15) as f32 / 4.0 - 1.75),
+            ("bytes", |r| (r % 200) as f32 / 64.0 - 1.5),
+            ("plain", |r| (r % 100_000) as f32 / 40_000.0 - 1.25),
+        ];
+        for (name, value) in forms {
+            let dense: Vec<f32> = keep
+                .iter()
+                .map(|&k| if k { value(next()) } else { 0.0 })
+                .collect();
+            let s = SparseRows::from_dense(&dense, rows, columns, false).unwrap();
+            let form = match s.entries {
+                Entries::Packed { .. } => "packed",
+                Entries::Bytes { .. } => "bytes",
+                Entries::Plain { .. } => "plain",
+            };
+            assert_eq!(form, name);
+            let plane = 5;
+            let x: Vec<f32> = (0..columns * plane)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            for path in paths() {
+                let mut y = vec![f32::NAN; rows];
+                dot(&s, path, &x[..columns], &mut y);
+                let mut planes = vec![f32::NAN; rows * plane];
+                axpy(&s, path, plane, &x, &mut planes);
+                for r in 0..rows {
+                    for p in 0..plane {
+                        let (mut sum, mut size) = (0f64, 0f64);
+                        for c in 0..columns {
+                            let xc = if p == 0 { x[c] } else { x[c * plane + p] };
+                            let t = f64::from(dense[r * columns + c]) * f64::from(xc);
+                            sum += t;
+                            size += t.abs();
+                        }
+                        let got = if p == 0 { y[r] } else { planes[r * plane + p] };
+                        let bound = columns as f64 * f64::from(f32::EPSILON) * size + 1e-30;
+                        assert!(
+                            (f64::from(got) - sum).abs() <= bound,
+                            "{name} {path:?} row {r} pixel {p}: {got} vs {sum}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
