@@ -4,7 +4,8 @@
 //! Fully connected layers (`Gemm`, LeNet's and EfficientNet-Lite0's classifier shapes) and 1×1
 //! convolutions (EfficientNet-Lite0's expansion and projection shapes).
 //!
-//! `cargo run --release -p nnzip-core --example sparse_rule [RUNS]`
+//! `cargo run --release -p nnzip-core --example sparse_rule [RUNS] [LAYER NAME PART]`, or with
+//! `.nnz` files after RUNS: each whole model on the default path against every layer dense.
 
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
 use nnzip_core::kernels::{KernelChoice, SparseKernel};
@@ -34,7 +35,10 @@ fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
             }
         })
         .collect();
-    let codebook: Vec<f32> = (0..16).map(|i| (i as f32 - 7.5) / 16.0).collect();
+    // Entry 0 is the pruned weights' zero, as the encoder requires of a sparse tensor.
+    let codebook: Vec<f32> = std::iter::once(0.0)
+        .chain((1..16).map(|i| (i as f32 - 7.5) / 16.0))
+        .collect();
     let side = (plane as f64).sqrt() as i64;
     let (op, input, shape, attribute) = if plane == 1 {
         let transb = pb::AttributeProto {
@@ -116,25 +120,120 @@ fn median(mut t: Vec<Duration>) -> f64 {
     t[t.len() / 2].as_secs_f64() * 1e6
 }
 
+/// The median µs of `runs` runs of each model on `x`, one after the other in turn (after 5
+/// untimed rounds), so that a busy machine slows both alike.
+fn alternate(models: &[Model; 2], x: &Tensor, runs: usize) -> [f64; 2] {
+    let mut times = [Vec::new(), Vec::new()];
+    for i in 0..runs + 5 {
+        for (m, t) in models.iter().zip(times.iter_mut()) {
+            let start = Instant::now();
+            m.run(x.clone()).expect("runs");
+            if i >= 5 {
+                t.push(start.elapsed());
+            }
+        }
+    }
+    times.map(median)
+}
+
+/// The machine's load average (1, 5, 15 minutes), as `/proc/loadavg` gives it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A whole model at batch 1, as the phone library loads it: the default path (the rule) and
+/// every layer dense, alternating; medians, weight bytes in memory, the file's bytes.
+fn whole_model(path: &str, runs: usize) {
+    let bytes = std::fs::read(path).expect("the model file reads");
+    let load = |sparse| {
+        let options = LoadOptions {
+            batch: Some(1),
+            kernels: Some(KernelChoice {
+                sparse,
+                ..KernelChoice::default()
+            }),
+            ..LoadOptions::default()
+        };
+        Model::from_bytes_with(&bytes, &options).expect("the model loads")
+    };
+    let models = [load(SparseKernel::Auto), load(SparseKernel::Dense)];
+    let shape: Vec<usize> = models[0]
+        .metadata()
+        .input
+        .shape
+        .iter()
+        .map(|&d| d.max(1) as usize)
+        .collect();
+    let n: usize = shape.iter().product();
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let x = Tensor::from_shape(&shape, &x).expect("input");
+    let [sparse, dense] = alternate(&models, &x, runs);
+    let [sb, db] = [&models[0], &models[1]].map(|m| m.weight_bytes());
+    println!(
+        "| {path} | {} | {} of them sparse | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2} µs | {:.2} |",
+        bytes.len(),
+        models[0].sparse_kernels().len(),
+        sb as f64 / bytes.len() as f64,
+        dense / sparse
+    );
+}
+
 fn main() {
     let runs: usize = std::env::args()
         .nth(1)
         .map_or(200, |s| s.parse().expect("RUNS is a number"));
+    let files: Vec<String> = std::env::args()
+        .skip(2)
+        .filter(|a| a.ends_with(".nnz"))
+        .collect();
+    if !files.is_empty() {
+        println!("load average at the start: {}", load_average());
+        println!(
+            "| model | file bytes | layers | weight bytes, default / dense | batch-1 latency, default / dense | dense / default |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for f in &files {
+            whole_model(f, runs);
+        }
+        println!("load average at the end: {}", load_average());
+        return;
+    }
+    let only: Option<String> = std::env::args().nth(2);
+    // `NNZIP_SPARSE=portable` times the plain-Rust kernel instead of this CPU's vector one.
+    let sparse_kernel = match std::env::var("NNZIP_SPARSE").as_deref() {
+        Ok("portable") => SparseKernel::Portable,
+        _ => SparseKernel::Sparse,
+    };
+    println!("load average at the start: {}", load_average());
     println!("| layer | n × k × pixels | density | sparse µs | dense µs | dense / sparse |");
     println!("|---|---|---|---|---|---|");
+    // The shared models' layers: LeNet-300-100's and LeNet-5's fully connected ones (the
+    // presets' densities are among those swept: 3, 6, 25% and 2, 15%), EfficientNet-Lite0's
+    // classifier and three of its 1×1 convolutions (expansion and projection, 28×28 to 7×7).
     let shapes = [
         ("fc LeNet-300 fc1", 300, 784, 1),
         ("fc LeNet-300 fc2", 100, 300, 1),
+        ("fc LeNet-300 fc3", 10, 100, 1),
         ("fc LeNet-5 fc1", 500, 800, 1),
+        ("fc LeNet-5 fc2", 10, 500, 1),
         ("fc EfficientNet classifier", 1000, 1280, 1),
+        ("1x1 conv 28×28", 240, 40, 784),
         ("1x1 conv 14×14", 480, 80, 196),
         ("1x1 conv 7×7", 1152, 192, 49),
     ];
+    let densities = [0.02, 0.03, 0.06, 0.1, 0.15, 0.25, 0.35, 0.5, 0.7, 1.0];
     for (name, n, k, plane) in shapes {
-        for density in [0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6] {
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
+        for density in densities {
             let bytes = layer(n, k, plane, density);
             let models = [
-                load(&bytes, SparseKernel::Sparse),
+                load(&bytes, sparse_kernel),
                 load(&bytes, SparseKernel::Dense),
             ];
             let shape = models[0].metadata().input.shape.clone();
@@ -144,22 +243,13 @@ fn main() {
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
                 .collect();
             let x = Tensor::from_shape(&shape, &x).expect("input");
-            let mut times = [Vec::new(), Vec::new()];
-            for i in 0..runs + 5 {
-                for (m, t) in models.iter().zip(times.iter_mut()) {
-                    let start = Instant::now();
-                    m.run(x.clone()).expect("runs");
-                    if i >= 5 {
-                        t.push(start.elapsed());
-                    }
-                }
-            }
-            let [sparse, dense] = times.map(median);
+            let [sparse, dense] = alternate(&models, &x, runs);
             println!(
-                "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.1} | {dense:.1} | {:.2} |",
+                "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.2} | {dense:.2} | {:.2} |",
                 density * 100.0,
                 dense / sparse
             );
         }
     }
+    println!("load average at the end: {}", load_average());
 }

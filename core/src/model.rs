@@ -4,9 +4,9 @@
 use crate::classify::{OutputKind, Prediction, top_k_of};
 use crate::error::{NnzError, Result};
 use crate::format::decode::{read_header_unverified, verify_checksum};
-use crate::format::{DecodeLimits, NnzReader};
+use crate::format::{DecodeLimits, NnzReader, SparseEntries};
 use crate::graph::parse_model_proto;
-use crate::kernels::{KernelChoice, use_nnzip_kernels};
+use crate::kernels::{KernelChoice, use_nnzip_kernels_with};
 use crate::metadata::Metadata;
 use crate::preprocess;
 use std::path::Path;
@@ -62,7 +62,12 @@ impl Model {
 
     /// As [`Model::from_bytes`], with explicit [`LoadOptions`].
     pub fn from_bytes_with(bytes: &[u8], options: &LoadOptions) -> Result<Model> {
-        let (metadata, model, fixed_batch) = read_graph_and_weights(bytes, options)?;
+        let Loaded {
+            metadata,
+            model,
+            fixed_batch,
+            kept,
+        } = read_graph_and_weights(bytes, options)?;
         if let Some(recipe) = &metadata.preprocessing {
             preprocess::check_recipe(recipe, &metadata.input.shape)?;
         }
@@ -71,7 +76,7 @@ impl Model {
             None => KernelChoice::from_env().map_err(|e| NnzError::InvalidInput(e.to_string()))?,
         };
         let output_kind = crate::output_kind::output_kind(&model);
-        let plan = guard_panics("optimise", || optimise(model, &kernels))?;
+        let plan = guard_panics("optimise", || optimise(model, &kernels, &kept))?;
         Ok(Model {
             metadata,
             file_bytes: bytes.len() as u64,
@@ -237,7 +242,7 @@ fn weight_bytes_of(node: &TypedNode) -> usize {
     use tract_core::tract_linalg::mmm::{MMMInputValue, PackedMatrixStorage};
     let packed = |v: &dyn MMMInputValue| v.exotic_fact().mem_size().to_usize().unwrap_or(0);
     if let Some(sparse) = node.op_as::<SparseMatMul>() {
-        sparse.weights().bytes()
+        sparse.bytes()
     } else if let Some(konst) = node.op_as::<Const>() {
         let t = konst.val();
         match t.storage_as::<PackedMatrixStorage>() {
@@ -271,23 +276,36 @@ fn weight_bytes_of(node: &TypedNode) -> usize {
 /// with the checksum and decoding threads and 13.3 ms without (tract on the ONNX: 13.2 ms).
 const PARALLEL_CHECKSUM_MIN_BYTES: usize = 4 << 20;
 
+/// What [`read_graph_and_weights`] reads of a file.
+struct Loaded {
+    metadata: Metadata,
+    model: TypedModel,
+    /// The batch size the graph's input was fixed to, if it was.
+    fixed_batch: Option<usize>,
+    /// The kept weights of the file's sparse tensors, for the sparse kernel.
+    kept: Vec<SparseEntries>,
+}
+
 /// Verifies the file and turns it into tract's model with every weight in place, and says the
 /// batch size it fixed. The checksum is verified before anything read is returned, and a
 /// mismatch is the error reported whatever else went wrong (a flipped bit explains the rest);
 /// on large files it runs beside the parsing and decoding, which check every byte themselves
 /// and never rely on it.
-fn read_graph_and_weights(
-    bytes: &[u8],
-    options: &LoadOptions,
-) -> Result<(Metadata, TypedModel, Option<usize>)> {
-    let parse = |bytes| -> Result<(Metadata, TypedModel, Option<usize>)> {
+fn read_graph_and_weights(bytes: &[u8], options: &LoadOptions) -> Result<Loaded> {
+    let parse = |bytes| -> Result<Loaded> {
         let reader = NnzReader::parse_unverified(bytes, options.limits)?;
         let fixed_batch = match options.batch {
             Some(batch) => batch_to_fix(&reader.metadata().input.shape, batch)?,
             None => None,
         };
-        let model = guard_panics("read the graph", || build_typed_model(&reader, fixed_batch))?;
-        Ok((reader.metadata().clone(), model, fixed_batch))
+        let (model, kept) =
+            guard_panics("read the graph", || build_typed_model(&reader, fixed_batch))?;
+        Ok(Loaded {
+            metadata: reader.metadata().clone(),
+            model,
+            fixed_batch,
+            kept,
+        })
     };
     let header = read_header_unverified(bytes)?;
     let parallel = bytes.len() >= PARALLEL_CHECKSUM_MIN_BYTES
@@ -317,10 +335,13 @@ fn guard_panics<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Decodes every weight straight into the tensor tract will keep and translates the graph with
-/// them as its initializers.
-fn build_typed_model(reader: &NnzReader<'_>, batch: Option<usize>) -> Result<TypedModel> {
+/// them as its initializers; returns the graph and the kept weights of the sparse tensors.
+fn build_typed_model(
+    reader: &NnzReader<'_>,
+    batch: Option<usize>,
+) -> Result<(TypedModel, Vec<SparseEntries>)> {
     let proto = parse_model_proto(reader.graph())?;
-    let tensors = decode_tensors(reader.tensors())?;
+    let (tensors, kept) = decode_tensors(reader.tensors())?;
     let weights = reader
         .tensors()
         .iter()
@@ -328,15 +349,23 @@ fn build_typed_model(reader: &NnzReader<'_>, batch: Option<usize>) -> Result<Typ
         .zip(tensors)
         .collect();
     crate::onnx::check_all_used(&proto, reader.tensors().iter().map(|v| v.name.as_str()))?;
-    crate::onnx::typed_model_from_onnx(&proto, weights, batch)
+    Ok((
+        crate::onnx::typed_model_from_onnx(&proto, weights, batch)?,
+        kept,
+    ))
 }
 
 /// Declutters, puts the convolutions on nnzip's kernels where `kernels` says so (a rewrite that
-/// needs the decluttered graph), then optimises for this machine and plans.
-fn optimise(mut model: TypedModel, kernels: &KernelChoice) -> Result<Arc<TypedSimplePlan>> {
+/// needs the decluttered graph; the sparse kernel takes the decoder's `kept` weights), then
+/// optimises for this machine and plans.
+fn optimise(
+    mut model: TypedModel,
+    kernels: &KernelChoice,
+    kept: &[SparseEntries],
+) -> Result<Arc<TypedSimplePlan>> {
     let tract = |e: TractError| NnzError::model(format!("tract cannot optimise this graph: {e:#}"));
     model.declutter().map_err(tract)?;
-    use_nnzip_kernels(&mut model, kernels)
+    use_nnzip_kernels_with(&mut model, kernels, kept)
         .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
     model.optimize().map_err(tract)?;
     model.into_runnable().map_err(tract)
@@ -380,41 +409,60 @@ fn decode_work(view: &crate::format::TensorView<'_>) -> usize {
 const MAX_DECODE_THREADS: usize = 4;
 
 /// Decodes every tensor of the file into a tract tensor of its shape, each straight into its
-/// final buffer. Tensors are independent, so a large file is decoded on several threads,
-/// largest tensors first (the entropy decoders are serial within a tensor). The error reported
-/// is that of the first failing tensor in file order, whatever the threads' timing.
-fn decode_tensors(views: &[crate::format::TensorView<'_>]) -> Result<Vec<Tensor>> {
+/// final buffer, and returns, beside them, the kept weights of its sparse tensors as the
+/// decoder read them (for [`crate::kernels::sparse`], which runs from them; a sparse tensor is
+/// entropy-decoded once, into its entries, and expanded from them). Tensors are independent,
+/// so a large file is decoded on several threads, largest tensors first (the entropy decoders
+/// are serial within a tensor). The error reported is that of the first failing tensor in file
+/// order, whatever the threads' timing.
+fn decode_tensors(
+    views: &[crate::format::TensorView<'_>],
+) -> Result<(Vec<Tensor>, Vec<SparseEntries>)> {
     let mut tensors = views
         .iter()
         .map(|v| {
             let shape: Vec<usize> = v.shape.iter().map(|&d| d as usize).collect();
             // SAFETY: f32 has no invalid bit patterns, and every element is written by
-            // `decode_into` before the tensor is used (every encoding writes all `n` elements,
-            // sparse ones zero-fill first); a tensor whose decoding fails is dropped unread.
-            // Not zeroing matters: a zeroed (calloc'd) buffer comes as fresh pages that the
-            // kernel clears and faults in again as the decoder writes them (perf: a fifth of a
-            // LeNet-5 load in a loop); a plain allocation reuses the heap.
+            // `decode_into` or `expand_into` before the tensor is used (every encoding writes
+            // all `n` elements, sparse ones zero-fill first); a tensor whose decoding fails is
+            // dropped unread. Not zeroing matters: a zeroed (calloc'd) buffer comes as fresh
+            // pages that the kernel clears and faults in again as the decoder writes them
+            // (perf: a fifth of a LeNet-5 load in a loop); a plain allocation reuses the heap.
             unsafe { Tensor::uninitialized::<f32>(&shape) }.map_err(NnzError::model)
         })
         .collect::<Result<Vec<_>>>()?;
-    let decode_one = |i: usize, tensor: &mut Tensor| -> Result<()> {
-        let mut plain = tensor.try_as_plain_ram_mut().map_err(NnzError::model)?;
-        let out = plain.as_slice_mut::<f32>().map_err(NnzError::model)?;
-        views[i].decode_into(out)
-    };
+    let mut entries: Vec<Option<SparseEntries>> = vec![None; views.len()];
+    let decode_one =
+        |i: usize, tensor: &mut Tensor, entries: &mut Option<SparseEntries>| -> Result<()> {
+            let mut plain = tensor.try_as_plain_ram_mut().map_err(NnzError::model)?;
+            let out = plain.as_slice_mut::<f32>().map_err(NnzError::model)?;
+            match views[i].decode_entries()? {
+                Some(kept) => {
+                    kept.expand_into(out)?;
+                    *entries = Some(kept);
+                    Ok(())
+                }
+                None => views[i].decode_into(out),
+            }
+        };
     let total: usize = views.iter().map(decode_work).sum();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_DECODE_THREADS)
         .min(views.len());
     if total < PARALLEL_DECODE_MIN_ELEMENTS || threads < 2 {
-        for (i, tensor) in tensors.iter_mut().enumerate() {
-            decode_one(i, tensor)?;
+        for (i, (tensor, kept)) in tensors.iter_mut().zip(entries.iter_mut()).enumerate() {
+            decode_one(i, tensor, kept)?;
         }
-        return Ok(tensors);
+        return Ok((tensors, entries.into_iter().flatten().collect()));
     }
-    let mut work: Vec<(usize, &mut Tensor)> = tensors.iter_mut().enumerate().collect();
-    work.sort_by_key(|(i, _)| std::cmp::Reverse(decode_work(&views[*i])));
+    let mut work: Vec<_> = tensors
+        .iter_mut()
+        .zip(entries.iter_mut())
+        .enumerate()
+        .map(|(i, (t, e))| (i, t, e))
+        .collect();
+    work.sort_by_key(|(i, _, _)| std::cmp::Reverse(decode_work(&views[*i])));
     let queue = std::sync::Mutex::new(work.into_iter());
     let first_error: std::sync::Mutex<Option<(usize, NnzError)>> = std::sync::Mutex::new(None);
     std::thread::scope(|scope| {
@@ -426,8 +474,8 @@ fn decode_tensors(views: &[crate::format::TensorView<'_>]) -> Result<Vec<Tensor>
                         Ok(mut q) => q.next(),
                         Err(_) => None,
                     };
-                    let Some((i, tensor)) = next else { break };
-                    if let Err(e) = decode_one(i, tensor)
+                    let Some((i, tensor, kept)) = next else { break };
+                    if let Err(e) = decode_one(i, tensor, kept)
                         && let Ok(mut first) = first_error.lock()
                         && first.as_ref().is_none_or(|(j, _)| i < *j)
                     {
@@ -439,7 +487,7 @@ fn decode_tensors(views: &[crate::format::TensorView<'_>]) -> Result<Vec<Tensor>
     });
     match first_error.into_inner() {
         Ok(Some((_, e))) => Err(e),
-        Ok(None) => Ok(tensors),
+        Ok(None) => Ok((tensors, entries.into_iter().flatten().collect())),
         Err(_) => Err(NnzError::model("a tensor decoder failed")),
     }
 }
@@ -789,7 +837,7 @@ mod tests {
         let bytes = w.to_bytes().unwrap();
         let reader = NnzReader::parse(&bytes).unwrap();
         let views = reader.tensors().to_vec();
-        let tensors = decode_tensors(&views).unwrap();
+        let (tensors, _) = decode_tensors(&views).unwrap();
         for (view, tensor) in views.iter().zip(&tensors) {
             let got = tensor.try_as_plain_ram().unwrap();
             assert_eq!(got.as_slice::<f32>().unwrap(), &view.decode().unwrap()[..]);

@@ -1,7 +1,9 @@
 //! Encode → decode round trips of every encoding over random shapes, densities, bit widths and
 //! value distributions (proptest).
 
-use nnzip_core::format::{NnzReader, NnzWriter, TensorData, TensorRecord, round_row_scale};
+use nnzip_core::format::{
+    Encoding, NnzReader, NnzWriter, TensorData, TensorRecord, round_row_scale,
+};
 use nnzip_core::metadata::Metadata;
 use proptest::prelude::*;
 
@@ -68,11 +70,35 @@ fn round_trip(records: Vec<TensorRecord>) {
         for (g, e) in dirty.iter().zip(&want) {
             assert_eq!(g.to_bits(), e.to_bits(), "{}: {g} vs {e}", rec.name);
         }
+        check_entries(view, &want);
     }
     let stats = &reader.metadata().stats.tensors;
     assert_eq!(stats.len(), records.len());
     for (s, v) in stats.iter().zip(reader.tensors()) {
         assert_eq!(s.compressed_bytes, v.record_bytes);
+    }
+}
+
+/// A sparse tensor's kept weights, as the decoder hands them to the sparse kernel: exactly the
+/// non-zero elements of the dense decoding, in increasing position order, and they expand to
+/// that decoding bit for bit; other encodings have none.
+fn check_entries(view: &nnzip_core::format::TensorView<'_>, want: &[f32]) {
+    let Some(kept) = view.decode_entries().unwrap() else {
+        assert!(matches!(
+            view.encoding,
+            Encoding::RawF32 | Encoding::RawF16 | Encoding::SharedDense
+        ));
+        return;
+    };
+    assert_eq!(kept.positions.len(), kept.indices.len());
+    assert!(kept.positions.windows(2).all(|p| p[0] < p[1]));
+    let non_zero: Vec<usize> = (0..want.len()).filter(|&i| want[i] != 0.0).collect();
+    let positions: Vec<usize> = kept.positions.iter().map(|&p| p as usize).collect();
+    assert_eq!(positions, non_zero, "{}", view.name);
+    let mut dirty = vec![f32::NAN; want.len()];
+    kept.expand_into(&mut dirty).unwrap();
+    for (g, e) in dirty.iter().zip(want) {
+        assert_eq!(g.to_bits(), e.to_bits(), "{}: {g} vs {e}", view.name);
     }
 }
 

@@ -98,6 +98,15 @@ fn every_shared_encoding_round_trips_with_row_scales() {
             .map(|(i, &x)| codebook[x as usize] * s[i / COLS])
             .collect();
         assert_eq!(got, want, "{}", rec.name);
+        // The sparse kernel's entries: the non-zero elements, row scales kept beside them.
+        if let Some(kept) = t.decode_entries().unwrap() {
+            assert_eq!(kept.row_scales.as_ref(), Some(&s));
+            let mut expanded = vec![f32::NAN; got.len()];
+            kept.expand_into(&mut expanded).unwrap();
+            assert_eq!(expanded, want, "{}", rec.name);
+            let non_zero = want.iter().filter(|v| **v != 0.0).count();
+            assert_eq!(kept.positions.len(), non_zero, "{}", rec.name);
+        }
         // The record is the unscaled one plus `u32 rows` and a binary16 per row.
         let plain = TensorRecord {
             row_scales: None,

@@ -12,7 +12,7 @@
 mod common;
 
 use common::{assert_close, values};
-use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
+use nnzip_core::format::{NnzWriter, TensorData, TensorRecord, round_row_scale};
 use nnzip_core::kernels::{KernelChoice, SparseKernel};
 use nnzip_core::metadata::{InputSpec, Metadata};
 use nnzip_core::onnx::proto as pb;
@@ -40,6 +40,11 @@ struct Case {
     /// Codebook size (0: every kept weight its own value).
     shared: usize,
     range_coded: bool,
+    /// Whether the file stores row scales (one per index of the stored first dimension: the
+    /// output rows of `Gemm` and `Conv`, the inputs of `MatMul`).
+    scaled: bool,
+    /// Whether a `Relu` follows (the sparse operator takes it in, with the bias).
+    relu: bool,
     seed: u64,
 }
 
@@ -61,13 +66,25 @@ impl Case {
         };
         let mut indices = vec![0u16; n * k];
         let mut dense = vec![0f32; n * k];
+        let first_dim = if self.layer == Layer::MatMul { k } else { n };
+        let scales: Vec<f32> = (0..first_dim)
+            .map(|i| round_row_scale(0.3 + (i % 7) as f32 * 0.37))
+            .collect();
+        let scale = |i: usize| {
+            let stored_row = if self.layer == Layer::MatMul {
+                i % k
+            } else {
+                i / k
+            };
+            if self.scaled { scales[stored_row] } else { 1.0 }
+        };
         for i in 0..n * k {
             if (keep[i] + 1.0) * 50.0 < self.density as f32 {
                 if self.shared > 0 {
                     let idx = 1 + ((magnitude[i] + 1.0) / 2.0 * (self.shared - 1) as f32) as usize;
                     let idx = idx.min(self.shared - 1);
                     indices[i] = idx as u16;
-                    dense[i] = codebook[idx];
+                    dense[i] = codebook[idx] * scale(i);
                 } else {
                     dense[i] = magnitude[i] + 1.5 * magnitude[i].signum();
                 }
@@ -110,7 +127,7 @@ impl Case {
             name: "w".into(),
             shape,
             data,
-            row_scales: None,
+            row_scales: (self.scaled && self.shared > 0).then_some(scales),
         };
         (dense, record)
     }
@@ -150,14 +167,22 @@ impl Case {
             }],
             graph: Some(pb::GraphProto {
                 name: "layer".into(),
-                node: vec![pb::NodeProto {
+                node: std::iter::once(pb::NodeProto {
                     name: "layer".into(),
                     op_type: op_type.into(),
                     input: inputs.iter().map(|s| s.to_string()).collect(),
-                    output: vec!["y".into()],
+                    output: vec![if self.relu { "sum" } else { "y" }.into()],
                     attribute,
                     ..Default::default()
-                }],
+                })
+                .chain(self.relu.then(|| pb::NodeProto {
+                    name: "relu".into(),
+                    op_type: "Relu".into(),
+                    input: vec!["sum".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }))
+                .collect(),
                 input: vec![pb::ValueInfoProto::float("x", &self.input_dims())],
                 output: vec![pb::ValueInfoProto::float("y", &out_dims)],
                 ..Default::default()
@@ -229,7 +254,7 @@ impl Case {
                         sum += t;
                         abs += t.abs();
                     }
-                    want.push(sum);
+                    want.push(if self.relu { sum.max(0.0) } else { sum });
                     mag.push(abs);
                 }
             }
@@ -248,6 +273,9 @@ impl Case {
 fn vector_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
         return "avx2+fma";
     }
     #[cfg(target_arch = "aarch64")]
@@ -275,8 +303,26 @@ fn cases() -> Vec<Case> {
                         density,
                         shared,
                         range_coded,
+                        scaled: false,
+                        relu: false,
                         seed,
                     });
+                    // Row-scaled files: the scales stay beside the codebook indices (rows of
+                    // Gemm and Conv) or multiply the values (inputs of MatMul); a ReLU after.
+                    if n == 37 && density == 25 && shared > 0 {
+                        seed += 1;
+                        cases.push(Case {
+                            layer,
+                            n,
+                            k,
+                            density,
+                            shared,
+                            range_coded,
+                            scaled: true,
+                            relu: true,
+                            seed,
+                        });
+                    }
                 }
             }
         }
@@ -309,6 +355,8 @@ fn the_rule_takes_sparse_layers_only() {
         density,
         shared: 16,
         range_coded: true,
+        scaled: false,
+        relu: false,
         seed: 7,
     };
     let load = |c: Case, kernel| {
@@ -325,8 +373,17 @@ fn the_rule_takes_sparse_layers_only() {
     assert_eq!(sparse.sparse_kernels().len(), 1);
     let dense = load(case(3), SparseKernel::Dense);
     assert!(dense.sparse_kernels().is_empty());
-    // 3% of 235,200 weights at 2 + ½ bytes each, against 4 bytes per weight (and tract's
-    // packing) on the dense path.
+    // 3% of 235,200 weights at 2 bytes each (a 12-bit column and a 4-bit index), 4 bytes of
+    // offset and 2 of order per row, the 16-value codebook and the entries' padding, and the
+    // bias's 300 f32,
+    // against 4 bytes per weight (and tract's packing) on the dense path.
+    let kept = 0.03 * 300.0 * 784.0;
+    let most = (2.0 * kept * 1.05) as u64 + 4 * 301 + 2 * 300 + 4 * 16 + 2 * 16 + 4 * 300;
+    assert!(
+        sparse.weight_bytes() <= most,
+        "{} bytes, {most} at most",
+        sparse.weight_bytes()
+    );
     assert!(
         sparse.weight_bytes() * 10 < dense.weight_bytes(),
         "{} vs {}",
@@ -340,4 +397,54 @@ fn the_rule_takes_sparse_layers_only() {
             .is_empty()
     );
     case(3).check(SparseKernel::Auto, 1);
+}
+
+/// The rule leaves EfficientNet-Lite0 dense (its app model prunes none of its 1×1 convolutions
+/// nor its classifier: weight sharing leaves at most a few weights at zero) and takes the
+/// LeNet presets' layers (`lenet300-78x`: 3, 6, 25%; `lenet5-100x`: 2, 15%).
+#[test]
+fn the_rule_leaves_efficientnet_dense_and_takes_the_lenet_presets() {
+    use nnzip_core::kernels::sparse::prefers_sparse;
+    // (input channels, output channels, pixels) of every 1×1 convolution, then the classifier.
+    let pointwise = [
+        (32, 16, 112 * 112),
+        (16, 96, 112 * 112),
+        (96, 24, 56 * 56),
+        (24, 144, 56 * 56),
+        (144, 24, 56 * 56),
+        (144, 40, 28 * 28),
+        (40, 240, 28 * 28),
+        (240, 40, 28 * 28),
+        (240, 80, 14 * 14),
+        (80, 480, 14 * 14),
+        (480, 80, 14 * 14),
+        (480, 112, 14 * 14),
+        (112, 672, 14 * 14),
+        (672, 112, 14 * 14),
+        (672, 192, 7 * 7),
+        (192, 1152, 7 * 7),
+        (1152, 192, 7 * 7),
+        (1152, 320, 7 * 7),
+        (320, 1280, 7 * 7),
+        (1280, 1000, 1),
+    ];
+    for (k, n, plane) in pointwise {
+        for density in [1.0, 0.9, 0.5] {
+            let kept = (density * (n * k) as f64) as usize;
+            assert!(
+                !prefers_sparse(kept, n, k, plane),
+                "{n}×{k}×{plane} at {density}"
+            );
+        }
+    }
+    for (n, k, density) in [
+        (300, 784, 0.03),
+        (100, 300, 0.06),
+        (10, 100, 0.25),
+        (500, 800, 0.02),
+        (10, 500, 0.15),
+    ] {
+        let kept = (density * (n * k) as f64) as usize;
+        assert!(prefers_sparse(kept, n, k, 1), "{n}×{k} at {density}");
+    }
 }

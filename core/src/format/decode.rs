@@ -679,107 +679,13 @@ pub fn decode_payload(
                 }
             }
         }
-        Encoding::SharedSparse => {
-            let bits = c.u8("index bits").map_err(tensor_err)?;
-            let gap_bits = c.u8("gap bits").map_err(tensor_err)?;
-            if !(1..=16).contains(&gap_bits) {
-                return Err(NnzError::bad_tensor(
-                    name,
-                    format!("gap bits {gap_bits} outside 1–16"),
-                ));
-            }
-            let cb = read_codebook(&mut c, name, bits)?;
-            if cb[0].to_bits() != 0 {
-                return Err(NnzError::bad_tensor(
-                    name,
-                    "codebook[0] of a shared-sparse tensor is not 0.0",
-                ));
-            }
-            let m = c.u64("entry count").map_err(tensor_err)?;
-            let itable = read_table(&mut c, name, cb.len() as u64, "index").map_err(tensor_err)?;
-            let gtable = read_table(&mut c, name, 1 << gap_bits, "gap").map_err(tensor_err)?;
-            let is = read_stream(&mut c).map_err(tensor_err)?;
-            let gs = read_stream(&mut c).map_err(tensor_err)?;
-            if m > is.len() as u64 * 8 || m > gs.len() as u64 * 8 {
-                return Err(NnzError::bad_tensor(
-                    name,
-                    format!("{m} entries cannot fit in the streams"),
-                ));
-            }
+        Encoding::SharedSparse | Encoding::SharedSparseAc => {
             out.fill(0.0);
-            if m > 0 {
-                let idec = HuffmanDecoder::new(&itable).map_err(tensor_err)?;
-                let gdec = HuffmanDecoder::new(&gtable).map_err(tensor_err)?;
-                let (mut ir, mut gr) = (BitReader::new(is), BitReader::new(gs));
-                let chunk = (m as usize).min(SYMBOL_CHUNK);
-                let (mut gaps, mut idxs) = (vec![0u16; chunk], vec![0u16; chunk]);
-                let mut pos: u64 = 0; // position + 1 of the last entry
-                let mut left = m as usize;
-                while left > 0 {
-                    let k = left.min(SYMBOL_CHUNK);
-                    left -= k;
-                    let (gaps, idxs) = (&mut gaps[..k], &mut idxs[..k]);
-                    gdec.decode_symbols(&mut gr, gaps).map_err(tensor_err)?;
-                    idec.decode_symbols(&mut ir, idxs).map_err(tensor_err)?;
-                    for (&gap, &idx) in gaps.iter().zip(idxs.iter()) {
-                        pos += u64::from(gap) + 1;
-                        let slot = out.get_mut((pos - 1) as usize).filter(|_| pos <= n as u64);
-                        match slot {
-                            Some(o) => *o = cb.get(idx as usize).copied().unwrap_or(0.0),
-                            None => {
-                                return Err(NnzError::bad_tensor(
-                                    name,
-                                    format!("entry position {} beyond the {n} elements", pos - 1),
-                                ));
-                            }
-                        }
-                    }
+            walk_sparse(&mut c, name, encoding, n, |position, value, _| {
+                if let Some(o) = out.get_mut(position) {
+                    *o = value;
                 }
-            }
-        }
-        Encoding::SharedSparseAc => {
-            let bits = c.u8("index bits").map_err(tensor_err)?;
-            let cb = read_codebook(&mut c, name, bits)?;
-            if cb[0].to_bits() != 0 {
-                return Err(NnzError::bad_tensor(
-                    name,
-                    "codebook[0] of a shared-sparse-ac tensor is not 0.0",
-                ));
-            }
-            let m = c.u64("entry count").map_err(tensor_err)?;
-            let len = c.u64("a stream length").map_err(tensor_err)?;
-            let stream = c.bytes(len, "a range-coded stream").map_err(tensor_err)?;
-            if m > (len + 1).saturating_mul(AC_MAX_ENTRIES_PER_BYTE) || m > n as u64 {
-                return Err(NnzError::bad_tensor(
-                    name,
-                    format!("{m} entries cannot fit in {len} bytes and {n} elements"),
-                ));
-            }
-            out.fill(0.0);
-            if m > 0 {
-                let mut model = EntryModel::new(bits);
-                let mut dec = RangeDecoder::new(stream).map_err(tensor_err)?;
-                let mut pos: u64 = 0; // next position
-                for _ in 0..m {
-                    let (gap, idx) = model.decode(&mut dec).map_err(tensor_err)?;
-                    pos += u64::from(gap);
-                    let Some(o) = out.get_mut(pos as usize).filter(|_| pos < n as u64) else {
-                        return Err(NnzError::bad_tensor(
-                            name,
-                            format!("entry position {pos} beyond the {n} elements"),
-                        ));
-                    };
-                    if idx != 0 {
-                        *o = *cb.get(idx as usize).ok_or_else(|| {
-                            NnzError::bad_tensor(
-                                name,
-                                format!("index {idx} outside the codebook of {}", cb.len()),
-                            )
-                        })?;
-                    }
-                    pos += 1;
-                }
-            }
+            })?;
         }
     }
     if c.remaining() != 0 {
@@ -792,4 +698,245 @@ pub fn decode_payload(
         ));
     }
     Ok(())
+}
+
+/// A sparse encoding's codebook, whose entry 0 must be 0.0 (the value of the positions no
+/// entry names, and of filler entries).
+fn read_sparse_codebook(
+    c: &mut Cursor<'_>,
+    name: &str,
+    bits: u8,
+    encoding: Encoding,
+) -> Result<Vec<f32>> {
+    let cb = read_codebook(c, name, bits)?;
+    if cb[0].to_bits() != 0 {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("codebook[0] of a {} tensor is not 0.0", encoding.name()),
+        ));
+    }
+    Ok(cb)
+}
+
+/// Reads a shared-sparse or shared-sparse-ac payload from `c` (after its encoding byte) and
+/// calls `visit(position, value, index)` for each stored entry in increasing position order,
+/// filler entries (index 0, value 0.0) included, after checking that the position lies within
+/// the tensor's `n` elements and the index within the codebook. Returns the codebook.
+fn walk_sparse(
+    c: &mut Cursor<'_>,
+    name: &str,
+    encoding: Encoding,
+    n: usize,
+    mut visit: impl FnMut(usize, f32, u16),
+) -> Result<Vec<f32>> {
+    let tensor_err = |e: NnzError| match e {
+        NnzError::BadTensor { .. } => e,
+        other => NnzError::bad_tensor(name, other.to_string()),
+    };
+    let beyond = |position: u64| {
+        NnzError::bad_tensor(
+            name,
+            format!("entry position {position} beyond the {n} elements"),
+        )
+    };
+    let bits = c.u8("index bits").map_err(tensor_err)?;
+    if encoding == Encoding::SharedSparse {
+        let gap_bits = c.u8("gap bits").map_err(tensor_err)?;
+        if !(1..=16).contains(&gap_bits) {
+            return Err(NnzError::bad_tensor(
+                name,
+                format!("gap bits {gap_bits} outside 1–16"),
+            ));
+        }
+        let cb = read_sparse_codebook(c, name, bits, encoding)?;
+        let m = c.u64("entry count").map_err(tensor_err)?;
+        let itable = read_table(c, name, cb.len() as u64, "index").map_err(tensor_err)?;
+        let gtable = read_table(c, name, 1 << gap_bits, "gap").map_err(tensor_err)?;
+        let is = read_stream(c).map_err(tensor_err)?;
+        let gs = read_stream(c).map_err(tensor_err)?;
+        if m > is.len() as u64 * 8 || m > gs.len() as u64 * 8 {
+            return Err(NnzError::bad_tensor(
+                name,
+                format!("{m} entries cannot fit in the streams"),
+            ));
+        }
+        if m == 0 {
+            return Ok(cb);
+        }
+        let idec = HuffmanDecoder::new(&itable).map_err(tensor_err)?;
+        let gdec = HuffmanDecoder::new(&gtable).map_err(tensor_err)?;
+        let (mut ir, mut gr) = (BitReader::new(is), BitReader::new(gs));
+        let chunk = (m as usize).min(SYMBOL_CHUNK);
+        let (mut gaps, mut idxs) = (vec![0u16; chunk], vec![0u16; chunk]);
+        let mut pos: u64 = 0; // position + 1 of the last entry
+        let mut left = m as usize;
+        while left > 0 {
+            let k = left.min(SYMBOL_CHUNK);
+            left -= k;
+            let (gaps, idxs) = (&mut gaps[..k], &mut idxs[..k]);
+            gdec.decode_symbols(&mut gr, gaps).map_err(tensor_err)?;
+            idec.decode_symbols(&mut ir, idxs).map_err(tensor_err)?;
+            for (&gap, &idx) in gaps.iter().zip(idxs.iter()) {
+                pos += u64::from(gap) + 1;
+                if pos > n as u64 {
+                    return Err(beyond(pos - 1));
+                }
+                // Symbols are < table size ≤ codebook size: the index is always in range.
+                let value = cb.get(usize::from(idx)).copied().unwrap_or(0.0);
+                visit((pos - 1) as usize, value, idx);
+            }
+        }
+        return Ok(cb);
+    }
+    let cb = read_sparse_codebook(c, name, bits, encoding)?;
+    let m = c.u64("entry count").map_err(tensor_err)?;
+    let len = c.u64("a stream length").map_err(tensor_err)?;
+    let stream = c.bytes(len, "a range-coded stream").map_err(tensor_err)?;
+    if m > (len + 1).saturating_mul(AC_MAX_ENTRIES_PER_BYTE) || m > n as u64 {
+        return Err(NnzError::bad_tensor(
+            name,
+            format!("{m} entries cannot fit in {len} bytes and {n} elements"),
+        ));
+    }
+    if m == 0 {
+        return Ok(cb);
+    }
+    let mut model = EntryModel::new(bits);
+    let mut dec = RangeDecoder::new(stream).map_err(tensor_err)?;
+    let mut pos: u64 = 0; // next position
+    for _ in 0..m {
+        let (gap, idx) = model.decode(&mut dec).map_err(tensor_err)?;
+        pos += u64::from(gap);
+        if pos >= n as u64 {
+            return Err(beyond(pos));
+        }
+        let value = *cb.get(usize::from(idx)).ok_or_else(|| {
+            NnzError::bad_tensor(
+                name,
+                format!("index {idx} outside the codebook of {}", cb.len()),
+            )
+        })?;
+        visit(pos as usize, value, idx);
+        pos += 1;
+    }
+    Ok(cb)
+}
+
+/// The kept (non-zero) weights of a shared-sparse or shared-sparse-ac tensor as the decoder
+/// reads them, without the zeros: a position in the row-major order of [`SparseEntries::shape`]
+/// and a codebook index for each, in increasing position order, the codebook, and the row
+/// scales. What a kernel that runs from the kept weights takes
+/// ([`crate::kernels::sparse`]), holding a few bytes per kept weight where the dense tensor
+/// holds four per element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseEntries {
+    /// The tensor's shape.
+    pub shape: Vec<u64>,
+    /// The codebook as stored (entry 0 is 0.0).
+    pub codebook: Vec<f32>,
+    /// One scale per index of the first dimension, multiplying that row's values (format
+    /// version 4), or `None`.
+    pub row_scales: Option<Vec<f32>>,
+    /// The positions of the kept weights, strictly increasing, each below the element count.
+    pub positions: Vec<u32>,
+    /// The codebook index of each kept weight (never 0, always within the codebook).
+    pub indices: Vec<u16>,
+}
+
+impl SparseEntries {
+    /// Elements of the tensor (kept or not).
+    pub fn element_count(&self) -> usize {
+        self.shape.iter().product::<u64>() as usize
+    }
+
+    /// Elements per index of the first dimension (a row-scaled row).
+    fn row_len(&self) -> usize {
+        let rows = self.shape.first().copied().unwrap_or(1).max(1) as usize;
+        self.element_count() / rows
+    }
+
+    /// The value of kept weight `j`, as the dense decoding gives it (row scale applied).
+    pub fn value(&self, j: usize) -> f32 {
+        let v = self.codebook[usize::from(self.indices[j])];
+        match &self.row_scales {
+            Some(scales) => v * scales[self.positions[j] as usize / self.row_len().max(1)],
+            None => v,
+        }
+    }
+
+    /// Writes the dense tensor into `out` (`element_count()` elements): the same values as
+    /// [`TensorView::decode_into`].
+    pub fn expand_into(&self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.element_count() {
+            return Err(NnzError::model(format!(
+                "output buffer has {} elements, the tensor {}",
+                out.len(),
+                self.element_count()
+            )));
+        }
+        out.fill(0.0);
+        for j in 0..self.positions.len() {
+            if let Some(o) = out.get_mut(self.positions[j] as usize) {
+                *o = self.value(j);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TensorView<'_> {
+    /// The kept weights of a shared-sparse or shared-sparse-ac tensor, decoded once, without
+    /// expanding them to the dense tensor: `None` for the other encodings and for tensors of
+    /// more than `u32::MAX` elements. The entries the file stores only to bridge long gaps
+    /// (index 0), and entries whose value is zero, are left out. Memory: 6 bytes per entry the
+    /// file declares, which the parse checked against the element count and the stream's
+    /// bytes.
+    pub fn decode_entries(&self) -> Result<Option<SparseEntries>> {
+        let n = self.element_count();
+        if !matches!(
+            self.encoding,
+            Encoding::SharedSparse | Encoding::SharedSparseAc
+        ) || u32::try_from(n).is_err()
+        {
+            return Ok(None);
+        }
+        let values = match &self.row_scales {
+            // The encoded values follow `u32 rows` and a binary16 per row (checked at parse).
+            Some(scales) => self.payload.get(4 + 2 * scales.len()..).ok_or_else(|| {
+                NnzError::bad_tensor(&self.name, "payload shorter than its row scales")
+            })?,
+            None => self.payload,
+        };
+        let rows = self.shape.first().copied().unwrap_or(1).max(1) as usize;
+        let row_len = n / rows;
+        let scales = self.row_scales.as_deref();
+        let mut c = Cursor::new(values, 0);
+        let (mut positions, mut indices) = (Vec::new(), Vec::new());
+        let codebook = walk_sparse(&mut c, &self.name, self.encoding, n, |pos, value, idx| {
+            let scale = scales.map_or(1.0, |s| s.get(pos / row_len.max(1)).copied().unwrap_or(0.0));
+            if value * scale != 0.0 {
+                // `pos < n ≤ u32::MAX`.
+                positions.push(pos as u32);
+                indices.push(idx);
+            }
+        })?;
+        if c.remaining() != 0 {
+            return Err(NnzError::bad_tensor(
+                &self.name,
+                format!(
+                    "{} unexplained bytes at the end of the payload",
+                    c.remaining()
+                ),
+            ));
+        }
+        positions.shrink_to_fit();
+        indices.shrink_to_fit();
+        Ok(Some(SparseEntries {
+            shape: self.shape.clone(),
+            codebook,
+            row_scales: self.row_scales.clone(),
+            positions,
+            indices,
+        }))
+    }
 }

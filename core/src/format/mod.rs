@@ -11,7 +11,7 @@ pub mod encode;
 pub mod huffman;
 pub mod range;
 
-pub use decode::{NnzReader, TensorView};
+pub use decode::{NnzReader, SparseEntries, TensorView};
 pub use encode::{NnzWriter, TensorData, TensorRecord};
 pub use huffman::HuffmanTable;
 

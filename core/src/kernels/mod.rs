@@ -189,6 +189,16 @@ impl KernelChoice {
 /// (and turned pointwise ones into an `EinSum` and a bias `Add`) by then, and optimisation
 /// would lower what is left to tract's own kernels.
 pub fn use_nnzip_kernels(model: &mut TypedModel, choice: &KernelChoice) -> TractResult<()> {
+    use_nnzip_kernels_with(model, choice, &[])
+}
+
+/// As [`use_nnzip_kernels`], the sparse kernel taking its compact weights from `decoded` (the
+/// kept weights the decoder read of the file's sparse tensors) where a constant is one of them.
+pub fn use_nnzip_kernels_with(
+    model: &mut TypedModel,
+    choice: &KernelChoice,
+    decoded: &[crate::format::SparseEntries],
+) -> TractResult<()> {
     // Patches add nodes and leave the replaced ones disconnected, so the ids of the nodes still
     // to visit stay valid; each node is re-read after the patches before it.
     for id in model.eval_order()? {
@@ -196,7 +206,7 @@ pub fn use_nnzip_kernels(model: &mut TypedModel, choice: &KernelChoice) -> Tract
         // A pruned product goes to the sparse kernel when its rule takes it (it refuses dense
         // weights), before the pointwise kernel, which would compute every zero.
         let patch = if let Some(einsum) = node.op_as::<EinSum>() {
-            match sparse::replacement(model, node, einsum, choice.sparse)? {
+            match sparse::replacement(model, node, einsum, choice.sparse, decoded)? {
                 Some(patch) => Some(patch),
                 None => pointwise::replacement(model, node, einsum, choice.pointwise)?,
             }

@@ -3,14 +3,20 @@
 //! A fully connected layer (`Gemm`, `MatMul`) or a 1×1 convolution reaches this rewrite as a
 //! two-input `EinSum` of the data with a constant matrix (tract's declutter turns 1×1
 //! convolutions into one). Where the rule ([`prefers_sparse`]) says so, the `EinSum` becomes a
-//! [`SparseMatMul`] holding the matrix in its compact form ([`layout::SparseRows`]: `u16`
-//! columns and 4- or 8-bit codebook indices per kept weight) and the dense constant leaves the
-//! graph, so its memory is freed once the model is optimised.
+//! [`SparseMatMul`] holding the matrix in its compact form ([`layout::SparseRows`]: a column and
+//! a codebook index per kept weight, in one `u16` for 4-bit codebooks) and the dense constant
+//! leaves the graph, so its memory is freed once the model is optimised. The compact form is
+//! built from the decoder's entries ([`crate::format::SparseEntries`]: positions and codebook
+//! indices as the file stores them) when the constant is the expansion of one of them, and
+//! from the dense constant otherwise (a raw tensor, a model read from ONNX).
 
+pub mod epilogue;
 pub mod layout;
 mod rows;
 
 use super::{SparseKernel, constant};
+use crate::format::SparseEntries;
+use epilogue::Epilogue;
 use layout::SparseRows;
 use rows::Path;
 use tract_core::internal::*;
@@ -27,6 +33,8 @@ pub struct SparseMatMul {
     summed: usize,
     /// Where each output axis comes from.
     output: TVec<OutAxis>,
+    /// The bias and ReLU that followed the product in the graph.
+    epilogue: Epilogue,
     path: Path,
 }
 
@@ -45,6 +53,7 @@ impl PartialEq for SparseMatMul {
     fn eq(&self, other: &Self) -> bool {
         (self.axis, self.summed, self.path) == (other.axis, other.summed, other.path)
             && self.output == other.output
+            && self.epilogue == other.epilogue
             && self.weights == other.weights
     }
 }
@@ -70,6 +79,7 @@ impl SparseMatMul {
             axis,
             summed: summed.max(1),
             output,
+            epilogue: Epilogue::default(),
             path: if portable {
                 Path::Portable
             } else {
@@ -78,7 +88,12 @@ impl SparseMatMul {
         }
     }
 
-    /// The name of the kernel it runs (`portable`, `avx2+fma`, `neon`).
+    /// The operator followed by `epilogue` (a bias per row of `W`, a ReLU).
+    pub fn with_epilogue(self, epilogue: Epilogue) -> SparseMatMul {
+        SparseMatMul { epilogue, ..self }
+    }
+
+    /// The name of the kernel it runs (`portable`, `avx2+fma`, `avx512`, `neon`).
     pub fn kernel_name(&self) -> &'static str {
         self.path.name()
     }
@@ -86,6 +101,11 @@ impl SparseMatMul {
     /// The compact weights.
     pub fn weights(&self) -> &SparseRows {
         &self.weights
+    }
+
+    /// Bytes of weights it holds: the compact form and the bias it took from the graph.
+    pub fn bytes(&self) -> usize {
+        self.weights.bytes() + self.epilogue.bias.as_ref().map_or(0, |b| 4 * b.len())
     }
 
     fn eval_f32(&self, input: &Tensor) -> TractResult<Tensor> {
@@ -117,6 +137,7 @@ impl SparseMatMul {
                 } else {
                     rows::axpy(&self.weights, self.path, plane, x, y);
                 }
+                self.epilogue.apply(y, plane);
             }
         }
         Ok(output)
@@ -145,13 +166,19 @@ impl Op for SparseMatMul {
     fn info(&self) -> TractResult<Vec<String>> {
         let w = &self.weights;
         Ok(vec![format!(
-            "{}×{} with {} kept weights ({:.1}%), {} bytes, {} kernel",
+            "{}×{} with {} kept weights ({:.1}%), {} bytes, {} kernel{}{}",
             w.rows,
             w.columns,
             w.entries(),
             100.0 * density(w),
             w.bytes(),
-            self.path.name()
+            self.path.name(),
+            if self.epilogue.bias.is_some() {
+                ", bias"
+            } else {
+                ""
+            },
+            if self.epilogue.relu { ", ReLU" } else { "" },
         )])
     }
 
@@ -213,22 +240,37 @@ fn density(w: &SparseRows) -> f64 {
     w.entries() as f64 / (w.rows * w.columns).max(1) as f64
 }
 
-/// Whether the sparse path runs a layer faster than tract's dense one, from its density and
-/// the values each weight meets per run (`plane`: 1 for a fully connected layer at batch 1,
-/// the pixels of a 1×1 convolution). See `docs/PERFORMANCE.md` for the measurements.
-pub fn prefers_sparse(w: &SparseRows, plane: usize) -> bool {
-    let limit = if plane <= 1 {
-        GEMV_DENSITY_LIMIT
-    } else {
+/// Whether the sparse path runs a `rows × columns` product with `kept` non-zero weights faster
+/// than the dense one, from its density, its size and the values each weight meets per run
+/// (`plane`: 1 for a fully connected layer at batch 1, the pixels of a 1×1 convolution).
+///
+/// From `core/examples/sparse_rule.rs` (table and command in `docs/PERFORMANCE.md`): a fully
+/// connected layer of LeNet's or EfficientNet-Lite0's classifier's size runs sparse as fast as
+/// dense at about 10% density (each kept weight costs a gathered load, a dense weight a
+/// streamed one); a small layer (up to [`SMALL_LAYER`] weights) is faster sparse up to a third
+/// of its weights kept, the dense product's fixed cost weighing more than its work; a 1×1
+/// convolution (one kept weight scales a whole plane, dense ones run on the tiled kernel) up to
+/// 20–35%. The limits keep a margin below those break-even points.
+pub fn prefers_sparse(kept: usize, rows: usize, columns: usize, plane: usize) -> bool {
+    let weights = rows.saturating_mul(columns);
+    let limit = if plane > 1 {
         PLANE_DENSITY_LIMIT
+    } else if weights <= SMALL_LAYER {
+        SMALL_GEMV_DENSITY_LIMIT
+    } else {
+        GEMV_DENSITY_LIMIT
     };
-    density(w) <= limit && w.bytes() < 4 * w.rows * w.columns
+    kept as f64 <= limit * weights as f64
 }
 
 /// Densest fully connected layer the sparse path takes by default (batch 1).
-pub const GEMV_DENSITY_LIMIT: f64 = 0.25;
+pub const GEMV_DENSITY_LIMIT: f64 = 0.08;
+/// Most weights of a fully connected layer that [`SMALL_GEMV_DENSITY_LIMIT`] applies to.
+pub const SMALL_LAYER: usize = 8192;
+/// Densest small fully connected layer the sparse path takes by default.
+pub const SMALL_GEMV_DENSITY_LIMIT: f64 = 0.30;
 /// Densest 1×1 convolution the sparse path takes by default.
-pub const PLANE_DENSITY_LIMIT: f64 = 0.10;
+pub const PLANE_DENSITY_LIMIT: f64 = 0.15;
 
 /// The patch replacing `node`, an `EinSum`, with a [`SparseMatMul`], or `None` where it is not a
 /// product of f32 data with a constant f32 matrix along one data axis (the output being the
@@ -238,6 +280,7 @@ pub(super) fn replacement(
     node: &TypedNode,
     op: &EinSum,
     choice: SparseKernel,
+    decoded: &[SparseEntries],
 ) -> TractResult<Option<TypedModelPatch>> {
     if choice == SparseKernel::Dense
         || op.q_params.is_some()
@@ -286,17 +329,27 @@ pub(super) fn replacement(
     if dense.iter().any(|v| !v.is_finite()) {
         return Ok(None);
     }
-    let Some(sparse) = SparseRows::from_dense(dense, rows, columns, transposed) else {
-        return Ok(None);
+    let decoded = decoded.iter().find(|e| expands_to(e, dense));
+    let kept = match decoded {
+        Some(entries) => entries.positions.len(),
+        None => dense.iter().filter(|v| **v != 0.0).count(),
     };
     let plane = data.shape[axis + summed..]
         .iter()
         .map(|d| d.to_usize().ok())
         .product::<Option<usize>>()
         .unwrap_or(usize::MAX);
-    if choice == SparseKernel::Auto && !prefers_sparse(&sparse, plane) {
+    // Decided before the compact form is built: a dense layer costs one scan, not a build.
+    if choice == SparseKernel::Auto && !prefers_sparse(kept, rows, columns, plane) {
         return Ok(None);
     }
+    let built = match decoded {
+        Some(entries) => SparseRows::from_entries(entries, rows, columns, transposed),
+        None => SparseRows::from_dense(dense, rows, columns, transposed),
+    };
+    let Some(sparse) = built else {
+        return Ok(None);
+    };
     let op = SparseMatMul::new(
         sparse,
         axis,
@@ -304,8 +357,36 @@ pub(super) fn replacement(
         output,
         choice == SparseKernel::Portable,
     );
-    TypedModelPatch::replace_single_op(model, node, &node.inputs[data_slot..=data_slot], op)
-        .map(Some)
+    let rows_axis = op
+        .output
+        .iter()
+        .position(|a| *a == OutAxis::Rows)
+        .context("the product has no axis of rows")?;
+    let (epilogue, taken) = epilogue::following(model, node, rows_axis, op.weights.rows)?;
+    let last = taken.last().copied().unwrap_or(node.id);
+    let op = op.with_epilogue(epilogue);
+    let mut patch = TypedModelPatch::new("nnzip sparse matrix product");
+    let input = patch.tap_model(model, node.inputs[data_slot])?;
+    let wire = patch.wire_node(&node.name, op, &[input])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+    patch.obliterate(node.id)?;
+    for id in taken {
+        patch.obliterate(id)?;
+    }
+    Ok(Some(patch))
+}
+
+/// Whether `dense` is exactly the tensor `entries` expand to: as many elements and non-zero
+/// values, each entry's value at its position. Compared by content, not by identity: tract's
+/// declutter may reshape a constant (a 1×1 kernel loses its unit axes) into a new tensor.
+fn expands_to(entries: &SparseEntries, dense: &[f32]) -> bool {
+    entries.element_count() == dense.len()
+        && entries.positions.iter().enumerate().all(|(j, &p)| {
+            dense
+                .get(p as usize)
+                .is_some_and(|v| v.to_bits() == entries.value(j).to_bits())
+        })
+        && dense.iter().filter(|v| **v != 0.0).count() == entries.positions.len()
 }
 
 /// Where an `EinSum` sums its data against a constant: the data axes summed.
