@@ -8,6 +8,7 @@
 #
 #   tools/benches/anchors.sh                       # ratios 6 8 10 12
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
+#   RATIOS="6 8 10 12 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
 #
 # Photos: calibration and evaluation wallpapers of scripts/photos.sh (nnzip and onnxruntime's
@@ -61,22 +62,25 @@ fi
 
 NNZIP=${NNZIP:-target/release/nnzip}
 nnzip_rows=()
-for r in $RATIOS; do
-  out="$WORK/effnet-${r}x-ft$FT.nnz"
+for spec in $RATIOS; do
+  r=${spec%%:*}
+  ft=$FT
+  [[ $spec == *:* ]] && ft=${spec#*:}
+  out="$WORK/effnet-${r}x-ft$ft.nnz"
   if [ ! -f "$out" ]; then
     [ -x "$NNZIP" ] || cargo build -q --release -p nnzip-tools --bin nnzip
-    echo "anchors.sh: nnzip compress --target-ratio $r (report in $out.txt)..." >&2
+    echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs $ft (report in $out.txt)..." >&2
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
       --labels "$shared/models/imagenet_labels.txt" --calibration "$cal" --holdout "$eval" \
       --sensitivity-cache "$WORK/sensitivity.json" --target-ratio "$r" \
-      --fine-tune-epochs "$FT" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
+      --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"
   fi
   if [ ! -f "${out%.nnz}.onnx" ] || [ "$out" -nt "${out%.nnz}.onnx" ]; then
     "$NNZIP" decompress "$out" -o "${out%.nnz}.onnx"
   fi
-  nnzip_rows+=(--nnzip "${r}x ft$FT=$out=${out%.nnz}.onnx")
+  nnzip_rows+=(--nnzip "ft$ft:${r}x=$out=${out%.nnz}.onnx")
 done
 
 PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=2 "$VENV/bin/python" tools/benches/anchors.py --model "$model" \

@@ -121,19 +121,68 @@ def ort_qdq(model_path, calibration_dir, per_photo, work):
     return len(b), b
 
 
-def nncodec(model, qp=-32, opt_qp=False, step_of_std=None):
-    """NNCodec on every float tensor. `step_of_std` sets each weight tensor's QP so that its
-    step is that fraction of its standard deviation (`qp_per_tensor`); else one `qp` for every
-    weight tensor, adapted per tensor by NNCodec itself with `opt_qp`. Non-weight tensors
-    (biases) keep NNCodec's default fine QP for them."""
+def quiet_rows_rms(a):
+    """RMS of the quietest tenth of a weight's output channels (10th percentile of the rows' RMS).
+    Folded BatchNorm scales rows by orders of magnitude (EfficientNet-Lite0's stem: a tenth of
+    the rows below 0.006 of the tensor's std), and NNCodec has one step per tensor: a step set
+    from this keeps those rows."""
+    rows = np.sqrt((a.reshape(a.shape[0], -1).astype(np.float64) ** 2).mean(1))
+    return float(np.percentile(rows, 10))
+
+
+def row_rms(a):
+    """RMS of each output channel (row) of a weight, broadcastable against it; 1 for zero rows."""
+    rms = np.sqrt((a.reshape(a.shape[0], -1).astype(np.float64) ** 2).mean(1))
+    return np.where(rms > 0, rms, 1).astype(np.float32).reshape((-1,) + (1,) * (a.ndim - 1))
+
+
+def nncodec_row_scaled(model, qp):
+    """NNCodec on weights whose rows are first divided by their RMS (each row's scale then coded
+    by NNCodec as a tensor of its own, at its fine non-weight QP): one QP then fits every row,
+    as NNCodec's trained local scaling (LSA) would, without training."""
+    from nncodec import nnc
+
+    tensors, scales = {}, {}
+    for t in float_tensors(model):
+        a = numpy_helper.to_array(t).astype(np.float32)
+        if a.ndim > 1:
+            scales[t.name] = row_rms(a)
+            tensors[t.name] = a / scales[t.name]
+            tensors[t.name + "__row_rms"] = scales[t.name].ravel()
+        else:
+            tensors[t.name] = a
+    bitstream = nnc.compress(tensors, bitstream_path=None, qp=qp, use_dq=True, param_opt=True,
+                             row_skipping=True, return_bitstream=True, verbose=False)
+    decoded = nnc.decompress(bytearray(bitstream))
+    stored = {}
+    for n, a in tensors.items():
+        if n.endswith("__row_rms"):
+            continue
+        w = np.asarray(decoded[n], np.float32).reshape(a.shape)
+        if n in scales:
+            w = w * np.asarray(decoded[n + "__row_rms"], np.float32).reshape(scales[n].shape)
+        stored[n] = [numpy_helper.from_array(w, n)]
+    graph_only = replace_initializers(model, {n: [] for n in stored}, [])
+    return len(bitstream) + len(graph_only), replace_initializers(model, stored, [])
+
+
+def nncodec(model, qp=-32, opt_qp=False, step_of_std=None, step_of_quiet_rows=None):
+    """NNCodec on every float tensor. Per-tensor QPs (`qp_per_tensor`) when a step is given:
+    each weight tensor's step that fraction of its standard deviation (`step_of_std`) or of the
+    RMS of its quietest rows (`step_of_quiet_rows`); else one `qp` for every weight tensor,
+    adapted per tensor by NNCodec itself with `opt_qp`. Non-weight tensors (biases) keep
+    NNCodec's default fine QP for them."""
     from nncodec import nnc
     from nncodec.nnc_core.common import get_qp_from_stepsize
 
     tensors = {t.name: numpy_helper.to_array(t).astype(np.float32) for t in float_tensors(model)}
     per_tensor = None
-    if step_of_std is not None:
+    if step_of_std is not None or step_of_quiet_rows is not None:
         qp_density = 2  # nnc.compress's default
-        per_tensor = {n: np.int32(round(get_qp_from_stepsize(step_of_std * float(a.std()), qp_density)))
+
+        def step(a):
+            return step_of_std * float(a.std()) if step_of_std is not None else step_of_quiet_rows * quiet_rows_rms(a)
+        per_tensor = {n: np.int32(round(get_qp_from_stepsize(step(a), qp_density)))
                       for n, a in tensors.items() if a.ndim > 1}
     bitstream = nnc.compress(tensors, bitstream_path=None, qp=qp, opt_qp=opt_qp,
                              qp_per_tensor=per_tensor, use_dq=True, param_opt=True,
