@@ -9,7 +9,7 @@
 #   tools/benches/anchors.sh                       # ratios 6 8 10 (12 is below the smallest file the
 #                                                  # bits ladder makes, ~10.5x: compress refuses it)
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
-#   RATIOS="6 8 10 12 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
+#   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
 #
 # Photos: calibration and evaluation wallpapers of scripts/photos.sh (nnzip and onnxruntime's
