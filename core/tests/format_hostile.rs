@@ -159,6 +159,34 @@ fn huge_declared_tensor_is_refused_before_allocating() {
 }
 
 #[test]
+fn an_empty_tensor_with_a_huge_dimension_is_refused() {
+    // `[10^10, 0]` holds no element, so no element count refuses it; kernels and tract size
+    // their tables by each dimension (the phone-path fuzzer's two finds).
+    let mut w = NnzWriter::default();
+    w.push(TensorRecord {
+        row_scales: None,
+        name: "fc1.weight".into(),
+        shape: vec![3, 0],
+        data: TensorData::RawF32(vec![]),
+    })
+    .unwrap();
+    let mut f = w.to_bytes().unwrap();
+    let dims_at = f.windows(10).rposition(|x| x == b"fc1.weight").unwrap() + 10 + 2;
+    assert_eq!(
+        f[dims_at..dims_at + 8],
+        3u64.to_le_bytes(),
+        "the first dimension's place"
+    );
+    f[dims_at..dims_at + 8].copy_from_slice(&10_000_000_000u64.to_le_bytes());
+    fix_checksum(&mut f);
+    let err = NnzReader::parse(&f).unwrap_err().to_string();
+    assert!(
+        err.contains("fc1.weight") && err.contains("dimension of 10000000000"),
+        "{err}"
+    );
+}
+
+#[test]
 fn versions_magic_and_flags() {
     let mut f = sample_file();
     f[8] = 5;

@@ -149,7 +149,7 @@ fn check(c: Case) {
     let exec = GraphExecutor::new(model.clone(), c.op).unwrap();
     let xt = Tensor::from_vec(x.clone(), c.x.as_slice(), exec.device()).unwrap();
     let got: Vec<f32> = exec
-        .logits(&xt, Mode::Eval)
+        .forward(&xt, Mode::Eval)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -172,11 +172,11 @@ fn check(c: Case) {
     let exec = GraphExecutor::with_dtype(model, c.op, DType::F64).unwrap();
     let dev = exec.device().clone();
     let xv = Var::from_tensor(&xt.to_dtype(DType::F64).unwrap()).unwrap();
-    let y = exec.logits(xv.as_tensor(), c.grad_mode).unwrap();
+    let y = exec.forward(xv.as_tensor(), c.grad_mode).unwrap();
     let r: Vec<f64> = (0..y.elem_count()).map(|_| rng.next() as f64).collect();
     let rt = Tensor::from_vec(r, y.dims(), &dev).unwrap();
     let loss = |x: &Tensor| -> f64 {
-        let y = exec.logits(x, c.grad_mode).unwrap();
+        let y = exec.forward(x, c.grad_mode).unwrap();
         (y * &rt)
             .unwrap()
             .sum_all()
@@ -184,7 +184,7 @@ fn check(c: Case) {
             .to_scalar::<f64>()
             .unwrap()
     };
-    let grads = (exec.logits(xv.as_tensor(), c.grad_mode).unwrap() * &rt)
+    let grads = (exec.forward(xv.as_tensor(), c.grad_mode).unwrap() * &rt)
         .unwrap()
         .sum_all()
         .unwrap()
@@ -431,7 +431,7 @@ fn max_pool_gradient_goes_to_one_maximum_per_window() {
         let n = node("MaxPool", "pool", &["x"], &["y"], attrs);
         let exec = GraphExecutor::new(single_node_model(n, dims, vec![]), "pool").unwrap();
         let x = Var::from_tensor(&Tensor::zeros(dims, DType::F32, exec.device()).unwrap()).unwrap();
-        let y = exec.logits(x.as_tensor(), Mode::Eval).unwrap();
+        let y = exec.forward(x.as_tensor(), Mode::Eval).unwrap();
         let grads = y.sum_all().unwrap().backward().unwrap();
         let g: Vec<f32> = grads
             .get(x.as_tensor())
@@ -496,7 +496,7 @@ fn batchnorm_training_mode_uses_batch_statistics_and_updates_running_ones() {
     ];
     let exec = GraphExecutor::new(build(&c, &params), "bn").unwrap();
     let xt = Tensor::from_vec(x.clone(), c.x.as_slice(), exec.device()).unwrap();
-    let y = exec.logits(&xt, Mode::Train).unwrap();
+    let y = exec.forward(&xt, Mode::Train).unwrap();
     // Per channel: y = s·(x − mean_batch)/sqrt(var_batch + eps) + b, so mean(y) = b, std(y) ≈ s.
     let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
     for ch in 0..2 {
@@ -555,10 +555,10 @@ fn batch_one_exports_reshape_mini_batches_along_the_batch_axis() {
         .unwrap()
         .reshape((3, 4, 1, 1))
         .unwrap();
-    let y = exec.logits(&x, Mode::Eval).unwrap();
+    let y = exec.forward(&x, Mode::Eval).unwrap();
     assert_eq!(y.dims(), &[3, 4]);
     let one = exec
-        .logits(&x.narrow(0, 1, 1).unwrap(), Mode::Eval)
+        .forward(&x.narrow(0, 1, 1).unwrap(), Mode::Eval)
         .unwrap();
     assert_eq!(one.dims(), &[1, 4]);
     assert_eq!(

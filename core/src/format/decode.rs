@@ -303,6 +303,16 @@ impl<'a> NnzReader<'a> {
                     limits.max_tensor_elements
                 )));
             }
+            // An empty tensor's element count says nothing of its dimensions: `[10^10, 0]` holds
+            // no element, yet kernels and tract size tables and packed panels by each dimension
+            // (the phone-path fuzzer found both). No dimension may be longer than a tensor may be.
+            if let Some(&d) = shape.iter().find(|&&d| d > limits.max_tensor_elements) {
+                return Err(NnzError::LimitExceeded(format!(
+                    "tensor '{name}' has a dimension of {d} in shape {shape:?}, longer than a \
+                     tensor may be (limit {} elements)",
+                    limits.max_tensor_elements
+                )));
+            }
             total = total.saturating_add(n);
             if total > budget {
                 return Err(NnzError::LimitExceeded(format!(

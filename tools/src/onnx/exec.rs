@@ -439,8 +439,18 @@ impl GraphExecutor {
     /// keeps its Softmax. (LogSoftmax outputs are logits already: softmax(log softmax(x)) is
     /// softmax(x).)
     pub fn logits(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.output(input, mode, true)
+    }
+
+    /// Runs the graph on `input` and returns its first output as the graph defines it (a final
+    /// Softmax applied): what another runtime computes from the same graph.
+    pub fn forward(&self, input: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.output(input, mode, false)
+    }
+
+    fn output(&self, input: &Tensor, mode: Mode, pass_final_softmax: bool) -> Result<Tensor> {
         match self
-            .evaluate(input, mode, |_, _| Ok(()))?
+            .evaluate(input, mode, pass_final_softmax, |_, _| Ok(()))?
             .remove(&self.output_name)
         {
             Some(Value::Float(t)) => Ok(t),
@@ -461,7 +471,7 @@ impl GraphExecutor {
         weights: &std::collections::BTreeSet<String>,
     ) -> Result<HashMap<String, Tensor>> {
         let mut seen = HashMap::new();
-        self.evaluate(input, Mode::Eval, |n, env| {
+        self.evaluate(input, Mode::Eval, false, |n, env| {
             if matches!(n.op_type.as_str(), "Conv" | "Gemm")
                 && let Some(w) = n.input.get(1).filter(|w| weights.contains(*w))
             {
@@ -474,11 +484,13 @@ impl GraphExecutor {
     }
 
     /// Evaluates every node in order on `input`, calling `before` with each node and the values
-    /// computed so far before evaluating it; returns all values by name.
+    /// computed so far before evaluating it; returns all values by name. With `pass_final_softmax`,
+    /// the final Softmax passes its input on (see [`GraphExecutor::logits`]).
     fn evaluate(
         &self,
         input: &Tensor,
         mode: Mode,
+        pass_final_softmax: bool,
         mut before: impl FnMut(&NodeProto, &HashMap<String, Value>) -> Result<()>,
     ) -> Result<HashMap<String, Value>> {
         let mut env: HashMap<String, Value> = HashMap::new();
@@ -493,7 +505,9 @@ impl GraphExecutor {
             }
             before(n, &env)?;
             let y = match self.final_softmax {
-                Some(f) if f == i => self.softmax_input_if_per_sample(&env, n)?,
+                Some(f) if f == i && pass_final_softmax => {
+                    self.softmax_input_if_per_sample(&env, n)?
+                }
                 _ => None,
             };
             let y = match y {

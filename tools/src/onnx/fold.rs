@@ -209,8 +209,8 @@ mod tests {
         assert!(graph.initializer.iter().all(|t| !t.name.contains(".bn.")));
         let after = GraphExecutor::new(model.clone(), "folded").unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 1, 28, 28), &Device::Cpu).unwrap();
-        let a = before.logits(&x, Mode::Eval).unwrap();
-        let b = after.logits(&x, Mode::Eval).unwrap();
+        let a = before.forward(&x, Mode::Eval).unwrap();
+        let b = after.forward(&x, Mode::Eval).unwrap();
         let diff = (a - b)
             .unwrap()
             .abs()

@@ -111,6 +111,14 @@ pub struct SparseRows {
     pub(super) row_scales: Option<Vec<f32>>,
 }
 
+/// Whether a `rows × columns` matrix can take the compact form: rows numbered in `u32`, columns
+/// within [`MAX_COLUMNS`], and neither empty. An empty matrix has nothing to keep, and its row
+/// count is not bounded by its (zero) elements: a hostile file's `[10^10, 0]` weight would
+/// otherwise size the row tables.
+fn fits(rows: usize, columns: usize) -> bool {
+    rows > 0 && columns > 0 && columns <= MAX_COLUMNS && u32::try_from(rows).is_ok()
+}
+
 /// Where one kept weight sits and what it holds, while a [`SparseRows`] is assembled.
 #[derive(Clone, Copy)]
 struct Kept {
@@ -131,7 +139,7 @@ impl SparseRows {
         columns: usize,
         transposed: bool,
     ) -> Option<SparseRows> {
-        if columns > MAX_COLUMNS || rows.checked_mul(columns)? != dense.len() {
+        if !fits(rows, columns) || rows.checked_mul(columns)? != dense.len() {
             return None;
         }
         let at = |r: usize, c: usize| {
@@ -148,7 +156,7 @@ impl SparseRows {
             for c in 0..columns {
                 let v = at(r, c);
                 if v != 0.0 {
-                    // `r < rows ≤ kept ≤ u32::MAX` here; `c < columns ≤ 2^16`.
+                    // `r < rows ≤ u32::MAX` and `c < columns ≤ 2^16` (`fits`).
                     list.push(Kept {
                         row: r as u32,
                         column: c as u16,
@@ -171,10 +179,7 @@ impl SparseRows {
         columns: usize,
         transposed: bool,
     ) -> Option<SparseRows> {
-        if columns > MAX_COLUMNS
-            || rows.checked_mul(columns)? != entries.element_count()
-            || u32::try_from(rows).is_err()
-        {
+        if !fits(rows, columns) || rows.checked_mul(columns)? != entries.element_count() {
             return None;
         }
         // The file's row scales multiply the matrix's rows when its first dimension is theirs
@@ -388,6 +393,15 @@ fn share(list: &mut [Kept]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_matrix_is_refused_before_its_rows_size_anything() {
+        // The phone-path fuzzer's find: a weight of shape [10^10, 0] holds no element, so the
+        // element count agreed with it while the row tables took 80 GB.
+        assert!(SparseRows::from_dense(&[], 10_000_000_000, 0, false).is_none());
+        assert!(SparseRows::from_dense(&[], 0, 16, false).is_none());
+        assert!(SparseRows::from_dense(&[1.0, 0.0], 1, 2, false).is_some());
+    }
 
     /// The non-zero values, row-major.
     fn values(s: &SparseRows) -> Vec<f32> {
