@@ -28,6 +28,7 @@ pub mod depthwise;
 pub mod pointwise;
 pub mod sparse;
 pub mod stem;
+mod successors;
 
 use tract_core::internal::*;
 use tract_core::ops::cnn::Conv;

@@ -7,6 +7,7 @@
 //! [`PointwiseConv`].
 
 use super::{Clamp, MIN_PIXELS, OutputAxis, PointwiseConv, PointwiseLayout};
+use crate::kernels::successors::{constant_along_axis, scalar, single_binary_consumer};
 use crate::kernels::{PointwiseKernel, constant};
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
@@ -181,29 +182,9 @@ fn following_bias<'m>(
     if !add.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Add>()) {
         return Ok(None);
     }
-    let Some(bias) = constant(model, other)? else {
-        return Ok(None);
-    };
     let rank = node.outputs[0].fact.rank();
-    if bias.datum_type() != f32::datum_type() || bias.rank() > rank {
+    let Some(bias) = constant_along_axis(model, other, rank, o_axis, rows)? else {
         return Ok(None);
-    }
-    // Right-aligned against the output: every axis of size 1 but the channels'.
-    let offset = rank - bias.rank();
-    let per_channel = bias
-        .shape()
-        .iter()
-        .enumerate()
-        .all(|(a, &d)| d == 1 || (a + offset == o_axis && d == rows));
-    if !per_channel {
-        return Ok(None);
-    }
-    let values = bias.try_as_plain_ram()?;
-    let values = values.as_slice::<f32>()?;
-    let bias = match values.len() {
-        1 => vec![values[0]; rows],
-        n if n == rows => values.to_vec(),
-        _ => return Ok(None),
     };
     Ok(Some((bias, add)))
 }
@@ -247,42 +228,4 @@ pub(in crate::kernels) fn following_clamp(
     }
     let clamp = (!fused.is_empty()).then_some(Clamp { low, high });
     Ok((clamp, fused))
-}
-
-/// The only consumer of `outlet` (not a model output) where it takes two inputs and gives an
-/// f32 output of `outlet`'s shape, with its other input.
-fn single_binary_consumer(
-    model: &TypedModel,
-    outlet: OutletId,
-) -> TractResult<Option<(&TypedNode, OutletId)>> {
-    if model.outputs.contains(&outlet) {
-        return Ok(None);
-    }
-    let Some(next) = model.single_succ(outlet.node)? else {
-        return Ok(None);
-    };
-    if next.inputs.len() != 2 || next.outputs.len() != 1 {
-        return Ok(None);
-    }
-    let (shape, fact) = (&model.outlet_fact(outlet)?.shape, &next.outputs[0].fact);
-    if fact.datum_type != f32::datum_type() || fact.shape != *shape {
-        return Ok(None);
-    }
-    let other = if next.inputs[0] == outlet {
-        next.inputs[1]
-    } else {
-        next.inputs[0]
-    };
-    Ok(Some((next, other)))
-}
-
-/// The value of `outlet` where it is a constant f32 holding one value.
-fn scalar(model: &TypedModel, outlet: OutletId) -> TractResult<Option<f32>> {
-    let Some(value) = constant(model, outlet)? else {
-        return Ok(None);
-    };
-    if value.datum_type() != f32::datum_type() || value.len() != 1 {
-        return Ok(None);
-    }
-    Ok(Some(value.cast_to_scalar::<f32>()?))
 }

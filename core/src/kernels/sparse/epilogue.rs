@@ -4,7 +4,7 @@
 //! product; left as nodes beside the sparse one, each costs a pass over the output and a plan
 //! step, a fixed cost that weighs on a product that runs in microseconds.
 
-use crate::kernels::constant;
+use crate::kernels::successors::{constant_along_axis, scalar, single_binary_consumer};
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::math::{Add, Max};
@@ -52,18 +52,16 @@ pub(super) fn following(
     let mut epilogue = Epilogue::default();
     let mut taken = Vec::new();
     let mut last = OutletId::new(node.id, 0);
+    let rank = node.outputs[0].fact.rank();
     if let Some((add, other)) = only_binary_consumer::<Add>(model, last)?
-        && let Some(bias) = per_row(model, other, node, rows_axis, rows)?
+        && let Some(bias) = constant_along_axis(model, other, rank, rows_axis, rows)?
     {
         epilogue.bias = Some(bias);
         taken.push(add.id);
         last = OutletId::new(add.id, 0);
     }
     if let Some((max, other)) = only_binary_consumer::<Max>(model, last)?
-        && let Some(zero) = constant(model, other)?
-        && zero.datum_type() == f32::datum_type()
-        && zero.len() == 1
-        && zero.cast_to_scalar::<f32>()? == 0.0
+        && scalar(model, other)? == Some(0.0)
     {
         epilogue.relu = true;
         taken.push(max.id);
@@ -77,54 +75,6 @@ fn only_binary_consumer<Op: tract_core::ops::binary::BinMiniOp>(
     model: &TypedModel,
     outlet: OutletId,
 ) -> TractResult<Option<(&TypedNode, OutletId)>> {
-    if model.outputs.contains(&outlet) {
-        return Ok(None);
-    }
-    let Some(next) = model.single_succ(outlet.node)? else {
-        return Ok(None);
-    };
-    let is_op = next.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Op>());
-    if !is_op || next.inputs.len() != 2 || next.outputs.len() != 1 {
-        return Ok(None);
-    }
-    let fact = &next.outputs[0].fact;
-    if fact.datum_type != f32::datum_type() || fact.shape != model.outlet_fact(outlet)?.shape {
-        return Ok(None);
-    }
-    let other = next.inputs[if next.inputs[0] == outlet { 1 } else { 0 }];
-    Ok(Some((next, other)))
-}
-
-/// The value per row of the constant `outlet`, added to `node`'s output: every axis of 1 but
-/// that of the rows (aligned on the right), or a single value.
-fn per_row(
-    model: &TypedModel,
-    outlet: OutletId,
-    node: &TypedNode,
-    rows_axis: usize,
-    rows: usize,
-) -> TractResult<Option<Vec<f32>>> {
-    let Some(bias) = constant(model, outlet)? else {
-        return Ok(None);
-    };
-    let rank = node.outputs[0].fact.rank();
-    if bias.datum_type() != f32::datum_type() || bias.rank() > rank {
-        return Ok(None);
-    }
-    let offset = rank - bias.rank();
-    let fits = bias
-        .shape()
-        .iter()
-        .enumerate()
-        .all(|(a, &d)| d == 1 || (a + offset == rows_axis && d == rows));
-    if !fits {
-        return Ok(None);
-    }
-    let values = bias.try_as_plain_ram()?;
-    let values = values.as_slice::<f32>()?;
-    Ok(match values.len() {
-        1 => Some(vec![values[0]; rows]),
-        n if n == rows => Some(values.to_vec()),
-        _ => None,
-    })
+    Ok(single_binary_consumer(model, outlet)?
+        .filter(|(next, _)| next.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Op>())))
 }
