@@ -13,6 +13,7 @@ pub mod labelled_pipeline;
 pub mod pipeline;
 pub mod prune;
 pub mod prune_sensitivity;
+pub mod prune_sensitivity_run;
 pub mod report;
 pub mod retrain;
 pub mod settings;
