@@ -17,6 +17,7 @@ pub mod prune_sensitivity_run;
 pub mod report;
 pub mod retrain;
 pub mod settings;
+pub mod settings_flags;
 pub mod share;
 pub mod validation;
 
