@@ -20,9 +20,9 @@ pub struct LoadOptions {
     pub limits: DecodeLimits,
     /// Fixes a dynamic batch dimension of the input (the first one, `-1` in the metadata) to
     /// this size, so that tract plans for concrete shapes: e.g. `Some(1)` where only single
-    /// images are classified, as on a phone (measured: LeNet-5 batch-1 latency 1.3× tract-on-ONNX
-    /// with a dynamic batch, see `cargo bench -p nnzip-core`). [`Model::run`] then accepts only
-    /// inputs of that batch size. `None` (the default) keeps the batch dynamic.
+    /// images are classified, as on a phone (faster than a plan for a dynamic batch:
+    /// docs/PERFORMANCE.md). [`Model::run`] then accepts only inputs of that batch size. `None`
+    /// (the default) keeps the batch dynamic.
     pub batch: Option<usize>,
     /// Which convolution kernels run: nnzip's own or tract's (see [`crate::kernels`]). `None`
     /// (the default) takes nnzip's, except where the environment variables `NNZIP_DEPTHWISE`
@@ -270,10 +270,9 @@ fn weight_bytes_of(node: &TypedNode) -> usize {
 }
 
 /// Files at least this large have their checksum computed on a thread of its own while the graph
-/// is parsed and the tensors decoded (CRC-32 runs at 7–12 GB/s here: 2.5 ms of an 18 MB file,
-/// 0.14 ms of LeNet-5's 1.7 MB). Below it, starting a thread costs more than it saves: measured
-/// in fresh processes (the phone's case, one load per start), LeNet-5 packed loaded in 13.8 ms
-/// with the checksum and decoding threads and 13.3 ms without (tract on the ONNX: 13.2 ms).
+/// is parsed and the tensors decoded. Below it, starting a thread costs more than the checksum it
+/// overlaps (CRC-32 runs at gigabytes per second): in a fresh process, the phone's case, a small
+/// file loads faster without the thread (docs/PERFORMANCE.md).
 const PARALLEL_CHECKSUM_MIN_BYTES: usize = 4 << 20;
 
 /// What [`read_graph_and_weights`] reads of a file.
@@ -392,8 +391,9 @@ fn batch_to_fix(declared: &[i64], batch: usize) -> Result<Option<usize>> {
 /// weight each) decode on the calling thread: starting threads would cost more than it saves.
 const PARALLEL_DECODE_MIN_ELEMENTS: usize = 1 << 18;
 
-/// Raw tensors decode at memory speed (≈ 1.3 G elements/s measured), entropy-coded ones at
-/// 20–300 M/s: a raw element counts for this fraction of a coded one when deciding on threads.
+/// Raw tensors decode at memory speed, entropy-coded ones several times slower (the rates are in
+/// docs/PERFORMANCE.md): a raw element counts for this fraction of a coded one when deciding on
+/// threads.
 const RAW_ELEMENTS_PER_WORK_UNIT: usize = 8;
 
 /// Estimated decoding work of a tensor, in units of one entropy-coded weight.

@@ -196,7 +196,7 @@ fn image_model_stems_take_the_direct_path() {
 fn short_rows_and_wide_reductions_stay_on_im2col() {
     for c in [
         case(3, 16, (112, 112), 3, 2), // 56-point rows: as fast either way
-        case(16, 8, (56, 56), 3, 1),   // k = 144: direct measured 3x slower
+        case(16, 8, (56, 56), 3, 1),   // k = 144: slower direct (docs/PERFORMANCE.md)
         case(3, 16, (96, 96), 7, 2),   // k = 147 (ResNet's 7x7 stem)
     ] {
         assert!(!check(c, 11), "{c:?}: expected im2col");

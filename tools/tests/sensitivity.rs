@@ -96,3 +96,47 @@ fn the_command_prints_json_and_writes_a_png() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1.5"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The library entry of `nnzip sensitivity`, settings in and a run out: the ladder asked for, one
+/// curve per prunable tensor, and a suggestion that the table and the JSON both carry.
+#[test]
+fn measure_file_returns_the_curves_and_a_suggestion_its_renderings_agree_on() {
+    use clap::Parser;
+    use nnzip_tools::compress::prune_sensitivity_run::{SensitivitySettings, measure_file};
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: SensitivitySettings,
+    }
+    let flags = Flags::parse_from([
+        "sensitivity",
+        "--limit",
+        "500",
+        "--densities",
+        "1,0.2,0.05",
+        "--max-drop",
+        "2",
+    ]);
+    let run = measure_file(&lenet300(), &flags.settings, false).unwrap();
+    assert_eq!(run.ladder, vec![1.0, 0.2, 0.05]);
+    assert_eq!(run.report.images, 500);
+    assert_eq!(run.report.curves.len(), 3, "fc1, fc2, fc3 weights");
+    assert_eq!(run.suggested, run.report.densities_for_drop(0.02));
+    let text = run.render();
+    for c in &run.report.curves {
+        assert!(text.contains(&c.tensor), "{text}");
+    }
+    for (name, d) in &run.suggested {
+        assert!(text.contains(&format!("--density {name}={d}")), "{text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&run.to_json()).unwrap();
+    assert_eq!(v["max_drop_pp"], 2.0);
+    assert_eq!(
+        v["suggested_densities"].as_object().unwrap().len(),
+        run.suggested.len()
+    );
+    // A layer size no tensor reaches leaves nothing to measure: an error naming the model.
+    let none = Flags::parse_from(["sensitivity", "--limit", "10", "--min-elements", "1000000"]);
+    let err = measure_file(&lenet300(), &none.settings, false).unwrap_err();
+    assert!(err.to_string().contains("no prunable tensor"), "{err}");
+}

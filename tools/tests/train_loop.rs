@@ -360,3 +360,72 @@ fn a_graph_ending_in_softmax_trains_as_its_logits_do() {
     let saved = softmaxed.to_model_proto().unwrap();
     assert_eq!(saved.graph.unwrap().node.last().unwrap().op_type, "Softmax");
 }
+
+/// The library entry of `nnzip train`, settings in (parsed from the command's own flags, so with
+/// its defaults) and a run out: the model written trains and loads again, and the table and the
+/// JSON report the epochs and the test split the run measured.
+#[test]
+fn train_file_writes_the_model_and_reports_its_epochs_and_test() {
+    use clap::Parser;
+    use nnzip_tools::train::training_run::{TrainSettings, train_file};
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: TrainSettings,
+    }
+    let flags = Flags::parse_from([
+        "train",
+        "--limit",
+        "600",
+        "--epochs",
+        "2",
+        "--val-split",
+        "0.25",
+    ]);
+    let dir = std::env::temp_dir().join(format!("nnzip-train-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("trained.onnx");
+    let run = train_file(
+        &shared_model("lenet300.onnx"),
+        &output,
+        &flags.settings,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        (run.train_samples, run.validation_samples),
+        (450, Some(150))
+    );
+    assert_eq!(run.epochs.len(), 2);
+    assert!(run.epochs.iter().all(|e| e.validation.is_some()));
+    let test = run.test.as_ref().expect("Fashion-MNIST has a test split");
+    // --limit applies to every split read; the trained model is far above chance (10%).
+    assert_eq!(test.samples, 600);
+    assert!(test.accuracy > 0.5, "{test:?}");
+    GraphExecutor::open(&output).expect("the written model reads back");
+    let text = run.render();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("    ")).count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("test: accuracy {:.2}%", 100.0 * test.accuracy)),
+        "{text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&run.to_json().unwrap()).unwrap();
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 2);
+    assert_eq!(v["test"]["samples"], 600);
+    // Settings that cannot train are refused before any work.
+    let zero = Flags::parse_from(["train", "--epochs", "0"]);
+    let err = train_file(
+        &shared_model("lenet300.onnx"),
+        &dir.join("no.onnx"),
+        &zero.settings,
+        false,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--epochs"), "{err}");
+    assert!(!dir.join("no.onnx").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

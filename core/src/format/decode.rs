@@ -611,8 +611,8 @@ fn read_stream<'a>(c: &mut Cursor<'a>) -> Result<&'a [u8]> {
 const SYMBOL_CHUNK: usize = 4096;
 
 /// Copies little-endian f32 bytes into `out` (`b.len() == 4 · out.len()`). On little-endian
-/// targets (every phone) that is one memory copy: the element-wise loop took 4 instructions per
-/// weight (1.7 M for LeNet-5, a tenth of its load), the copy runs at memory speed.
+/// targets (every phone) that is one memory copy at memory speed, where an element-wise loop
+/// spends instructions on every weight (docs/PERFORMANCE.md has what it cost LeNet-5's load).
 fn copy_le_f32(b: &[u8], out: &mut [f32]) {
     debug_assert_eq!(b.len(), out.len() * 4);
     if cfg!(target_endian = "little") {

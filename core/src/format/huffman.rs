@@ -315,7 +315,7 @@ struct PairEntry {
 
 impl HuffmanDecoder {
     /// Decodes `out.len()` symbols into `out`. The same result and errors as calling
-    /// [`HuffmanDecoder::decode`] once per symbol, about 3–5× faster on long streams: one
+    /// [`HuffmanDecoder::decode`] once per symbol, several times faster on long streams: one
     /// lookup resolves up to two short codes, the buffer is refilled once per four lookups, and
     /// reading past the end is checked once at the end (the reader counts it, see [`BitReader`]).
     pub fn decode_symbols(&self, r: &mut BitReader<'_>, out: &mut [u16]) -> Result<()> {

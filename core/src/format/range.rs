@@ -143,8 +143,8 @@ impl<'a> RangeDecoder<'a> {
     #[inline(always)]
     fn bit(&mut self, p: &mut Prob) -> u32 {
         // Without branches on the decoded bit: a well-coded bit is close to unpredictable, and
-        // the selects decode EfficientNet-Lite0's range-coded layers 10% faster than branches
-        // (20 vs 22 ns per entry of ~10 decisions; the chain of dependent multiplies is the rest).
+        // the selects decode faster than branches (docs/PERFORMANCE.md; an entry takes ~10
+        // decisions, and the chain of dependent multiplies is the rest of its time).
         let prob = u32::from(p.0);
         let bound = (self.range >> PROB_BITS) * prob;
         let bit = u32::from(self.code >= bound);

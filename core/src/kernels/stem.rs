@@ -5,13 +5,11 @@
 //! im2col and a matrix product. For a convolution with few inputs per output point (input
 //! channels × kernel taps ≤ [`MAX_NARROW_K`]: an RGB model's first layer, 3×3×3 = 27) the
 //! matrix product has a short reduction and a single output-channel panel, so gathering every
-//! input column dominates it, and the direct convolution wins from 64-point rows. Measured
-//! (x86_64 AVX2, one thread, `op_profile` on single-Conv models): 3→32 3x3 stride 2 from 224x224
-//! (EfficientNet's and MobileNet's stem, 112-point rows) 1.8–3.8 → 1.1–1.3 ms, 4→32 the same
-//! 3.8–7.6 → 1.8–2.6 ms, 3→32 3x3 stride 1 at 112x112 2.5–2.7 → 1.0–1.6 ms; but 3→64 7x7
-//! (k = 147) 6.6–7.1 → 16.8–16.9 ms, 16→32 3x3 (k = 144) at 56x56 0.9 → 3.1 ms: wider
-//! reductions stay on im2col. A 56-point row (3→32 3x3 stride 2 from 112x112) ran as fast either
-//! way, hence [`MIN_NARROW_ROW`].
+//! input column dominates it, and the direct convolution wins from 64-point rows (EfficientNet's
+//! and MobileNet's 3→32 stem, RGBA inputs, stride 1). Wider reductions (3→64 7x7, k = 147;
+//! 16→32 3x3, k = 144) are slower on the direct convolution and stay on im2col. A 56-point row
+//! (3→32 3x3 stride 2 from 112x112) ran as fast either way, hence [`MIN_NARROW_ROW`]. The
+//! times are in docs/PERFORMANCE.md.
 //!
 //! The operator is tract's own, built through its public API as tract's optimiser builds it;
 //! only the rule choosing it is nnzip's.

@@ -1,8 +1,7 @@
 //! `nnzip eval MODEL.onnx|MODEL.nnz --data …`: accuracy on labelled data, through the core runtime.
 
-use super::data_args::DataArgs;
 use crate::accuracy::evaluate;
-use crate::data::Split;
+use crate::data::{DataOptions, Split};
 use crate::model_file::{input_channels, load_model};
 use anyhow::Result;
 use clap::Args;
@@ -15,7 +14,7 @@ pub struct EvalArgs {
     pub model: PathBuf,
     /// Data options.
     #[command(flatten)]
-    pub data: DataArgs,
+    pub data: DataOptions,
     /// Evaluate on the training split instead of the test split.
     #[arg(long)]
     pub train_split: bool,

@@ -4,7 +4,6 @@ pub mod agree;
 pub mod bench;
 pub mod classify;
 pub mod compress;
-pub mod data_args;
 pub mod decompress;
 pub mod eval;
 pub mod init;

@@ -13,9 +13,11 @@ pub mod labelled_pipeline;
 pub mod pipeline;
 pub mod prune;
 pub mod prune_sensitivity;
+pub mod prune_sensitivity_run;
 pub mod report;
 pub mod retrain;
 pub mod settings;
+pub mod settings_flags;
 pub mod share;
 pub mod validation;
 

@@ -82,11 +82,11 @@ impl Coder {
 }
 
 /// The fraction of a tensor's best Huffman payload that range coding must save for
-/// [`Coder::Auto`] to take it. Range decoding runs at 45–70 M entries/s against Huffman's
-/// 570–640 M symbols/s (`cargo bench -p nnzip-core`). On EfficientNet-Lite0 at 8× (layers
-/// three quarters non-zero) it saved 0.3–10% per layer, 1.25% over the 27 layers where it won,
-/// and made loading the file 1.04–1.08× as slow as tract loading the dense ONNX (Huffman:
-/// 0.86–0.92×). On sparse layers, where the gaps carry most of the bytes, it saves more.
+/// [`Coder::Auto`] to take it. Range decoding is about ten times slower than Huffman decoding
+/// and a phone pays it at every start; on a dense model's layers it saves little (on
+/// EfficientNet-Lite0 it turned a load faster than tract's on the dense ONNX into a slower one
+/// for 1.25% of the bytes of the layers where it won: docs/PERFORMANCE.md). On sparse layers,
+/// where the gaps carry most of the bytes, it saves more.
 pub const RANGE_CODING_MIN_SAVING: f64 = 0.10;
 
 /// The encodings a shared layer can be stored with under `cfg` (the sparse Huffman layout at

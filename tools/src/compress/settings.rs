@@ -10,95 +10,186 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The settings of `nnzip compress`, of both modes: defaults, then a preset's TOML file, then the
-/// flags given on the command line. The file's keys are these names in kebab-case.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+/// flags given on the command line ([`super::settings_flags::SettingsFlags`]). Each field is both:
+/// the TOML key is its name in kebab-case and the flag the same with `--` (one exception, said on
+/// the field: `--keep-batch-norm` clears `fold-batch-norm`). The defaults of the flags' help are
+/// [`Default`]'s, which clap's defaults read.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, clap::Args)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[group(skip)]
 pub struct CompressSettings {
-    /// Fraction kept of every prunable tensor not in `densities`.
+    /// Fraction kept of every prunable tensor not in `densities` (flag: `--density 0.1`).
+    #[arg(skip)]
     pub density: Option<f64>,
-    /// Fraction kept per tensor, by initializer name.
+    /// Fraction kept per tensor, by initializer name (flag: `--density fc1.weight=0.08`).
+    #[arg(skip)]
     pub densities: BTreeMap<String, f64>,
-    /// The paper's threshold rule `quality × std` for every tensor not in `densities`.
+    /// Prune with the paper's rule: |w| < quality × std(layer) is dropped (all layers).
+    #[arg(long)]
     pub quality: Option<f64>,
-    /// The paper's densities for `lenet300` or `lenet5`.
+    /// The paper's per-layer densities for `lenet300` or `lenet5`.
+    #[arg(long)]
     pub paper_densities: Option<String>,
-    /// Index bits of convolution weights.
+    /// Index bits of convolution weights [default: 8].
+    #[arg(long, default_value_t = Self::default().bits_conv, hide_default_value = true)]
     pub bits_conv: u8,
-    /// Index bits of fully connected weights.
+    /// Index bits of fully connected weights [default: 5].
+    #[arg(long, default_value_t = Self::default().bits_fc, hide_default_value = true)]
     pub bits_fc: u8,
-    /// Gap width in bits, or `auto`.
+    /// Width of the relative indices (gaps) of sparse layers: bits (1–16), or `auto` for the
+    /// smallest payload per tensor [default: auto].
+    #[arg(long, default_value_t = Self::default().gap_bits, hide_default_value = true)]
     pub gap_bits: GapBits,
-    /// k-means initialisation.
+    /// k-means initialisation: linear, density, random, kmeans++ or optimal [default: linear].
+    #[arg(long, default_value_t = Self::default().init, hide_default_value = true)]
     pub init: String,
-    /// Seed.
+    /// Seed of shuffling and random initialisations [default: 0].
+    #[arg(long, default_value_t = Self::default().seed, hide_default_value = true)]
     pub seed: u64,
-    /// Labelled data for retraining and measuring.
+    /// Labelled data (`fashion-mnist`, an IDX folder or an ImageFolder root): retrain on its
+    /// training split and measure on its test split. Without it, compression is one shot.
+    #[arg(long)]
     pub data: Option<String>,
-    /// Preprocessing preset for the metadata.
+    /// Image preprocessing preset for the metadata [default: none].
+    #[arg(long, default_value_t = Self::default().preprocess, hide_default_value = true)]
     pub preprocess: String,
-    /// Labels file for the metadata.
+    /// Class labels file for the metadata.
+    #[arg(long)]
     pub labels: Option<PathBuf>,
-    /// Pruning rounds.
+    /// Pruning rounds (with --data: each prunes further, then retrains) [default: 3].
+    #[arg(long, default_value_t = Self::default().rounds, hide_default_value = true)]
     pub rounds: usize,
-    /// Retraining epochs per round.
+    /// Epochs of masked retraining after each pruning round (0: prune in one shot) [default: 2].
+    #[arg(long, default_value_t = Self::default().retrain_epochs, hide_default_value = true)]
     pub retrain_epochs: usize,
-    /// Retraining learning rate.
+    /// Learning rate of retraining [default: 0.005, a tenth of training's usual 0.05].
+    #[arg(long, default_value_t = Self::default().retrain_lr, hide_default_value = true)]
     pub retrain_lr: f64,
-    /// Density schedule over the rounds.
+    /// How densities fall over the rounds: iterative (the paper's) or gradual (AGP, cubic)
+    /// [default: iterative].
+    #[arg(long, value_enum, default_value_t = Self::default().schedule, hide_default_value = true)]
     pub schedule: PruneSchedule,
-    /// Centroid fine-tuning epochs.
+    /// Epochs of centroid fine-tuning after weight sharing (0: none) [default: 2].
+    #[arg(long, default_value_t = Self::default().fine_tune_epochs, hide_default_value = true)]
     pub fine_tune_epochs: usize,
-    /// Centroid fine-tuning learning rate; unset: see [`CompressSettings::fine_tune_rule`].
+    /// Learning rate of centroid fine-tuning [default: 0.0005 with sgd; label-free runs
+    /// (--calibration): 0.0001 with adam].
+    // Unset, `CompressSettings::fine_tune_rule` chooses it.
+    #[arg(long)]
     pub fine_tune_lr: Option<f64>,
-    /// Centroid fine-tuning update rule; unset: see [`CompressSettings::fine_tune_rule`].
+    /// Update rule of centroid fine-tuning: sgd (the paper's: a centroid moves by the rate × the
+    /// summed gradient of its cluster) or adam (every centroid moves by about the rate, whatever
+    /// its cluster's size; no weight decay) [default: sgd; label-free runs: adam, because with
+    /// sgd clusters of 10^5 weights take steps large enough to diverge].
+    #[arg(long, value_enum)]
     pub fine_tune_optimizer: Option<OptimizerKind>,
-    /// Mini-batch size.
+    /// Mini-batch size of retraining [default: 128].
+    #[arg(long, default_value_t = Self::default().batch, hide_default_value = true)]
     pub batch: usize,
-    /// Retrain on the first N training images only.
+    /// Retrain on only the first N training images (quick runs).
+    #[arg(long)]
     pub train_limit: Option<usize>,
-    /// Weight of distillation in the retraining loss.
+    /// Retrain by distillation: this weight (0–1) of the loss pulls the compressed model's outputs
+    /// towards the dense model's (softened by --temperature); the rest is cross-entropy with the
+    /// labels. 0 turns it off; 1 ignores the labels [default: 0].
+    #[arg(long, default_value_t = Self::default().distill, hide_default_value = true)]
     pub distill: f64,
-    /// Distillation temperature.
+    /// Softening temperature of distillation [default: 4].
+    #[arg(long, default_value_t = Self::default().temperature, hide_default_value = true)]
     pub temperature: f64,
-    /// Raw tensors as f16.
+    /// Store the tensors that stay raw (biases, BatchNorm parameters) as f16 instead of f32.
+    #[arg(long)]
     pub raw_f16: bool,
-    /// Fold BatchNormalization into the convolutions before weight sharing.
+    /// Keep BatchNormalization layers as they are; by default, after pruning and retraining (or
+    /// first, without --data), each one that follows a convolution is folded into its weights
+    /// and bias before weight sharing (one vector per layer stored instead of four; the runtime
+    /// folds them anyway).
+    // The TOML key says the opposite: `fold-batch-norm = false` is `--keep-batch-norm`. (Doc
+    // comments here are the flags' help, which stays as it was.)
+    #[arg(long = "keep-batch-norm", action = clap::ArgAction::SetFalse)]
     pub fold_batch_norm: bool,
-    /// Entropy coders to choose from.
+    /// Entropy coders: auto (Huffman, or adaptive range coding where it is at least 10% smaller:
+    /// it decodes about ten times slower), smallest (whichever is smaller per tensor) or huffman
+    /// (version-1 files; range coding needs a version-3 reader) [default: auto].
+    #[arg(long, value_enum, default_value_t = Self::default().coder, hide_default_value = true)]
     pub coder: Coder,
-    /// Accuracy budget in percentage points: densities are chosen to fit it.
+    /// Choose the per-layer densities automatically: prune as far as this accuracy loss allows
+    /// (percentage points, on --budget-split; needs --data; replaces --density / --quality /
+    /// --paper-densities).
+    #[arg(long)]
     pub max_accuracy_drop: Option<f64>,
-    /// Where the budget is measured.
+    /// Where --max-accuracy-drop is measured: validation (a fixed fifth of the test split, held
+    /// apart from every reported figure) or holdout (1/12 of the training split, kept out of
+    /// retraining; only meaningful if the model never trained on it) [default: validation].
+    #[arg(long, value_enum, default_value_t = Self::default().budget_split, hide_default_value = true)]
     pub budget_split: BudgetSplit,
-    /// Unlabelled photos to compress against the dense model.
-    pub calibration: Option<PathBuf>,
-    /// Unlabelled photos to report agreement on.
-    pub holdout: Option<PathBuf>,
-    /// Views per photo.
-    pub views: usize,
-    /// Views per calibration photo for GPTQ's input statistics (none: `views`).
-    pub statistics_views: Option<usize>,
-    /// Compensated layers nearest the output rounded again against the dense outputs.
-    pub asymmetric_layers: usize,
-    /// Smallest top-1 agreement on the calibration views, percent.
-    pub min_agreement: f64,
-    /// Bit widths tried per layer.
-    pub bits_ladder: Vec<u8>,
-    /// Size goal: times smaller than the ONNX file.
-    pub target_ratio: Option<f64>,
-    /// Where the label-free sensitivity is kept between runs.
-    pub sensitivity_cache: Option<PathBuf>,
-    /// How layers are shared in label-free compression.
-    pub quantizer: QuantizerKind,
-    /// Grid steps tried per layer (uniform quantizer), in standard deviations.
-    pub grid_steps: Vec<f64>,
-    /// Label-free compression normalises each row (output channel) before sharing and stores
-    /// the scales.
-    pub row_scales: bool,
-    /// Label-free compression rounds with error compensation (GPTQ) where it can.
-    pub gptq: bool,
-    /// Where the labelled pipeline writes weight histograms (PNG), if anywhere.
+    /// Write PNG histograms of each compressed tensor here: its weights before pruning, after
+    /// pruning (and retraining), and those again with the shared centroids marked.
+    #[arg(long)]
     pub plots: Option<PathBuf>,
+    /// Compress without labels: a folder of photos (any photos, searched recursively) on which
+    /// the dense model is the teacher; bits per layer are chosen by agreement with it.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// With --calibration: photos never used for a decision, on which agreement is reported.
+    #[arg(long)]
+    pub holdout: Option<PathBuf>,
+    /// With --calibration: views per photo (the photo itself plus random crops and mirror
+    /// images) [default: 8].
+    #[arg(long, default_value_t = Self::default().views, hide_default_value = true)]
+    pub views: usize,
+    /// With --calibration and GPTQ: views per calibration photo whose layer inputs are measured
+    /// for error-compensated rounding (the first --views of them are the calibration views)
+    /// [default: --views]. More views of the same photos are not more photos: expect little
+    /// gain on new photos (docs/PERFORMANCE.md).
+    #[arg(long)]
+    pub statistics_views: Option<usize>,
+    /// With --calibration and GPTQ: round the last N compensated layers again, in graph order,
+    /// each against the dense model's outputs from the inputs the compressed model gives it
+    /// (asymmetric calibration): a layer absorbs the error the layers before it left
+    /// [default: 0]. It fits the calibration photos closely, so with few photos it can help
+    /// them and hurt new ones (docs/PERFORMANCE.md); worth trying with many more photos.
+    #[arg(long, default_value_t = Self::default().asymmetric_layers, hide_default_value = true)]
+    pub asymmetric_layers: usize,
+    /// With --calibration: the smallest top-1 agreement with the dense model on the calibration
+    /// views, in percent [default: 99.5].
+    #[arg(long, default_value_t = Self::default().min_agreement, hide_default_value = true)]
+    pub min_agreement: f64,
+    /// With --calibration: read the per-layer sensitivity from this JSON file if it exists (it
+    /// must match the model's tensors and the ladder), else measure it and write it there; lets
+    /// allocation and fine-tuning be re-run without measuring again.
+    #[arg(long)]
+    pub sensitivity_cache: Option<PathBuf>,
+    /// With --calibration: make the file this many times smaller than the ONNX file, with the
+    /// best agreement that size allows (instead of the smallest file that reaches
+    /// --min-agreement).
+    #[arg(long)]
+    pub target_ratio: Option<f64>,
+    /// With --calibration: how layers are shared: uniform (a grid, entropy-coded; smaller at the
+    /// same error) or kmeans (the paper's, exact 1-D) [default: uniform].
+    #[arg(long, value_enum, default_value_t = Self::default().quantizer, hide_default_value = true)]
+    pub quantizer: QuantizerKind,
+    /// With --calibration and --quantizer kmeans: bit widths tried per layer, most first
+    /// [default: 8,6,5,4,3].
+    #[arg(long, value_delimiter = ',', default_values_t = Self::default().bits_ladder, hide_default_value = true)]
+    pub bits_ladder: Vec<u8>,
+    /// With --calibration and --quantizer uniform: grid steps tried per layer, in standard
+    /// deviations of the layer, finest first, after 8-bit k-means (which keeps layers whose
+    /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6].
+    #[arg(long, value_delimiter = ',', default_values_t = Self::default().grid_steps, hide_default_value = true)]
+    pub grid_steps: Vec<f64>,
+    /// With --calibration: divide each output channel (row) of a layer by its largest magnitude
+    /// before sharing and store one binary16 scale per channel (format version 4). BatchNorm
+    /// folded into convolutions leaves channels whose ranges differ by orders of magnitude, which
+    /// one codebook per layer serves badly [default: true].
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = Self::default().row_scales, hide_default_value = true)]
+    pub row_scales: bool,
+    /// With --calibration and --quantizer uniform: round convolutions and fully connected
+    /// layers with error compensation (GPTQ): each weight's rounding error is spread over the
+    /// inputs not yet rounded, weighted by how those inputs vary together on the calibration
+    /// photos, so that the layer's outputs move least [default: true].
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = Self::default().gptq, hide_default_value = true)]
+    pub gptq: bool,
 }
 
 /// The quantizer of label-free compression.
@@ -148,15 +239,27 @@ pub enum AutoWord {
     Auto,
 }
 
-impl GapBits {
-    /// `auto` or a number of bits, as `--gap-bits` takes it.
-    pub fn parse(s: &str) -> Result<Self> {
+impl std::str::FromStr for GapBits {
+    type Err = String;
+
+    /// `auto` or a number of bits, as `--gap-bits` takes it (the range is checked with the rest,
+    /// in [`CompressSettings::encoding`]).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "auto" => Ok(GapBits::Auto(AutoWord::Auto)),
-            b => match b.parse::<u8>() {
-                Ok(v) => Ok(GapBits::Bits(v)),
-                _ => bail!("--gap-bits {b}: expected a width from 1 to 16, or auto"),
-            },
+            b => b
+                .parse::<u8>()
+                .map(GapBits::Bits)
+                .map_err(|_| "expected a width from 1 to 16, or auto".to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for GapBits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GapBits::Bits(b) => write!(f, "{b}"),
+            GapBits::Auto(_) => f.write_str("auto"),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod idx;
 pub mod image_folder;
+pub mod options;
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::{Device, Tensor};
@@ -13,6 +14,7 @@ use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
 
 pub use image_folder::ImageTransform;
+pub use options::DataOptions;
 
 /// Where Debian's `dataset-fashion-mnist` package installs Fashion-MNIST.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";

@@ -2,6 +2,7 @@
 //! schedule, and the accuracy / confusion-matrix report.
 
 pub mod optim;
+pub mod training_run;
 
 pub use optim::{GradientHook, Optimizer, OptimizerConfig, OptimizerKind, Schedule, ScheduleKind};
 

@@ -1,11 +1,12 @@
-//! Command-line options that select and preprocess data, shared by `train` and `eval`.
+//! Which labelled data a run reads and how its images are preprocessed: flags of `train`, `eval`
+//! and `sensitivity`, and a field of the library's settings that read data.
 
-use crate::data::{self, Dataset, ImageTransform, Split};
+use super::{Dataset, ImageTransform, Split};
 use anyhow::Result;
 
 /// Data options.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DataArgs {
+pub struct DataOptions {
     /// Data set: `fashion-mnist`, a directory of IDX files, or an ImageFolder root (root/<class>/*.jpg|png).
     #[arg(long, default_value = "fashion-mnist")]
     pub data: String,
@@ -29,7 +30,7 @@ pub struct DataArgs {
     pub std: Vec<f32>,
 }
 
-impl DataArgs {
+impl DataOptions {
     /// Loads `split`, preprocessing ImageFolder images to `channels` channels (1 or 3).
     pub fn load(&self, split: Split, channels: usize) -> Result<Dataset> {
         let transform = ImageTransform {
@@ -40,7 +41,7 @@ impl DataArgs {
             mean: self.mean.clone(),
             std: self.std.clone(),
         };
-        let data = data::load(&self.data, split, &transform)?;
+        let data = super::load(&self.data, split, &transform)?;
         Ok(match self.limit {
             Some(n) => data.truncate(n),
             None => data,
