@@ -296,9 +296,16 @@ unsafe fn run_tile<L: Lanes, const QUADS: usize>(nv: usize, tail: bool, t: &Tile
     }
 }
 
-/// The implementations' body: the plane in strips of `WIDEST` vectors, and each strip for every
-/// group of `4 · QUADS` output channels holding a row of `out`. Rows of a group outside `out`
-/// are computed into a scratch buffer and dropped.
+/// The implementations' body: the plane in strips of `WIDEST` vectors, each strip computed for
+/// every group of `4 · QUADS` output channels holding a row of `out`. Rows of a group outside
+/// `out` are computed into a scratch buffer and dropped.
+///
+/// Every strip reads every group's panel and every group reads every strip's runs: the loop
+/// outside is over whichever of the two is larger, so that the smaller one is the one read
+/// again, from a nearer cache. On a large plane (few output channels, many pixels) the strips
+/// go outside and the weights are re-read; on a small one (the 7×7 layers, whose weights reach
+/// 1.6 MB, more than a core's L2, while their input is at most 225 KB) the groups go outside and
+/// each panel is read once.
 ///
 /// # Safety
 /// As [`RowsFn`].
@@ -317,47 +324,83 @@ unsafe fn rows<L: Lanes, const QUADS: usize, const WIDEST: usize>(
     let end_row = first_row + out.len() / pixels;
     debug_assert!(end_row <= panels.rows);
     let mut sink = [0f32; MAX_TILE_PIXELS];
-    let sink = sink.as_mut_ptr();
-    let out_base = out.as_mut_ptr();
-    let mut tile = Tile {
-        k: panels.k,
-        w: panels.weights.as_ptr(),
-        w_stride: tile_rows,
+    let mut at = Place {
+        panels,
         x: x.as_ptr(),
-        x_stride: pixels,
-        bias: panels.bias.as_ptr(),
-        out: [sink; MAX_ROWS],
-        clamp: panels.clamp,
-        // SAFETY: 0 < 1 < LANES.
-        tail: unsafe { L::tail(1) },
+        pixels,
+        out: out.as_mut_ptr(),
+        sink: sink.as_mut_ptr(),
+        rows: first_row..end_row,
     };
-    let mut p = 0;
-    while p < pixels {
-        let n = (WIDEST * L::LANES).min(pixels - p);
-        let partial = n % L::LANES;
-        if partial != 0 {
-            // SAFETY: 0 < partial < LANES.
-            tile.tail = unsafe { L::tail(partial) };
-        }
-        // SAFETY (pointers): `p + n <= pixels`, so the run is inside every plane and every
-        // output row; rows outside `out` go to the sink, which holds any tile's run.
-        tile.x = unsafe { x.as_ptr().add(p) };
-        for group in first_row / tile_rows..end_row.div_ceil(tile_rows) {
-            let row0 = group * tile_rows;
-            tile.w = panels.weights[group * panels.k * tile_rows..].as_ptr();
-            tile.bias = panels.bias[row0..].as_ptr();
-            for (r, dst) in tile.out[..tile_rows].iter_mut().enumerate() {
-                let row = row0 + r;
-                *dst = if (first_row..end_row).contains(&row) {
-                    unsafe { out_base.add((row - first_row) * pixels + p) }
-                } else {
-                    sink
-                };
+    let groups = first_row / tile_rows..end_row.div_ceil(tile_rows);
+    let strips = (0..pixels).step_by(WIDEST * L::LANES);
+    // SAFETY (each `tile_at`): `p` is a strip of the plane, `group` one holding a row of `out`.
+    if groups.len() * tile_rows > pixels {
+        for group in groups {
+            for p in strips.clone() {
+                unsafe { tile_at::<L, QUADS, WIDEST>(&mut at, group, p) };
             }
-            unsafe { run_tile::<L, QUADS>(n.div_ceil(L::LANES), partial != 0, &tile) };
         }
-        p += n;
+    } else {
+        for p in strips {
+            for group in groups.clone() {
+                unsafe { tile_at::<L, QUADS, WIDEST>(&mut at, group, p) };
+            }
+        }
     }
+}
+
+/// What [`tile_at`] needs to place a tile: the operands of [`rows`].
+struct Place<'a> {
+    panels: &'a Panels<'a>,
+    /// The first input plane.
+    x: *const f32,
+    pixels: usize,
+    /// Row `rows.start` of the output.
+    out: *mut f32,
+    /// Takes a tile's rows outside `rows`; holds any tile's run.
+    sink: *mut f32,
+    /// The output rows to write.
+    rows: std::ops::Range<usize>,
+}
+
+/// Runs the tile of group `group` (output channels `group · 4 · QUADS..`) on the strip from pixel
+/// `p`: up to `WIDEST` vectors, the last one partial where the plane ends inside it. A function,
+/// not a closure: a closure would not carry the caller's target features.
+///
+/// # Safety
+/// As [`RowsFn`] for the operands of `at`; `p < pixels` and the group holds a row of `at.rows`.
+#[inline(always)]
+unsafe fn tile_at<L: Lanes, const QUADS: usize, const WIDEST: usize>(
+    at: &mut Place,
+    group: usize,
+    p: usize,
+) {
+    let tile_rows = 4 * QUADS;
+    let n = (WIDEST * L::LANES).min(at.pixels - p);
+    let partial = n % L::LANES;
+    let row0 = group * tile_rows;
+    let mut out = [at.sink; MAX_ROWS];
+    for (r, dst) in out[..tile_rows].iter_mut().enumerate() {
+        if at.rows.contains(&(row0 + r)) {
+            // SAFETY: a row of `out`, and `p + n <= pixels`.
+            *dst = unsafe { at.out.add((row0 + r - at.rows.start) * at.pixels + p) };
+        }
+    }
+    let tile = Tile {
+        k: at.panels.k,
+        w: at.panels.weights[row0 * at.panels.k..].as_ptr(),
+        w_stride: tile_rows,
+        // SAFETY: `p + n <= pixels`, so the run is inside every plane.
+        x: unsafe { at.x.add(p) },
+        x_stride: at.pixels,
+        bias: at.panels.bias[row0..].as_ptr(),
+        out,
+        clamp: at.panels.clamp,
+        // SAFETY: `0 < partial < LANES` where it is used; 1 stands for a whole vector.
+        tail: unsafe { L::tail(if partial == 0 { 1 } else { partial }) },
+    };
+    unsafe { run_tile::<L, QUADS>(n.div_ceil(L::LANES), partial != 0, &tile) };
 }
 
 #[cfg(test)]
