@@ -8,10 +8,11 @@
 //! that an input channel's step reads them contiguously). The input is read in place: one plane
 //! per input channel, `pixels` apart, nothing copied.
 //!
-//! The plane is cut into strips of the widest run; each strip is computed for every tile of
-//! output channels before the next, so that its `k` runs, read by every tile, stay in the
-//! nearest cache. The last strip is as many vectors as it needs, its last vector partial where
-//! the plane ends inside it (masked loads and stores: nothing outside the plane is touched).
+//! The plane is cut into strips of the widest run, the output channels into groups of a tile's
+//! rows; the loop outside is over the larger of the two (see [`rows`]), so that the smaller one,
+//! read again by each of its turns, stays in a near cache. The last strip is as many vectors as
+//! it needs, its last vector partial where the plane ends inside it (masked loads and stores:
+//! nothing outside the plane is touched).
 
 use super::simd::{Lanes, Portable};
 
