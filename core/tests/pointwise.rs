@@ -1,7 +1,7 @@
 //! nnzip's pointwise convolution (`nnzip_core::kernels::pointwise`, put in place of tract's
 //! decluttered 1×1 `Conv` — an `EinSum` and a bias `Add` — and the ReLU / ReLU6 after it by
 //! `use_nnzip_kernels`) against a plain f64 reference and against tract's own path (its packed
-//! matrix product, `PointwiseKernel::Tract`), on random inputs, in its vector form (AVX2+FMA on
+//! matrix product, `PointwiseKernel::Tract`), on random inputs, in its vector form (AVX-512 or AVX2+FMA on
 //! x86_64; NEON on aarch64, run under qemu by `scripts/test-arm64.sh`; each case checks which
 //! one its plan selected) and its plain-Rust four-lane form (`PointwiseKernel::Portable`):
 //! every pointwise layer shape of EfficientNet-Lite0 and of `nnzip init mobile-tiny`, output
@@ -180,6 +180,9 @@ fn vector_kernel() -> &'static str {
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if std::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
         return "AVX2+FMA";
     }
     "portable"

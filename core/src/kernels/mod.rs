@@ -11,8 +11,9 @@
 //!   plain Rust), with a following ReLU or ReLU6 applied before the store, instead of tract's
 //!   zone walk.
 //! - [`pointwise`]: 1×1 convolutions (stride 1, group 1) of channel-first f32 read in place,
-//!   in tiles of four output channels × a run of pixels (AVX2+FMA / NEON / plain Rust), with a
-//!   following ReLU or ReLU6 applied before the store, instead of tract's packed matrix product.
+//!   in tiles of eight (AVX-512) or four (AVX2+FMA / NEON / plain Rust) output channels × a run
+//!   of pixels, with a following ReLU or ReLU6 applied before the store, instead of tract's
+//!   packed matrix product.
 //! - [`stem`]: an image model's first convolution (few inputs per output point, rows of 64 to
 //!   127 points) on tract's direct spatial convolution, which tract itself takes only from
 //!   128-point rows, instead of im2col and a matrix product.

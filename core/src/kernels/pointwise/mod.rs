@@ -4,11 +4,11 @@
 //! Σ_ci W[co, ci] · x[ci, p]`, with `x` the image's input channels as rows of pixels. tract
 //! lowers it to its packed matrix product, which first copies (packs) the whole input into its
 //! kernel's panel layout, and in EfficientNet-Lite0 its 33 pointwise convolutions are most of
-//! the inference time. Here the input planes are read where they are: a tile of four output
-//! channels × a run of pixels loads, per input channel, its run of that channel's plane (one
-//! contiguous read) and the four weights, laid out once at rewrite time so that they follow
-//! each other ([`tile`]). The bias, and a clamp following the convolution (ReLU, ReLU6: tract's
-//! `Max` and `Min` with a constant), are applied to the accumulators: the output is written
+//! the inference time. Here the input planes are read where they are: a tile of four or eight
+//! output channels × a run of pixels loads, per input channel, its run of that channel's plane
+//! (one contiguous read) and the tile's weights, laid out once at rewrite time so that they
+//! follow each other ([`tile`]). The bias, and a clamp following the convolution (ReLU, ReLU6:
+//! tract's `Max` and `Min` with a constant), are applied to the accumulators: the output is written
 //! once. [`rewrite`] finds these convolutions in the decluttered graph, where tract holds them
 //! as an `EinSum` and an `Add`.
 //!
@@ -21,7 +21,7 @@ mod tile;
 
 pub(super) use rewrite::{following_clamp, replacement};
 pub use tile::MIN_PIXELS;
-use tile::{Panels, ROWS};
+use tile::{Kernel, Panels};
 use tract_core::internal::*;
 use tract_core::tract_linalg::multithread::par_chunks_mut;
 
@@ -76,6 +76,8 @@ pub struct PointwiseConv {
     /// Output channels.
     rows: usize,
     layout: PointwiseLayout,
+    /// Output channels per tile of the kernel the weights were laid out for.
+    tile_rows: usize,
     /// See [`tile::Panels::weights`].
     weights: Arc<Tensor>,
     /// See [`tile::Panels::bias`].
@@ -83,6 +85,15 @@ pub struct PointwiseConv {
     clamp: Option<Clamp>,
     /// Runs the plain-Rust four-lane kernel even where a vector one exists.
     portable: bool,
+}
+
+/// The kernel an op runs: the portable one, or the best this CPU has.
+fn kernel(portable: bool) -> Kernel {
+    if portable {
+        tile::PORTABLE
+    } else {
+        tile::best_for_this_cpu()
+    }
 }
 
 impl PointwiseConv {
@@ -107,21 +118,13 @@ impl PointwiseConv {
             layout.pixels
         );
         let k = weights.len() / rows;
-        let groups = rows.div_ceil(ROWS);
-        let mut panels = vec![0f32; groups * k * ROWS];
-        for (row, w) in weights.chunks_exact(k).enumerate() {
-            let (group, r) = (row / ROWS, row % ROWS);
-            let panel = &mut panels[group * k * ROWS..][..k * ROWS];
-            for (ci, &v) in w.iter().enumerate() {
-                panel[ci * ROWS + r] = v;
-            }
-        }
-        let mut padded_bias = bias.to_vec();
-        padded_bias.resize(groups * ROWS, 0.0);
+        let tile_rows = kernel(portable).rows;
+        let (panels, padded_bias) = tile::lay_out(weights, bias, k, tile_rows);
         Ok(PointwiseConv {
             k,
             rows,
             layout,
+            tile_rows,
             weights: Tensor::from_shape(&[panels.len()], &panels)?.into_arc_tensor(),
             bias: Tensor::from_shape(&[padded_bias.len()], &padded_bias)?.into_arc_tensor(),
             clamp,
@@ -173,17 +176,21 @@ impl PointwiseConv {
         ensure!(input.len() == n * self.k * pixels);
         let weights = self.weights.try_as_plain_ram()?;
         let bias = self.bias.try_as_plain_ram()?;
+        let kernel = kernel(self.portable);
+        ensure!(
+            kernel.rows == self.tile_rows,
+            "pointwise weights laid out for tiles of {} rows, the {} kernel takes {}",
+            self.tile_rows,
+            kernel.name,
+            kernel.rows
+        );
         let panels = Panels {
             k: self.k,
             rows: self.rows,
+            tile_rows: self.tile_rows,
             weights: weights.as_slice::<f32>()?,
             bias: bias.as_slice::<f32>()?,
             clamp: self.clamp.map(|c| (c.low, c.high)),
-        };
-        let run = if self.portable {
-            tile::rows_portable
-        } else {
-            tile::best_for_this_cpu().1
         };
         let mut output_ram = output.try_as_plain_ram_mut()?;
         let images = output_ram.as_slice_mut::<f32>()?;
@@ -199,7 +206,7 @@ impl PointwiseConv {
                     // SAFETY: `panels` was laid out by `new` for these channels, `x` is one image's
                     // input and `rows` whole rows of its output (checked above); `run` is an
                     // implementation this CPU runs.
-                    unsafe { run(&panels, x, pixels, rows, first_row) };
+                    unsafe { (kernel.run)(&panels, x, pixels, rows, first_row) };
                     Ok(())
                 },
             )?;
@@ -217,7 +224,7 @@ impl Op for PointwiseConv {
         let kernel = if self.portable {
             "portable kernel".to_string()
         } else {
-            format!("vector kernel ({})", tile::best_for_this_cpu().0)
+            format!("vector kernel ({})", kernel(false).name)
         };
         let clamp = match self.clamp {
             Some(c) => format!(", clamped to [{}, {}]", c.low, c.high),

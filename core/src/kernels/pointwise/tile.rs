@@ -1,29 +1,31 @@
 //! The arithmetic: output rows of one image, computed tile by tile straight from the
 //! channel-first input.
 //!
-//! A tile is [`ROWS`] output channels × a run of `nv` vectors of adjacent pixels. Its
-//! accumulators start at the bias; each input channel then adds its run of pixels (`nv` vector
-//! loads from that channel's plane) times the four weights of those output channels (one
-//! [`Lanes::Quad`] read from the panel, where the weights were laid out at rewrite time). The
-//! input is read in place: one plane per input channel, `pixels` apart, nothing copied.
+//! A tile is `4 · Q` output channels (`Q` weight quads) × a run of `nv` vectors of adjacent
+//! pixels. Its accumulators start at the bias; each input channel then adds its run of pixels
+//! (`nv` vector loads from that channel's plane) times the weights of the tile's output channels
+//! (`Q` [`Lanes::Quad`] reads from the panel, where the weights were laid out at rewrite time so
+//! that an input channel's step reads them contiguously). The input is read in place: one plane
+//! per input channel, `pixels` apart, nothing copied.
 //!
-//! Pixels run in tiles of the widest run, then tiles of half and a quarter of it for what is
-//! left; a remainder shorter than a vector is computed by a one-vector tile ending at the last
-//! pixel, which writes again, with the same value, outputs an earlier tile wrote. Planes hold at least
-//! [`MIN_PIXELS`], a vector of every implementation.
+//! The plane is cut into strips of the widest run, the output channels into groups of a tile's
+//! rows; the loop outside is over the larger of the two (see [`rows`]), so that the smaller one,
+//! read again by each of its turns, stays in a near cache. The last strip is as many vectors as
+//! it needs, its last vector partial where the plane ends inside it (masked loads and stores:
+//! nothing outside the plane is touched).
 
 use super::simd::{Lanes, Portable};
 
-/// Output channels per tile: the four lanes of a weight quad.
-pub(super) const ROWS: usize = 4;
-
-/// The fewest values per plane the tiles take: a vector of every implementation. Smaller planes
-/// (a fully connected layer is a plane of one value) stay on tract's matrix-vector products.
+/// The fewest values per plane the tiles take. Smaller planes (a fully connected layer is a
+/// plane of one value) stay on tract's matrix-vector products.
 pub const MIN_PIXELS: usize = 8;
+
+/// The most output channels a tile holds: the size of its table of output rows.
+const MAX_ROWS: usize = 8;
 
 /// The widest tile any implementation computes, in f32: the size of the buffer that takes the
 /// rows of a tile beyond the last output channel.
-const MAX_TILE_PIXELS: usize = 32;
+const MAX_TILE_PIXELS: usize = 64;
 
 /// The weights of a pointwise convolution laid out for the tiles.
 #[derive(Debug, Clone, Copy)]
@@ -32,248 +34,452 @@ pub(super) struct Panels<'a> {
     pub k: usize,
     /// Output channels.
     pub rows: usize,
-    /// One panel per group of [`ROWS`] output channels: for each input channel, the weights of
-    /// the group's four output channels (zero beyond the last one).
+    /// Output channels per tile (and per panel): the implementation's [`Kernel::rows`].
+    pub tile_rows: usize,
+    /// One panel per group of `tile_rows` output channels: for each input channel, the weights
+    /// of the group's output channels (zero beyond the last one). See [`lay_out`].
     pub weights: &'a [f32],
-    /// [`ROWS`] values per group, zero beyond the last output channel.
+    /// `tile_rows` values per group, zero beyond the last output channel.
     pub bias: &'a [f32],
     /// Bounds every output is clamped to, if any.
     pub clamp: Option<(f32, f32)>,
+}
+
+/// `weights` (row-major `[rows, k]`) and `bias` (one per row) in the layout of [`Panels`] for
+/// tiles of `tile_rows` output channels: the panels, and the bias padded with zeros.
+pub(super) fn lay_out(
+    weights: &[f32],
+    bias: &[f32],
+    k: usize,
+    tile_rows: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let groups = bias.len().div_ceil(tile_rows);
+    let mut panels = vec![0f32; groups * k * tile_rows];
+    for (row, w) in weights.chunks_exact(k).enumerate() {
+        let (group, r) = (row / tile_rows, row % tile_rows);
+        let panel = &mut panels[group * k * tile_rows..][..k * tile_rows];
+        for (ci, &v) in w.iter().enumerate() {
+            panel[ci * tile_rows + r] = v;
+        }
+    }
+    let mut padded_bias = bias.to_vec();
+    padded_bias.resize(groups * tile_rows, 0.0);
+    (panels, padded_bias)
 }
 
 /// Rows `first_row..` of one image's output, as many as `out` holds (`out.len() / pixels`),
 /// from `x`, the image's `k` planes of `pixels` values.
 ///
 /// # Safety
-/// `panels` is consistent (`weights` holds `⌈rows / ROWS⌉ · k · ROWS` values, `bias`
-/// `⌈rows / ROWS⌉ · ROWS`), `pixels >= MIN_PIXELS`, `x` holds `k · pixels` values, `out` whole rows ending at or before
-/// row `rows`, and the CPU has the instructions of the implementation.
+/// `panels` is laid out for this implementation's tiles ([`lay_out`] with its
+/// [`Kernel::rows`]), `pixels >= MIN_PIXELS`, `x` holds `k · pixels` values, `out` whole rows
+/// ending at or before row `rows`, and the CPU has the instructions of the implementation.
 pub(super) type RowsFn = unsafe fn(&Panels, &[f32], usize, &mut [f32], usize);
 
-/// The implementation this CPU runs best, and its name (the op's `info` shows it, so a run on a
-/// phone or under qemu can tell which kernel its plan holds).
-pub(super) fn best_for_this_cpu() -> (&'static str, RowsFn) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return ("AVX2+FMA", rows_avx2_fma);
-        }
-        ("portable", rows_portable)
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        ("NEON", rows_neon)
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        ("portable", rows_portable)
-    }
+/// One implementation of the tiles.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Kernel {
+    /// Its name (the op's `info` shows it, so a run on a phone or under qemu can tell which
+    /// kernel its plan holds).
+    pub name: &'static str,
+    /// Output channels per tile, the panels' width.
+    pub rows: usize,
+    pub run: RowsFn,
 }
 
 /// Plain Rust, four lanes, tiles of 4 × 16 (NEON's shape).
-pub(super) unsafe fn rows_portable(
-    panels: &Panels,
-    x: &[f32],
-    pixels: usize,
-    out: &mut [f32],
-    first_row: usize,
-) {
-    unsafe { rows::<Portable>(panels, x, pixels, out, first_row, 4) }
+pub(super) const PORTABLE: Kernel = Kernel {
+    name: "portable",
+    rows: 4,
+    run: rows_portable,
+};
+
+/// The implementation this CPU runs best.
+pub(super) fn best_for_this_cpu() -> Kernel {
+    *for_this_cpu().last().unwrap_or(&PORTABLE)
 }
 
-/// Tiles of 4 × 16: eight accumulators, two pixel loads and four broadcasts per input channel,
-/// fourteen of the sixteen vector registers.
+/// Every implementation this CPU runs, the portable one first and the best last.
+pub(super) fn for_this_cpu() -> Vec<Kernel> {
+    #[allow(unused_mut)]
+    let mut kernels = vec![PORTABLE];
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        kernels.push(Kernel {
+            name: "AVX2+FMA",
+            rows: 4,
+            run: rows_avx2_fma,
+        });
+        if std::is_x86_feature_detected!("avx512f") {
+            kernels.push(Kernel {
+                name: "AVX-512",
+                rows: 8,
+                run: rows_avx512,
+            });
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    kernels.push(Kernel {
+        name: "NEON",
+        rows: 4,
+        run: rows_neon,
+    });
+    kernels
+}
+
+unsafe fn rows_portable(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
+    unsafe { rows::<Portable, 1, 4>(panels, x, pixels, out, first) }
+}
+
+/// Tiles of 4 × 24: twelve accumulators, three pixel loads and a broadcast at a time, the
+/// sixteen vector registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2_fma(
-    panels: &Panels,
-    x: &[f32],
-    pixels: usize,
-    out: &mut [f32],
-    first_row: usize,
-) {
-    unsafe { rows::<super::simd::Avx2Fma>(panels, x, pixels, out, first_row, 2) }
+unsafe fn rows_avx2_fma(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
+    unsafe { rows::<super::simd::Avx2Fma, 1, 3>(panels, x, pixels, out, first) }
+}
+
+/// Tiles of 8 × 32: sixteen accumulators, two pixel loads and eight broadcasts per input
+/// channel, 26 of the 32 vector registers; an input channel's step is 16 multiply-adds for 10
+/// loads, where 4 × 16 on AVX2 was 8 for 6.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_avx512(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
+    unsafe { rows::<super::simd::Avx512, 2, 2>(panels, x, pixels, out, first) }
 }
 
 /// Tiles of 4 × 16: sixteen accumulators, four pixel loads and one weight load per input
 /// channel, in 21 of the 32 vector registers.
 #[cfg(target_arch = "aarch64")]
-unsafe fn rows_neon(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first_row: usize) {
-    unsafe { rows::<super::simd::Neon>(panels, x, pixels, out, first_row, 4) }
+unsafe fn rows_neon(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
+    unsafe { rows::<super::simd::Neon, 1, 4>(panels, x, pixels, out, first) }
 }
 
 /// One tile's operands.
-struct Tile {
+struct Tile<T> {
     k: usize,
     /// The group's panel.
     w: *const f32,
+    /// From one input channel's weights to the next: the tile's output channels.
+    w_stride: usize,
     /// The run's first pixel in the first input plane.
     x: *const f32,
-    /// The first input plane.
-    x0: *const f32,
     /// From one input plane to the next.
     x_stride: usize,
-    /// The group's four biases.
+    /// The group's biases.
     bias: *const f32,
-    /// Where each of the four rows' run goes.
-    out: [*mut f32; ROWS],
+    /// Where each row's run goes.
+    out: [*mut f32; MAX_ROWS],
     clamp: Option<(f32, f32)>,
+    /// The lanes of the run's last vector inside the plane, where it is partial.
+    tail: T,
 }
 
-/// Defines a tile of `ROWS` × `nv` vectors. Every accumulator is its own spelled-out variable
+/// The `nv` vectors of a run from `x` (the last one partial if `TAIL`).
+macro_rules! load_run {
+    ($L:ident, $tail:ident, $nv:literal, $x:expr, $t:expr, [$($v:literal),+]) => {
+        [$(
+            if $tail && $v + 1 == $nv {
+                $L::load_tail($x.add($v * $L::LANES), $t)
+            } else {
+                $L::load($x.add($v * $L::LANES))
+            }
+        ),+]
+    };
+}
+
+/// Stores an accumulator row's `nv` vectors at `out` (the last one partial if `TAIL`).
+macro_rules! store_run {
+    ($L:ident, $tail:ident, $nv:literal, $out:expr, $a:ident, $t:expr, [$($v:literal),+]) => {
+        $(
+            if $tail && $v + 1 == $nv {
+                $L::store_tail($out.add($v * $L::LANES), $a[$v], $t)
+            } else {
+                $L::store($out.add($v * $L::LANES), $a[$v])
+            }
+        )+
+    };
+}
+
+/// Defines a tile of `4 · Q` rows × `nv` vectors, `Q` the length of `quads`; `rows` names each
+/// row's accumulators with its quad and lane. Every accumulator is its own spelled-out variable
 /// (arrays indexed by literals): at opt-level "z" LLVM would not unroll a loop over them, and
 /// they would live in memory.
 macro_rules! tile {
-    ($name:ident, $nv:literal, [$($v:literal),+]) => {
+    ($name:ident, $nv:literal, $vs:tt, quads [$($qi:literal),+],
+     rows [$(($a:ident, $q:literal, $lane:literal, $r:literal)),+]) => {
         /// # Safety
-        /// `t` points at `k` quads, `k` planes holding the run, four biases and four writable
-        /// runs; the CPU has `L`'s instructions.
+        /// `t` points at `k` steps of panel, `k` planes holding the run, the group's biases and
+        /// writable runs; the CPU has `L`'s instructions.
         #[inline(always)]
-        unsafe fn $name<L: Lanes>(t: &Tile) {
+        unsafe fn $name<L: Lanes, const TAIL: bool>(t: &Tile<L::Tail>) {
             unsafe {
-                let mut a0 = [L::splat(*t.bias); $nv];
-                let mut a1 = [L::splat(*t.bias.add(1)); $nv];
-                let mut a2 = [L::splat(*t.bias.add(2)); $nv];
-                let mut a3 = [L::splat(*t.bias.add(3)); $nv];
+                $( let mut $a = [L::splat(*t.bias.add($r)); $nv]; )+
                 let (mut x, mut w) = (t.x, t.w);
                 for _ in 0..t.k {
-                    let q = L::load_quad(w);
-                    $(
-                        let xv = L::load(x.add($v * L::LANES));
-                        a0[$v] = L::mul_add_lane::<0>(a0[$v], xv, q);
-                        a1[$v] = L::mul_add_lane::<1>(a1[$v], xv, q);
-                        a2[$v] = L::mul_add_lane::<2>(a2[$v], xv, q);
-                        a3[$v] = L::mul_add_lane::<3>(a3[$v], xv, q);
-                    )+
+                    let q = [$( L::load_quad(w.add(4 * $qi)) ),+];
+                    let xs = load_run!(L, TAIL, $nv, x, t.tail, $vs);
+                    $( mul_add_run!(L, $a, xs, q[$q], $lane, $vs); )+
                     x = x.add(t.x_stride);
-                    w = w.add(ROWS);
+                    w = w.add(t.w_stride);
                 }
                 if let Some((low, high)) = t.clamp {
                     let (low, high) = (L::splat(low), L::splat(high));
-                    $(
-                        a0[$v] = L::clamp(a0[$v], low, high);
-                        a1[$v] = L::clamp(a1[$v], low, high);
-                        a2[$v] = L::clamp(a2[$v], low, high);
-                        a3[$v] = L::clamp(a3[$v], low, high);
-                    )+
+                    $( clamp_run!(L, $a, low, high, $vs); )+
                 }
-                $(
-                    L::store(t.out[0].add($v * L::LANES), a0[$v]);
-                    L::store(t.out[1].add($v * L::LANES), a1[$v]);
-                    L::store(t.out[2].add($v * L::LANES), a2[$v]);
-                    L::store(t.out[3].add($v * L::LANES), a3[$v]);
-                )+
+                $( store_run!(L, TAIL, $nv, t.out[$r], $a, t.tail, $vs); )+
             }
         }
     };
 }
 
-tile!(tile1, 1, [0]);
-tile!(tile2, 2, [0, 1]);
-tile!(tile4, 4, [0, 1, 2, 3]);
+macro_rules! mul_add_run {
+    ($L:ident, $a:ident, $xs:ident, $q:expr, $lane:literal, [$($v:literal),+]) => {
+        $( $a[$v] = $L::mul_add_lane::<$lane>($a[$v], $xs[$v], $q); )+
+    };
+}
 
-/// Runs a tile of `nv` vectors: 1, 2 or 4.
+macro_rules! clamp_run {
+    ($L:ident, $a:ident, $low:ident, $high:ident, [$($v:literal),+]) => {
+        $( $a[$v] = $L::clamp($a[$v], $low, $high); )+
+    };
+}
+
+macro_rules! tiles_of_four_rows {
+    ($($name:ident, $nv:literal, $vs:tt;)+) => {$(
+        tile!($name, $nv, $vs, quads [0],
+              rows [(a0, 0, 0, 0), (a1, 0, 1, 1), (a2, 0, 2, 2), (a3, 0, 3, 3)]);
+    )+};
+}
+
+macro_rules! tiles_of_eight_rows {
+    ($($name:ident, $nv:literal, $vs:tt;)+) => {$(
+        tile!($name, $nv, $vs, quads [0, 1],
+              rows [(a0, 0, 0, 0), (a1, 0, 1, 1), (a2, 0, 2, 2), (a3, 0, 3, 3),
+                    (a4, 1, 0, 4), (a5, 1, 1, 5), (a6, 1, 2, 6), (a7, 1, 3, 7)]);
+    )+};
+}
+
+tiles_of_four_rows! {
+    four_by_1, 1, [0];
+    four_by_2, 2, [0, 1];
+    four_by_3, 3, [0, 1, 2];
+    four_by_4, 4, [0, 1, 2, 3];
+}
+
+tiles_of_eight_rows! {
+    eight_by_1, 1, [0];
+    eight_by_2, 2, [0, 1];
+}
+
+/// Runs the tile of `4 · QUADS` rows × `nv` vectors, the last one partial if `tail`.
 ///
 /// # Safety
-/// As the tiles.
+/// As the tiles; `nv` is at most 4 (2 for eight rows).
 #[inline(always)]
-unsafe fn run_tile<L: Lanes>(nv: usize, t: &Tile) {
+unsafe fn run_tile<L: Lanes, const QUADS: usize>(nv: usize, tail: bool, t: &Tile<L::Tail>) {
     unsafe {
-        match nv {
-            1 => tile1::<L>(t),
-            2 => tile2::<L>(t),
-            _ => tile4::<L>(t),
+        match (QUADS, nv, tail) {
+            (1, 1, false) => four_by_1::<L, false>(t),
+            (1, 1, true) => four_by_1::<L, true>(t),
+            (1, 2, false) => four_by_2::<L, false>(t),
+            (1, 2, true) => four_by_2::<L, true>(t),
+            (1, 3, false) => four_by_3::<L, false>(t),
+            (1, 3, true) => four_by_3::<L, true>(t),
+            (1, 4, false) => four_by_4::<L, false>(t),
+            (1, 4, true) => four_by_4::<L, true>(t),
+            (2, 1, false) => eight_by_1::<L, false>(t),
+            (2, 1, true) => eight_by_1::<L, true>(t),
+            (2, 2, false) => eight_by_2::<L, false>(t),
+            (2, 2, true) => eight_by_2::<L, true>(t),
+            _ => unreachable!("no tile of {QUADS} quads × {nv} vectors"),
         }
     }
 }
 
-/// The implementations' body: every group of [`ROWS`] output channels holding a row of `out`,
-/// then every run of pixels, in tiles of up to `widest` vectors (1, 2 or 4). Rows of a group
-/// outside `out` are computed into a scratch buffer and dropped.
+/// The implementations' body: the plane in strips of `WIDEST` vectors, each strip computed for
+/// every group of `4 · QUADS` output channels holding a row of `out`. Rows of a group outside
+/// `out` are computed into a scratch buffer and dropped.
+///
+/// Every strip reads every group's panel and every group reads every strip's runs: the loop
+/// outside is over whichever of the two is larger, so that the smaller one is the one read
+/// again, from a nearer cache. On a large plane (few output channels, many pixels) the strips
+/// go outside and the weights are re-read; on a small one (the 7×7 layers, whose weights reach
+/// 1.6 MB, more than a core's L2, while their input is at most 225 KB) the groups go outside and
+/// each panel is read once.
 ///
 /// # Safety
-/// As [`RowsFn`]; `widest · L::LANES <= MAX_TILE_PIXELS`.
+/// As [`RowsFn`].
 #[inline(always)]
-unsafe fn rows<L: Lanes>(
+unsafe fn rows<L: Lanes, const QUADS: usize, const WIDEST: usize>(
     panels: &Panels,
     x: &[f32],
     pixels: usize,
     out: &mut [f32],
     first_row: usize,
-    widest: usize,
 ) {
-    debug_assert!(widest * L::LANES <= MAX_TILE_PIXELS && L::LANES <= MIN_PIXELS);
-    debug_assert!(pixels >= MIN_PIXELS);
+    let tile_rows = 4 * QUADS;
+    debug_assert!(WIDEST * L::LANES <= MAX_TILE_PIXELS && tile_rows <= MAX_ROWS);
+    debug_assert!(panels.tile_rows == tile_rows && pixels >= MIN_PIXELS);
     debug_assert!(x.len() == panels.k * pixels && out.len().is_multiple_of(pixels));
     let end_row = first_row + out.len() / pixels;
     debug_assert!(end_row <= panels.rows);
     let mut sink = [0f32; MAX_TILE_PIXELS];
-    let sink = sink.as_mut_ptr();
-    let out_base = out.as_mut_ptr();
-    for group in first_row / ROWS..end_row.div_ceil(ROWS) {
-        let row0 = group * ROWS;
-        // The start of each row's output in `out`, or `None` outside it.
-        let starts: [Option<usize>; ROWS] = std::array::from_fn(|r| {
-            let row = row0 + r;
-            (first_row..end_row)
-                .contains(&row)
-                .then(|| (row - first_row) * pixels)
-        });
-        let mut tile = Tile {
-            k: panels.k,
-            w: panels.weights[group * panels.k * ROWS..].as_ptr(),
-            x: x.as_ptr(),
-            x0: x.as_ptr(),
-            x_stride: pixels,
-            bias: panels.bias[row0..].as_ptr(),
-            out: [sink; ROWS],
-            clamp: panels.clamp,
-        };
-        let mut p = 0;
-        let run = widest * L::LANES;
-        // SAFETY (each `tile_at`): `p + nv · LANES <= pixels`, so the run is inside every plane
-        // and every output row; rows outside `out` go to the sink, which holds any tile's run.
-        while pixels - p >= run {
-            unsafe { tile_at::<L>(&mut tile, &starts, out_base, sink, p, widest) };
-            p += run;
-        }
-        let mut nv = widest / 2;
-        while nv >= 1 {
-            if pixels - p >= nv * L::LANES {
-                unsafe { tile_at::<L>(&mut tile, &starts, out_base, sink, p, nv) };
-                p += nv * L::LANES;
+    let mut at = Place {
+        panels,
+        x: x.as_ptr(),
+        pixels,
+        out: out.as_mut_ptr(),
+        sink: sink.as_mut_ptr(),
+        rows: first_row..end_row,
+    };
+    let groups = first_row / tile_rows..end_row.div_ceil(tile_rows);
+    let strips = (0..pixels).step_by(WIDEST * L::LANES);
+    // SAFETY (each `tile_at`): `p` is a strip of the plane, `group` one holding a row of `out`.
+    if groups.len() * tile_rows > pixels {
+        for group in groups {
+            for p in strips.clone() {
+                unsafe { tile_at::<L, QUADS, WIDEST>(&mut at, group, p) };
             }
-            nv /= 2;
         }
-        if p < pixels {
-            // Fewer than a vector left: the last vector of the plane, again in part.
-            unsafe { tile_at::<L>(&mut tile, &starts, out_base, sink, pixels - L::LANES, 1) };
+    } else {
+        for p in strips {
+            for group in groups.clone() {
+                unsafe { tile_at::<L, QUADS, WIDEST>(&mut at, group, p) };
+            }
         }
     }
 }
 
-/// Points `tile` at pixel `p` (its rows at their output, or the sink) and runs `nv` vectors of
-/// it. A function, not a closure: a closure would not carry the caller's target features.
+/// What [`tile_at`] needs to place a tile: the operands of [`rows`].
+struct Place<'a> {
+    panels: &'a Panels<'a>,
+    /// The first input plane.
+    x: *const f32,
+    pixels: usize,
+    /// Row `rows.start` of the output.
+    out: *mut f32,
+    /// Takes a tile's rows outside `rows`; holds any tile's run.
+    sink: *mut f32,
+    /// The output rows to write.
+    rows: std::ops::Range<usize>,
+}
+
+/// Runs the tile of group `group` (output channels `group · 4 · QUADS..`) on the strip from pixel
+/// `p`: up to `WIDEST` vectors, the last one partial where the plane ends inside it. A function,
+/// not a closure: a closure would not carry the caller's target features.
 ///
 /// # Safety
-/// `p + nv · L::LANES` is within the planes and rows; as the tiles.
+/// As [`RowsFn`] for the operands of `at`; `p < pixels` and the group holds a row of `at.rows`.
 #[inline(always)]
-unsafe fn tile_at<L: Lanes>(
-    tile: &mut Tile,
-    starts: &[Option<usize>; ROWS],
-    out_base: *mut f32,
-    sink: *mut f32,
+unsafe fn tile_at<L: Lanes, const QUADS: usize, const WIDEST: usize>(
+    at: &mut Place,
+    group: usize,
     p: usize,
-    nv: usize,
 ) {
-    unsafe {
-        tile.x = tile.x0.add(p);
-        for (dst, start) in tile.out.iter_mut().zip(starts) {
-            *dst = match start {
-                Some(s) => out_base.add(s + p),
-                None => sink,
-            };
+    let tile_rows = 4 * QUADS;
+    let n = (WIDEST * L::LANES).min(at.pixels - p);
+    let partial = n % L::LANES;
+    let row0 = group * tile_rows;
+    let mut out = [at.sink; MAX_ROWS];
+    for (r, dst) in out[..tile_rows].iter_mut().enumerate() {
+        if at.rows.contains(&(row0 + r)) {
+            // SAFETY: a row of `out`, and `p + n <= pixels`.
+            *dst = unsafe { at.out.add((row0 + r - at.rows.start) * at.pixels + p) };
         }
-        run_tile::<L>(nv, tile);
+    }
+    let tile = Tile {
+        k: at.panels.k,
+        w: at.panels.weights[row0 * at.panels.k..].as_ptr(),
+        w_stride: tile_rows,
+        // SAFETY: `p + n <= pixels`, so the run is inside every plane.
+        x: unsafe { at.x.add(p) },
+        x_stride: at.pixels,
+        bias: at.panels.bias[row0..].as_ptr(),
+        out,
+        clamp: at.panels.clamp,
+        // SAFETY: `0 < partial < LANES` where it is used; 1 stands for a whole vector.
+        tail: unsafe { L::tail(if partial == 0 { 1 } else { partial }) },
+    };
+    unsafe { run_tile::<L, QUADS>(n.div_ceil(L::LANES), partial != 0, &tile) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every implementation this CPU runs (the AVX2 one too where AVX-512 is chosen) computes
+    /// rows `first..end` of every output within the rounding bound of the f64 sum: planes
+    /// around each width's strips and vectors (partial last vectors of every length), output
+    /// channels around multiples of a tile, row ranges starting and ending inside a tile (as
+    /// the multithreaded split cuts them), with and without a clamp.
+    #[test]
+    fn every_kernel_matches_the_f64_sum() {
+        let mut seed = 1;
+        for kernel in for_this_cpu() {
+            for &(k, rows) in &[(1, 1), (3, 5), (8, 8), (13, 12), (24, 17), (40, 9)] {
+                for pixels in [8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 49, 64, 65, 100] {
+                    seed += 1;
+                    let x = values(k * pixels, seed);
+                    let weights = values(rows * k, seed + 1);
+                    let bias = values(rows, seed + 2);
+                    let clamp = (seed % 2 == 0).then_some((-0.5f32, 0.75f32));
+                    let (w, b) = lay_out(&weights, &bias, k, kernel.rows);
+                    let panels = Panels {
+                        k,
+                        rows,
+                        tile_rows: kernel.rows,
+                        weights: &w,
+                        bias: &b,
+                        clamp,
+                    };
+                    let (first, end) = if rows > 2 { (1, rows - 1) } else { (0, rows) };
+                    // A value the kernel must overwrite, and guards around the rows.
+                    let mut out = vec![f32::NAN; (end - first + 2) * pixels];
+                    out[..pixels].fill(7.0);
+                    out[(end - first + 1) * pixels..].fill(7.0);
+                    let inner = &mut out[pixels..(end - first + 1) * pixels];
+                    // SAFETY: laid out for this kernel, which this CPU runs; sizes as above.
+                    unsafe { (kernel.run)(&panels, &x, pixels, inner, first) };
+                    assert!(out[..pixels].iter().all(|&v| v == 7.0), "{}", kernel.name);
+                    assert!(out[(end - first + 1) * pixels..].iter().all(|&v| v == 7.0));
+                    for row in first..end {
+                        for p in 0..pixels {
+                            let mut sum = bias[row] as f64;
+                            let mut magnitude = sum.abs();
+                            for ci in 0..k {
+                                let t = weights[row * k + ci] as f64 * x[ci * pixels + p] as f64;
+                                sum += t;
+                                magnitude += t.abs();
+                            }
+                            if let Some((low, high)) = clamp {
+                                sum = sum.clamp(low as f64, high as f64);
+                            }
+                            let got = out[(row - first + 1) * pixels + p] as f64;
+                            let tolerance = (k + 1) as f64 * f32::EPSILON as f64 * magnitude;
+                            assert!(
+                                (got - sum).abs() <= tolerance,
+                                "{}: k {k}, rows {rows}, pixels {pixels}: row {row} pixel {p} \
+                                 is {got}, expected {sum}",
+                                kernel.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
