@@ -227,7 +227,7 @@ fn main() -> TractResult<()> {
     };
     let (mut loader, mut tract, mut totals) = (vec![], vec![], vec![]);
     for i in 0..runs {
-        // Which goes first alternates too: a chain runs faster on memory the one before freed.
+        // Which goes first alternates too, so that neither always runs on memory the other freed.
         if i % 2 == 0 {
             loader.push(one_chain(&bytes, batch, Declutter::Loader)?);
         }
