@@ -16,6 +16,8 @@
 #![deny(missing_docs)]
 
 pub mod classify;
+#[cfg(feature = "runtime")]
+pub mod declutter;
 pub mod error;
 pub mod format;
 pub mod graph;

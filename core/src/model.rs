@@ -354,16 +354,16 @@ fn build_typed_model(
     ))
 }
 
-/// Declutters, puts the convolutions on nnzip's kernels where `kernels` says so (a rewrite that
-/// needs the decluttered graph; the sparse kernel takes the decoder's `kept` weights), then
-/// optimises for this machine and plans.
+/// Declutters (tract's passes as [`crate::declutter`] chooses them), puts the convolutions on
+/// nnzip's kernels where `kernels` says so (a rewrite that needs the decluttered graph; the
+/// sparse kernel takes the decoder's `kept` weights), then optimises for this machine and plans.
 fn optimise(
     mut model: TypedModel,
     kernels: &KernelChoice,
     kept: &[SparseEntries],
 ) -> Result<Arc<TypedSimplePlan>> {
     let tract = |e: TractError| NnzError::model(format!("tract cannot optimise this graph: {e:#}"));
-    model.declutter().map_err(tract)?;
+    crate::declutter::declutter(&mut model).map_err(tract)?;
     use_nnzip_kernels_with(&mut model, kernels, kept)
         .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
     model.optimize().map_err(tract)?;

@@ -18,6 +18,10 @@ pub struct PathTimes {
     pub load_ms: f64,
     /// Median batch-1 latency, milliseconds.
     pub latency_ms: f64,
+    /// Every timed load, milliseconds, in order (for medians over several processes).
+    pub load_samples_ms: Vec<f64>,
+    /// Every timed run, milliseconds, in order.
+    pub latency_samples_ms: Vec<f64>,
     /// The weights' bytes in memory.
     pub weight_bytes: u64,
     /// Layers on the sparse kernel.
@@ -38,6 +42,10 @@ pub struct LatencyReport {
 fn median(mut times: Vec<Duration>) -> f64 {
     times.sort();
     times[times.len() / 2].as_secs_f64() * 1e3
+}
+
+fn milliseconds(times: &[Duration]) -> Vec<f64> {
+    times.iter().map(|t| t.as_secs_f64() * 1e3).collect()
 }
 
 /// One way of loading the model, and what was measured of it.
@@ -100,6 +108,8 @@ impl LoadPath {
             name: self.name,
             load_ms: median(self.loads.clone()),
             latency_ms: median(self.runs.clone()),
+            load_samples_ms: milliseconds(&self.loads),
+            latency_samples_ms: milliseconds(&self.runs),
             weight_bytes,
             sparse_layers,
         }

@@ -19,9 +19,9 @@ pub struct BenchArgs {
     /// Timed loads.
     #[arg(long, default_value_t = 5)]
     pub loads: usize,
-    /// One JSON object on stdout: `load_ms`, `latency_ms` (medians), `weight_bytes`,
-    /// `sparse_layers` of the default path, the same under `dense` for the all-dense path,
-    /// `runs`.
+    /// One JSON object on stdout: `load_ms`, `latency_ms` (medians), every sample
+    /// (`load_samples_ms`, `latency_samples_ms`), `weight_bytes`, `sparse_layers` of the default
+    /// path, the medians and weight bytes under `dense` for the all-dense path, `runs`.
     #[arg(long)]
     pub json: bool,
 }
@@ -38,6 +38,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             serde_json::json!({
                 "model": args.model, "file_bytes": file_bytes, "input_shape": r.input_shape,
                 "load_ms": d.load_ms, "latency_ms": d.latency_ms,
+                "load_samples_ms": d.load_samples_ms, "latency_samples_ms": d.latency_samples_ms,
                 "weight_bytes": d.weight_bytes, "sparse_layers": d.sparse_layers,
                 "dense": {"load_ms": dense.load_ms, "latency_ms": dense.latency_ms, "weight_bytes": dense.weight_bytes},
                 "runs": args.runs, "loads": args.loads,

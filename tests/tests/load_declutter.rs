@@ -1,0 +1,121 @@
+//! The loader's declutter (`nnzip_core::declutter`: tract's passes, its axis-change pass left
+//! out unless an operator asks for a layout change) against tract's own `declutter()`, the path
+//! loads took before: on every shared model and on `nnzip init mobile-tiny`, packed losslessly
+//! and planned for batch 1 as the phone does, the same kernels put in place after either, the
+//! logits agree within 1e-6 of the largest (measured on x86_64: identical, bit for bit).
+
+use nnzip_core::declutter::{declutter_for_load, suggests_layout_change};
+use nnzip_core::format::NnzReader;
+use nnzip_core::graph::parse_model_proto;
+use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels};
+use nnzip_core::onnx::typed_model_from_onnx;
+use nnzip_core::{LoadOptions, Model, Tensor};
+use nnzip_e2e::{random_input, shared, tensor_values};
+use nnzip_tools::onnx::build::{Architecture, build};
+use nnzip_tools::onnx::proto::write_model;
+use nnzip_tools::packing::{PackOptions, pack_onnx};
+use tract_onnx::prelude::*;
+
+/// The file's graph in tract's typed form, every weight in place, for batch 1.
+fn translated(nnz: &[u8]) -> TypedModel {
+    let reader = NnzReader::parse(nnz).unwrap();
+    let proto = parse_model_proto(reader.graph()).unwrap();
+    let weights = reader
+        .tensors()
+        .iter()
+        .map(|view| {
+            let shape: Vec<usize> = view.shape.iter().map(|&d| d as usize).collect();
+            let tensor = Tensor::from_shape(&shape, &view.decode().unwrap()).unwrap();
+            (view.name.clone(), tensor)
+        })
+        .collect();
+    typed_model_from_onnx(&proto, weights, Some(1)).unwrap()
+}
+
+/// The plan loads made before: tract's whole declutter, nnzip's kernels, tract's optimise.
+fn plan_after_tracts_declutter(nnz: &[u8]) -> TypedSimplePlan {
+    let mut model = translated(nnz);
+    model.declutter().unwrap();
+    use_nnzip_kernels(&mut model, &KernelChoice::default()).unwrap();
+    model.optimize().unwrap();
+    model.into_runnable().unwrap()
+}
+
+fn assert_same_logits_as_tracts_declutter(name: &str, nnz: &[u8], input_shape: &[usize]) {
+    let model = Model::from_bytes_with(
+        nnz,
+        &LoadOptions {
+            batch: Some(1),
+            kernels: Some(KernelChoice::default()),
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    let reference = plan_after_tracts_declutter(nnz);
+    for seed in 0..2 {
+        let input = random_input(input_shape, seed);
+        let got = tensor_values(&model.run(input.clone()).unwrap());
+        let want = tensor_values(&reference.run(tvec!(input.into())).unwrap()[0]);
+        assert_eq!(got.len(), want.len(), "{name}");
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = nnzip_e2e::max_abs_diff(&got, &want);
+        assert!(
+            diff <= 1e-6 * scale,
+            "{name}: logits differ by {diff} (largest {scale})"
+        );
+    }
+}
+
+fn packed(onnx: &[u8]) -> Vec<u8> {
+    pack_onnx(onnx, &PackOptions::default())
+        .unwrap()
+        .to_bytes()
+        .unwrap()
+}
+
+#[test]
+fn shared_models_same_logits_as_tracts_declutter() {
+    for (model, shape) in [
+        ("models/lenet300.onnx", &[1, 1, 28, 28][..]),
+        ("models/lenet5.onnx", &[1, 1, 28, 28]),
+        ("models/efficientnet_lite0.onnx", &[1, 3, 224, 224]),
+    ] {
+        let nnz = packed(&std::fs::read(shared(model)).unwrap());
+        assert_same_logits_as_tracts_declutter(model, &nnz, shape);
+    }
+}
+
+#[test]
+fn mobile_tiny_same_logits_as_tracts_declutter() {
+    let tmp = std::env::temp_dir().join(format!("nnzip-declutter-{}.onnx", std::process::id()));
+    write_model(&build(Architecture::MobileTiny, 3), &tmp).unwrap();
+    let onnx = std::fs::read(&tmp).unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    assert_same_logits_as_tracts_declutter("mobile-tiny", &packed(&onnx), &[1, 1, 28, 28]);
+}
+
+/// Where tract's axis-change pass runs: on EfficientNet-Lite0 only where tract asks for its
+/// depthwise convolutions' channels last (aarch64: tract has a channel-last depthwise kernel
+/// there), never on the LeNets (no depthwise convolution; their reshapes do not count).
+#[test]
+fn the_axis_change_pass_runs_only_where_a_layout_is_asked_for() {
+    let passes = |model: &str| {
+        let nnz = packed(&std::fs::read(shared(model)).unwrap());
+        let typed = translated(&nnz);
+        (
+            suggests_layout_change(&typed).unwrap(),
+            declutter_for_load(&typed).unwrap().passes.len(),
+        )
+    };
+    let all = tract_onnx::tract_hir::tract_core::optim::Optimizer::declutter()
+        .passes
+        .len();
+    for lenet in ["models/lenet300.onnx", "models/lenet5.onnx"] {
+        assert_eq!(passes(lenet), (false, all - 1), "{lenet}");
+    }
+    let (asks, n) = passes("models/efficientnet_lite0.onnx");
+    assert_eq!(n, if asks { all } else { all - 1 });
+    // tract-linalg 0.23 has a channel-last depthwise kernel on these two only.
+    let channel_last_depthwise = cfg!(any(target_arch = "aarch64", target_arch = "wasm32"));
+    assert_eq!(asks, channel_last_depthwise);
+}
