@@ -273,9 +273,6 @@ impl Case {
 fn vector_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        if is_x86_feature_detected!("avx512f") {
-            return "avx512";
-        }
         return "avx2+fma";
     }
     #[cfg(target_arch = "aarch64")]

@@ -5,15 +5,26 @@
 //! take a `u16` column and a `u8` index; more values a `u16` column and an f32.
 //!
 //! Rows, not the file's flat relative-index order: a row's kept weights are what one output
-//! sums, so each output is one walk over a contiguous run of entries, with no position
-//! arithmetic at run time. Built straight from the decoder's entries
-//! ([`SparseRows::from_entries`]: positions and codebook indices as the file stores them) or,
-//! for weights that reach the graph dense, from the dense matrix ([`SparseRows::from_dense`]).
+//! sums, so each output is one walk over its entries, with no position arithmetic at run time.
+//! Rows are stored in slices of [`SLICE`] side by side (sliced ELLPACK): a slice's first entry
+//! of each of its rows, then their second, and so on, so that a vector kernel sums [`SLICE`]
+//! rows at once, one per lane, with one load of entries per step and no sum across lanes at the
+//! end. Rows are sorted by their kept count first, so within a slice the rows that have ended
+//! by a step are its first lanes; a step stores only the entries of the rows still running
+//! (no empty places: padded to the longest row, LeNet-300-100's layers took 14% more places
+//! than kept weights), and a kernel reads it as a whole step that starts before it, masking
+//! the ended lanes. Built straight from the decoder's entries ([`SparseRows::from_entries`]:
+//! positions and codebook indices as the file stores them) or, for weights that reach the graph
+//! dense, from the dense matrix ([`SparseRows::from_dense`]).
 
 use crate::format::SparseEntries;
 
-/// Most columns a row's `u16` columns can name.
-pub const MAX_COLUMNS: usize = 1 << 16;
+/// Most columns: a row's kept count is held in a `u16`.
+pub const MAX_COLUMNS: usize = u16::MAX as usize;
+/// Most rows: the stored order of the rows is held in `u16`s.
+pub const MAX_ROWS: usize = 1 << 16;
+/// Rows summed side by side: the lanes of an AVX2 vector of f32, two NEON vectors.
+pub const SLICE: usize = 8;
 
 /// Most columns the 12 bits of a packed word name.
 pub const PACKED_COLUMNS: usize = 1 << 12;
@@ -21,35 +32,33 @@ pub const PACKED_COLUMNS: usize = 1 << 12;
 pub const NIBBLE_CODEBOOK: usize = 16;
 /// Most distinct values held with 8-bit indices.
 pub const BYTE_CODEBOOK: usize = 256;
-/// Entries after the last row's, so that a kernel may read 16 entries from any entry (the ones
-/// past a row's end are masked out).
-pub const ENTRY_PADDING: usize = 16;
 
-/// The kept weights, in row order. Codebooks are padded with zeros to their full size (16 or
-/// 256): every index the width can spell is valid, so the kernels need no bounds check.
+/// The kept weights, in slices (see the module documentation), after [`SLICE`] empty places
+/// (column 0, index or value 0) that a first step's masked lanes may read. Codebooks are padded with zeros to their full size (16 or 256): every
+/// index the width can spell is valid, so the kernels need no bounds check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entries {
     /// One word per kept weight: column in bits 0–11, codebook index in bits 12–15.
     Packed {
         /// The distinct values, then zeros (16).
         codebook: Vec<f32>,
-        /// The words, then [`ENTRY_PADDING`] zero words.
+        /// The words.
         words: Vec<u16>,
     },
     /// A `u16` column and a `u8` codebook index per kept weight.
     Bytes {
         /// The distinct values, then zeros (256).
         codebook: Vec<f32>,
-        /// The columns, then [`ENTRY_PADDING`] zeros.
+        /// The columns.
         columns: Vec<u16>,
-        /// The indices, then [`ENTRY_PADDING`] zeros.
+        /// The indices.
         indices: Vec<u8>,
     },
     /// A `u16` column and an f32 value per kept weight.
     Plain {
-        /// The columns, then [`ENTRY_PADDING`] zeros.
+        /// The columns.
         columns: Vec<u16>,
-        /// The values, then [`ENTRY_PADDING`] zeros.
+        /// The values.
         values: Vec<f32>,
     },
 }
@@ -85,38 +94,45 @@ impl Entries {
     }
 }
 
-/// A `rows × columns` matrix with only its non-zero weights stored, row by row. Built only by
-/// [`SparseRows::from_dense`] and [`SparseRows::from_entries`], which guarantee what the
-/// vector kernels rely on: offsets increasing up to the entry count, every column
-/// `< columns`, codebooks of full size, [`ENTRY_PADDING`] entries after the last.
+/// A `rows × columns` matrix with only its non-zero weights stored, row by row in slices. Built
+/// only by [`SparseRows::from_dense`] and [`SparseRows::from_entries`], which guarantee what
+/// the vector kernels rely on: `SLICE` lengths per slice, increasing within it; [`SLICE`]
+/// places before the first slice; each slice's entries `Σ_l lengths[l]` from its offset, step
+/// after step; every column `< columns`; codebooks of full size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseRows {
     /// Outputs.
     pub(super) rows: usize,
     /// Inputs summed by each output.
     pub(super) columns: usize,
-    /// `rows + 1` offsets into the entries: stored row `i` holds entries
-    /// `starts[i]..starts[i + 1]`.
-    pub(super) starts: Vec<u32>,
+    /// The kept count of each lane: [`SparseRows::pad`] zeros, then each stored row's.
+    pub(super) lengths: Vec<u16>,
+    /// Lanes before the first stored row (the first slice's, short of a whole slice).
+    pad: usize,
+    /// `slices + 1` offsets into the entries: slice `s` holds entries `slice_starts[s]..
+    /// slice_starts[s + 1]`, step after step, a step the entries of its lanes still running
+    /// (see [`SparseRows::row`]).
+    pub(super) slice_starts: Vec<u32>,
     /// The output row of each stored row, or empty where they are the same. Rows are stored
-    /// from the fewest kept weights to the most: the kernels' loops over a row's entries then
-    /// run the same number of times row after row, which the CPU's branch predictor follows
-    /// (in random order, a row of 16 to 24 kept weights mispredicts its loop's end about once a
-    /// row, as costly as its gathers).
+    /// from the fewest kept weights to the most: a slice's rows are then nearly as long as each
+    /// other (few empty places), and the kernels' loops run the same number of times slice
+    /// after slice, which the CPU's branch predictor follows.
     pub(super) order: Vec<u16>,
     /// The kept weights, columns increasing within a row.
     pub(super) entries: Entries,
     /// A factor per row multiplying its sum (the file's row scales, where its rows are the
     /// matrix's rows), or `None`.
     pub(super) row_scales: Option<Vec<f32>>,
+    /// Kept weights (the empty places not counted).
+    kept: usize,
 }
 
-/// Whether a `rows × columns` matrix can take the compact form: rows numbered in `u32`, columns
-/// within [`MAX_COLUMNS`], and neither empty. An empty matrix has nothing to keep, and its row
-/// count is not bounded by its (zero) elements: a hostile file's `[10^10, 0]` weight would
-/// otherwise size the row tables.
+/// Whether a `rows × columns` matrix can take the compact form: rows within [`MAX_ROWS`],
+/// columns within [`MAX_COLUMNS`], and neither empty. An empty matrix has nothing to keep, and
+/// its row count is not bounded by its (zero) elements: a hostile file's `[10^10, 0]` weight
+/// would otherwise size the row tables.
 fn fits(rows: usize, columns: usize) -> bool {
-    rows > 0 && columns > 0 && columns <= MAX_COLUMNS && u32::try_from(rows).is_ok()
+    rows > 0 && columns > 0 && columns <= MAX_COLUMNS && rows <= MAX_ROWS
 }
 
 /// Where one kept weight sits and what it holds, while a [`SparseRows`] is assembled.
@@ -131,8 +147,8 @@ struct Kept {
 impl SparseRows {
     /// The compact form of `dense`, a row-major `rows × columns` matrix when `transposed` is
     /// false, `columns × rows` when it is true (a weight stored input-major, as ONNX `MatMul`
-    /// takes it). `None` when a row is wider than [`MAX_COLUMNS`], the entries exceed `u32`, or
-    /// the sizes disagree.
+    /// takes it). `None` when a row is wider than [`MAX_COLUMNS`], the rows more than
+    /// [`MAX_ROWS`], the entries exceed `u32`, or the sizes disagree.
     pub fn from_dense(
         dense: &[f32],
         rows: usize,
@@ -156,7 +172,7 @@ impl SparseRows {
             for c in 0..columns {
                 let v = at(r, c);
                 if v != 0.0 {
-                    // `r < rows ≤ u32::MAX` and `c < columns ≤ 2^16` (`fits`).
+                    // `r < rows ≤ 2^16` and `c < columns < 2^16` (`fits`).
                     list.push(Kept {
                         row: r as u32,
                         column: c as u16,
@@ -166,13 +182,13 @@ impl SparseRows {
             }
         }
         let codebook = share(&mut list);
-        Some(assemble(rows, columns, &list, codebook, None))
+        assemble(rows, columns, &list, codebook, None)
     }
 
     /// The compact form of the matrix the decoder read as `entries` (a tensor of `rows ×
     /// columns` elements stored row-major, or input-major when `transposed`, as in
-    /// [`SparseRows::from_dense`]), keeping its codebook indices. `None` when a row is wider
-    /// than [`MAX_COLUMNS`] or the sizes disagree.
+    /// [`SparseRows::from_dense`]), keeping its codebook indices. `None` where
+    /// [`SparseRows::from_dense`] refuses the matrix.
     pub fn from_entries(
         entries: &SparseEntries,
         rows: usize,
@@ -202,7 +218,7 @@ impl SparseRows {
                 } else {
                     (p / columns, p % columns)
                 };
-                // `r < rows ≤ u32::MAX` (checked), `c < columns ≤ 2^16`.
+                // `r < rows ≤ 2^16` and `c < columns < 2^16` (`fits`).
                 Kept {
                     row: r as u32,
                     column: c as u16,
@@ -223,7 +239,7 @@ impl SparseRows {
         } else {
             None
         };
-        Some(assemble(rows, columns, &list, codebook, per_row.cloned()))
+        assemble(rows, columns, &list, codebook, per_row.cloned())
     }
 
     /// Outputs (rows of the matrix).
@@ -243,21 +259,65 @@ impl SparseRows {
 
     /// Kept weights.
     pub fn entries(&self) -> usize {
-        self.starts.last().map_or(0, |&s| s as usize)
+        self.kept
     }
 
-    /// Bytes this form holds in memory (offsets, entries with their padding, codebook, row
-    /// scales).
+    /// Bytes this form holds in memory (lengths, slice offsets, order, entries with the empty
+    /// places before them, codebook, row scales).
     pub fn bytes(&self) -> usize {
-        4 * self.starts.len()
+        2 * self.lengths.len()
+            + 4 * self.slice_starts.len()
             + 2 * self.order.len()
             + self.entries.bytes()
             + self.row_scales.as_ref().map_or(0, |s| 4 * s.len())
     }
 
-    /// The entry range of stored row `i`.
-    pub fn row(&self, i: usize) -> std::ops::Range<usize> {
-        self.starts[i] as usize..self.starts[i + 1] as usize
+    /// Slices of stored rows.
+    pub fn slices(&self) -> usize {
+        self.slice_starts.len() - 1
+    }
+
+    /// The first entry of slice `s`, its steps (its longest row's kept count, in its last
+    /// lane) and the steps in which every lane runs (its shortest row's, in its first lane).
+    #[inline(always)]
+    pub fn slice(&self, s: usize) -> (usize, usize, usize) {
+        let lengths = self.lengths(s);
+        (
+            self.slice_starts[s] as usize,
+            usize::from(lengths[SLICE - 1]),
+            usize::from(lengths[0]),
+        )
+    }
+
+    /// The kept counts of slice `s`'s rows, lane by lane (0 for lanes without a row).
+    #[inline(always)]
+    pub fn lengths(&self, s: usize) -> &[u16; SLICE] {
+        self.lengths[s * SLICE..][..SLICE]
+            .try_into()
+            .expect("lengths come in whole slices")
+    }
+
+    /// The entries of stored row `i`, in column order.
+    pub fn row(&self, i: usize) -> impl Iterator<Item = usize> {
+        let (s, l) = ((i + self.pad) / SLICE, (i + self.pad) % SLICE);
+        let (start, _, _) = self.slice(s);
+        let lengths = *self.lengths(s);
+        // Step `t` holds the lanes from `ended(t)` on, from `cursor`.
+        let ended = move |t: usize| lengths.iter().filter(|&&n| usize::from(n) <= t).count();
+        (0..usize::from(lengths[l])).scan(start, move |cursor, t| {
+            let first = ended(t);
+            let at = *cursor + l - first;
+            *cursor += SLICE - first;
+            Some(at)
+        })
+    }
+
+    /// The output row that lane `l` of slice `s` sums, or `None` for a lane without a row.
+    #[inline(always)]
+    pub fn output_of_lane(&self, s: usize, l: usize) -> Option<usize> {
+        (s * SLICE + l)
+            .checked_sub(self.pad)
+            .map(|i| self.output_of(i))
     }
 
     /// The output row of stored row `i`.
@@ -283,14 +343,15 @@ impl SparseRows {
 }
 
 /// The form holding `list` (in row order, columns increasing within a row): `codebook` says
-/// that each `value` is an index into it, `None` that it is an f32's bits.
+/// that each `value` is an index into it, `None` that it is an f32's bits. `None` when the
+/// entries with their empty places exceed `u32`.
 fn assemble(
     rows: usize,
     columns: usize,
     list: &[Kept],
     codebook: Option<Vec<f32>>,
     row_scales: Option<Vec<f32>>,
-) -> SparseRows {
+) -> Option<SparseRows> {
     // Where each output row's entries lie in `list`, then the rows by their entry counts.
     let mut by_row = vec![0usize; rows + 1];
     for k in list {
@@ -301,48 +362,61 @@ fn assemble(
     }
     let count = |r: usize| by_row[r + 1] - by_row[r];
     let mut rank: Vec<usize> = (0..rows).collect();
-    if rows <= MAX_COLUMNS {
-        rank.sort_by_key(|&r| count(r));
-    }
-    let sorted: Vec<Kept> = rank
-        .iter()
-        .flat_map(|&r| list[by_row[r]..by_row[r + 1]].iter().copied())
+    rank.sort_by_key(|&r| count(r));
+    let slices = rows.div_ceil(SLICE);
+    // The lanes without a row come first, beside the shortest rows: at the end they would
+    // take as many empty places as the longest row has kept weights.
+    let pad = slices * SLICE - rows;
+    let lanes: Vec<Option<usize>> = std::iter::repeat_n(None, pad)
+        .chain(rank.iter().map(|&r| Some(r)))
         .collect();
-    let list = &sorted[..];
-    let mut starts = Vec::with_capacity(rows + 1);
-    starts.push(0u32);
-    for &r in &rank {
-        // The entries are fewer than `u32::MAX` (the builders check).
-        starts.push(starts[starts.len() - 1] + count(r) as u32);
+    // A row keeps at most `columns ≤ u16::MAX` weights (`fits`).
+    let lengths: Vec<u16> = lanes.iter().map(|r| r.map_or(0, count) as u16).collect();
+    // Each place: the kept weight it holds, or none (the first `SLICE`); each step holds the
+    // entries of the lanes still running.
+    let mut places: Vec<Option<&Kept>> = Vec::with_capacity(SLICE + list.len());
+    places.resize(SLICE, None);
+    let mut slice_starts = Vec::with_capacity(slices + 1);
+    for lanes in lanes.chunks(SLICE) {
+        slice_starts.push(u32::try_from(places.len()).ok()?);
+        let width = lanes.iter().map(|r| r.map_or(0, count)).max().unwrap_or(0);
+        for t in 0..width {
+            places.extend(
+                lanes
+                    .iter()
+                    .flatten()
+                    .filter(|&&r| t < count(r))
+                    .map(|&r| Some(&list[by_row[r] + t])),
+            );
+        }
     }
+    slice_starts.push(u32::try_from(places.len()).ok()?);
     let identity = rank.iter().enumerate().all(|(i, &r)| i == r);
     let order = if identity {
         Vec::new()
     } else {
-        // `r < rows ≤ 2^16`.
+        // `r < rows ≤ 2^16` (`fits`).
         rank.iter().map(|&r| r as u16).collect()
     };
-    let padded = list.len() + ENTRY_PADDING;
+    let column = |p: &Option<&Kept>| p.map_or(0, |k| k.column);
     let entries = match codebook {
         Some(mut codebook) if codebook.len() <= NIBBLE_CODEBOOK && columns <= PACKED_COLUMNS => {
             codebook.resize(NIBBLE_CODEBOOK, 0.0);
-            let mut words = Vec::with_capacity(padded);
-            words.extend(list.iter().map(|k| k.column | ((k.value as u16) << 12)));
-            words.resize(padded, 0);
+            let words = places
+                .iter()
+                .map(|p| p.map_or(0, |k| k.column | ((k.value as u16) << 12)))
+                .collect();
             Entries::Packed { codebook, words }
         }
         Some(mut codebook) if codebook.len() <= BYTE_CODEBOOK => {
             codebook.resize(BYTE_CODEBOOK, 0.0);
-            let mut columns = Vec::with_capacity(padded);
-            columns.extend(list.iter().map(|k| k.column));
-            columns.resize(padded, 0);
-            let mut indices = Vec::with_capacity(padded);
-            indices.extend(list.iter().map(|k| k.value as u8));
-            indices.resize(padded, 0);
             Entries::Bytes {
                 codebook,
-                columns,
-                indices,
+                columns: places.iter().map(column).collect(),
+                indices: places
+                    .iter()
+                    .map(|p| p.map_or(0, |k| k.value as u8))
+                    .collect(),
             }
         }
         codebook => {
@@ -350,23 +424,23 @@ fn assemble(
                 Some(cb) => cb.get(k.value as usize).copied().unwrap_or(0.0),
                 None => f32::from_bits(k.value),
             };
-            let mut columns = Vec::with_capacity(padded);
-            columns.extend(list.iter().map(|k| k.column));
-            columns.resize(padded, 0);
-            let mut values = Vec::with_capacity(padded);
-            values.extend(list.iter().map(value));
-            values.resize(padded, 0.0);
-            Entries::Plain { columns, values }
+            Entries::Plain {
+                columns: places.iter().map(column).collect(),
+                values: places.iter().map(|p| p.map_or(0.0, value)).collect(),
+            }
         }
     };
-    SparseRows {
+    Some(SparseRows {
         rows,
         columns,
-        starts,
+        lengths,
+        pad,
+        slice_starts,
         order,
         entries,
         row_scales,
-    }
+        kept: list.len(),
+    })
 }
 
 /// Turns the values' bits in `list` into indices of the codebook it returns when they take at
@@ -414,7 +488,30 @@ mod tests {
         let dense = [1.0, 2.0, 0.0, 3.0, 0.0, 0.0, 4.0, 0.0, 5.0, 0.0, 0.0, 6.0];
         let s = SparseRows::from_dense(&dense, 3, 4, false).unwrap();
         assert_eq!(s.order, [1, 2, 0]);
-        assert_eq!(s.starts, [0, 1, 3, 6]);
+        assert_eq!(s.lengths, [0, 0, 0, 0, 0, 1, 2, 3]);
+        // After the empty places, one slice of 3 steps (the five lanes without a row first):
+        // the first entry of each row, the second of the two longer ones, the third of the
+        // longest.
+        assert_eq!(s.slice_starts, [SLICE as u32, SLICE as u32 + 6]);
+        assert_eq!(s.slice(0), (SLICE, 3, 0));
+        let Entries::Packed { codebook, words } = &s.entries else {
+            panic!("six values in 4 columns make packed words")
+        };
+        let word =
+            |c: u16, v: f32| c | (codebook.iter().position(|&b| b == v).unwrap() as u16) << 12;
+        let want = [
+            &[0; SLICE][..],
+            &[word(2, 4.0), word(0, 5.0), word(0, 1.0)],
+            &[word(3, 6.0), word(1, 2.0)],
+            &[word(3, 3.0)],
+        ]
+        .concat();
+        assert_eq!(words, &want);
+        let row = |i| s.row(i).collect::<Vec<_>>();
+        let first = SLICE;
+        assert_eq!(row(0), [first]);
+        assert_eq!(row(1), [first + 1, first + 3]);
+        assert_eq!(row(2), [first + 2, first + 4, first + 5]);
         assert_eq!(s.to_dense(), dense);
         assert_eq!(
             (0..3).map(|i| s.output_of(i)).collect::<Vec<_>>(),
@@ -427,20 +524,21 @@ mod tests {
         // 2 × 3: [[0, 1.5, 0], [2, 0, 1.5]]
         let dense = [0.0, 1.5, 0.0, 2.0, 0.0, 1.5];
         let s = SparseRows::from_dense(&dense, 2, 3, false).unwrap();
-        assert_eq!(s.starts, [0, 1, 3]);
+        assert!(s.order.is_empty(), "already from the shortest row");
+        assert_eq!(s.lengths[SLICE - 2..], [1, 2]);
         let Entries::Packed { codebook, words } = &s.entries else {
             panic!("two distinct values in 3 columns make packed words")
         };
-        // Column 1 index 0, column 0 index 1, column 2 index 0.
-        assert_eq!(words[..3], [0x0001, 0x1000, 0x0002]);
-        assert_eq!(words.len(), 3 + ENTRY_PADDING);
+        // Rows in the last two lanes. Step 0: column 1 index 0 (row 0), column 0 index 1 (row
+        // 1); step 1: column 2 index 0 (row 1).
+        assert_eq!(words[SLICE..], [0x0001, 0x1000, 0x0002]);
         assert_eq!(&codebook[..2], &[1.5, 2.0]);
         assert_eq!(codebook.len(), 16);
         assert_eq!(values(&s), [1.5, 2.0, 1.5]);
         // The same matrix stored input-major (3 × 2).
         let t = [0.0, 2.0, 1.5, 0.0, 0.0, 1.5];
         assert_eq!(SparseRows::from_dense(&t, 2, 3, true).unwrap(), s);
-        assert_eq!(s.bytes(), 4 * 3 + 4 * 16 + 2 * (3 + ENTRY_PADDING));
+        assert_eq!(s.bytes(), 2 * SLICE + 4 * 2 + 4 * 16 + 2 * (SLICE + 3));
     }
 
     #[test]
@@ -455,7 +553,8 @@ mod tests {
         wide[PACKED_COLUMNS] = 1.0;
         let s = SparseRows::from_dense(&wide, 1, PACKED_COLUMNS + 1, false).unwrap();
         assert!(matches!(s.entries, Entries::Bytes { .. }));
-        assert_eq!(s.entries.at(0), (PACKED_COLUMNS, 1.0));
+        let first = s.row(0).next().expect("the row keeps a weight");
+        assert_eq!(s.entries.at(first), (PACKED_COLUMNS, 1.0));
     }
 
     #[test]
@@ -485,12 +584,12 @@ mod tests {
             indices: vec![1, 2, 1],
         };
         let s = SparseRows::from_entries(&entries, 2, 3, false).unwrap();
-        assert_eq!(s.starts, [0, 1, 3]);
+        assert_eq!(s.lengths[SLICE - 2..], [1, 2]);
         assert_eq!(values(&s), [0.5, -1.0, 0.5]);
         let Entries::Packed { words, .. } = &s.entries else {
             panic!("a 3-value codebook packs")
         };
-        assert_eq!(words[..3], [0x1001, 0x2000, 0x1002]);
+        assert_eq!(words[SLICE..], [0x1001, 0x2000, 0x1002]);
         // The same matrix stored input-major (3 × 2): positions (c, r) → c·2 + r.
         let t = SparseEntries {
             shape: vec![3, 2],

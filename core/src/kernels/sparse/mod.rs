@@ -93,7 +93,7 @@ impl SparseMatMul {
         SparseMatMul { epilogue, ..self }
     }
 
-    /// The name of the kernel it runs (`portable`, `avx2+fma`, `avx512`, `neon`).
+    /// The name of the kernel it runs (`portable`, `avx2+fma`, `neon`).
     pub fn kernel_name(&self) -> &'static str {
         self.path.name()
     }
@@ -246,7 +246,7 @@ fn density(w: &SparseRows) -> f64 {
 ///
 /// From `core/examples/sparse_rule.rs` (table and command in `docs/PERFORMANCE.md`): a fully
 /// connected layer of LeNet's or EfficientNet-Lite0's classifier's size runs sparse as fast as
-/// dense at about 10% density (each kept weight costs a gathered load, a dense weight a
+/// dense at 12–15% density (each kept weight costs a gathered load, a dense weight a
 /// streamed one); a small layer (up to [`SMALL_LAYER`] weights) is faster sparse up to a third
 /// of its weights kept, the dense product's fixed cost weighing more than its work; a 1×1
 /// convolution (one kept weight scales a whole plane, dense ones run on the tiled kernel) up to
@@ -264,7 +264,7 @@ pub fn prefers_sparse(kept: usize, rows: usize, columns: usize, plane: usize) ->
 }
 
 /// Densest fully connected layer the sparse path takes by default (batch 1).
-pub const GEMV_DENSITY_LIMIT: f64 = 0.08;
+pub const GEMV_DENSITY_LIMIT: f64 = 0.10;
 /// Most weights of a fully connected layer that [`SMALL_GEMV_DENSITY_LIMIT`] applies to.
 pub const SMALL_LAYER: usize = 8192;
 /// Densest small fully connected layer the sparse path takes by default.
