@@ -6,8 +6,7 @@
 # per evaluation set top-1 agreement with the dense model, the dense class in the top 5, mean KL,
 # top-1 on the views where the dense model is sure) and draws KL against file size.
 #
-#   tools/benches/anchors.sh                       # ratios 6 8 10 (12 is below the smallest file the
-#                                                  # bits ladder makes, ~10.5x: compress refuses it)
+#   tools/benches/anchors.sh                       # ratios 6 8 10 12
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
 #   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
@@ -30,7 +29,7 @@ cd "$ROOT"
 BENCH=target/bench
 WORK=$BENCH/anchors
 VENV=$BENCH/venv
-RATIOS=${RATIOS:-6 8 10}
+RATIOS=${RATIOS:-6 8 10 12}
 FT=${FT:-8}
 VIEWS=${VIEWS:-10}
 shared=${NNZIP_SHARED:-../shared}

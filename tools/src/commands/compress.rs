@@ -178,7 +178,7 @@ pub struct CompressArgs {
     pub bits_ladder: Option<Vec<u8>>,
     /// With --calibration and --quantizer uniform: grid steps tried per layer, in standard
     /// deviations of the layer, finest first, after 8-bit k-means (which keeps layers whose
-    /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6].
+    /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6,0.9,1.3].
     #[arg(long, value_delimiter = ',')]
     pub grid_steps: Option<Vec<f64>>,
     /// With --calibration: divide each output channel (row) of a layer by its largest magnitude

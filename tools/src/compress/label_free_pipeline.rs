@@ -720,10 +720,14 @@ fn choose_allocation(
         let fit = candidates.iter().rposition(|(b, _)| *b <= budget);
         let Some(i) = fit else {
             bail!(
-                "{ratio}× means a file of {} at most, and even the fewest bits of the ladder need {} (+ {} of graph, biases and metadata): add fewer bits to --bits-ladder or lower --target-ratio",
+                "{ratio}× means a file of {} at most, and even the fewest bits of the ladder need {} (+ {} of graph, biases and metadata): {} or lower --target-ratio",
                 human_bytes(goal_bytes),
                 human_bytes(candidates[0].0),
-                human_bytes(overhead)
+                human_bytes(overhead),
+                match s.quantizer {
+                    QuantizerKind::Uniform => "add coarser steps to --grid-steps",
+                    QuantizerKind::Kmeans => "add fewer bits to --bits-ladder",
+                }
             );
         };
         say(format!(
