@@ -20,9 +20,10 @@
 # once: torch from PyPI brings its CUDA libraries, several GB, unused here). nnzip's files are
 # made with the release CLI (NNZIP, default target/release/nnzip, built if missing) like
 # scripts/compress-efficientnet.sh (8 epochs of fine-tuning; FT=0 for none), niced, one at a time:
-# ~20 min each on 2 cores plus ~10 min once for the per-layer sensitivity. Everything is cached
-# under target/bench/anchors (nnzip files, and every row's logits), so a re-run only computes
-# what is missing; delete a file there to redo it.
+# ~20 min each on 2 cores plus ~15 min once for the per-layer sensitivity and GPTQ's input
+# statistics (kept in target/bench/anchors for the other ratios). Everything is cached under
+# target/bench/anchors (nnzip files, and every row's logits), so a re-run only computes what is
+# missing; delete a file there to redo it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -72,7 +73,8 @@ for spec in $RATIOS; do
     echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs $ft (report in $out.txt)..." >&2
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
       --labels "$shared/models/imagenet_labels.txt" --calibration "$cal" --holdout "$eval" \
-      --sensitivity-cache "$WORK/sensitivity.json" --target-ratio "$r" \
+      --sensitivity-cache "$WORK/sensitivity.json" --statistics-cache "$WORK/gptq-statistics" \
+      --target-ratio "$r" \
       --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"

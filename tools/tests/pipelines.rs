@@ -183,6 +183,66 @@ fn label_free_lenet5(ratio: f64) -> CompressSettings {
     }
 }
 
+/// A fresh folder under the system's temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("nnzip-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn gptq_statistics_read_from_the_cache_give_the_same_file() {
+    let model = shared("models/lenet5.onnx");
+    let dir = TempDir::new("statistics-cache");
+    let plain = run(&model, &label_free_lenet5(8.0));
+    let cached = CompressSettings {
+        statistics_cache: Some(dir.0.clone()),
+        ..label_free_lenet5(8.0)
+    };
+    let first = run(&model, &cached);
+    // One entry for the statistics of every calibration photo, one for those of the photos the
+    // curves are not measured on.
+    let entries: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let second = run(&model, &cached);
+    assert!(
+        first.file == plain.file,
+        "measuring into the cache changed the file"
+    );
+    assert!(
+        second.file == plain.file,
+        "statistics read back changed the file"
+    );
+    // Another size goal reads the same statistics: no new entry.
+    run(
+        &model,
+        &CompressSettings {
+            statistics_cache: Some(dir.0.clone()),
+            ..label_free_lenet5(12.0)
+        },
+    );
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 2);
+    // A damaged entry is an error naming the file, not a panic or a silent re-measure.
+    for e in std::fs::read_dir(&dir.0).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let err = run_err(&model, &cached);
+    assert!(err.contains("delete it to measure again"), "{err}");
+}
+
 #[test]
 fn the_coarse_end_of_the_default_ladder_reaches_12x() {
     let model = shared("models/lenet5.onnx");

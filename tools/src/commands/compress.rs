@@ -163,6 +163,11 @@ pub struct CompressArgs {
     /// allocation and fine-tuning be re-run without measuring again.
     #[arg(long)]
     pub sensitivity_cache: Option<PathBuf>,
+    /// With --calibration and GPTQ: a folder where the input statistics of error-compensated
+    /// rounding are kept, one file per model, views and layers (read back when they match, so
+    /// runs at other --target-ratio skip measuring them again; tens of MB for a phone model).
+    #[arg(long)]
+    pub statistics_cache: Option<PathBuf>,
     /// With --calibration: make the file this many times smaller than the ONNX file, with the
     /// best agreement that size allows (instead of the smallest file that reaches
     /// --min-agreement).
@@ -245,6 +250,7 @@ fn settings(args: &CompressArgs) -> Result<CompressSettings> {
         holdout,
         target_ratio,
         sensitivity_cache,
+        statistics_cache,
         paper_densities,
         statistics_views
     );

@@ -88,6 +88,8 @@ pub struct CompressSettings {
     pub target_ratio: Option<f64>,
     /// Where the label-free sensitivity is kept between runs.
     pub sensitivity_cache: Option<PathBuf>,
+    /// Folder where the GPTQ input statistics are kept between runs.
+    pub statistics_cache: Option<PathBuf>,
     /// How layers are shared in label-free compression.
     pub quantizer: QuantizerKind,
     /// Grid steps tried per layer (uniform quantizer), in standard deviations.
@@ -201,6 +203,7 @@ impl Default for CompressSettings {
             bits_ladder: vec![8, 6, 5, 4, 3],
             target_ratio: None,
             sensitivity_cache: None,
+            statistics_cache: None,
             quantizer: QuantizerKind::Uniform,
             // 0.9 and 1.3: the coarse end, for files of 12× and more (EfficientNet-Lite0's smallest
             // file stopped at ~10.5× with 0.6).
