@@ -10,8 +10,8 @@
 # script (delete it to redo).
 # The report goes to OUT.txt; the per-layer sensitivity (~10 min) is kept in
 # OUT-without-.nnz.sensitivity.json, so a re-run with other allocation or fine-tuning settings
-# skips it (delete that file after changing the photos; one measured on another ladder or by a
-# version of nnzip that shares differently is refused).
+# skips it (one measured on other photos, another ladder or by a version of nnzip that shares
+# differently is refused); GPTQ's input statistics are kept in out/gptq-statistics/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-out/efficientnet_lite0.nnz}
@@ -28,6 +28,7 @@ cargo build -q --release -p nnzip-tools --bin nnzip
 target/release/nnzip compress "$shared/models/efficientnet_lite0.onnx" -o "$out" \
   --preprocess efficientnet-lite --labels "$shared/models/imagenet_labels.txt" \
   --calibration "$cal" --holdout "$eval" --sensitivity-cache "${out%.nnz}.sensitivity.json" \
+  --statistics-cache "$(dirname "$out")/gptq-statistics" \
   --target-ratio 8 --fine-tune-epochs 8 --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
   | tee "$out.txt"
 target/release/nnzip classify "$out" "$shared"/images/*.jpg --top-k 3

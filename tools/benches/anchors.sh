@@ -6,8 +6,7 @@
 # per evaluation set top-1 agreement with the dense model, the dense class in the top 5, mean KL,
 # top-1 on the views where the dense model is sure) and draws KL against file size.
 #
-#   tools/benches/anchors.sh                       # ratios 6 8 10 (12 is below the smallest file the
-#                                                  # bits ladder makes, ~10.5x: compress refuses it)
+#   tools/benches/anchors.sh                       # ratios 6 8 10 12
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
 #   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
@@ -21,16 +20,17 @@
 # once: torch from PyPI brings its CUDA libraries, several GB, unused here). nnzip's files are
 # made with the release CLI (NNZIP, default target/release/nnzip, built if missing) like
 # scripts/compress-efficientnet.sh (8 epochs of fine-tuning; FT=0 for none), niced, one at a time:
-# ~20 min each on 2 cores plus ~10 min once for the per-layer sensitivity. Everything is cached
-# under target/bench/anchors (nnzip files, and every row's logits), so a re-run only computes
-# what is missing; delete a file there to redo it.
+# ~20 min each on 2 cores plus ~15 min once for the per-layer sensitivity and GPTQ's input
+# statistics (kept in target/bench/anchors for the other ratios). Everything is cached under
+# target/bench/anchors (nnzip files, and every row's logits), so a re-run only computes what is
+# missing; delete a file there to redo it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 BENCH=target/bench
 WORK=$BENCH/anchors
 VENV=$BENCH/venv
-RATIOS=${RATIOS:-6 8 10}
+RATIOS=${RATIOS:-6 8 10 12}
 FT=${FT:-8}
 VIEWS=${VIEWS:-10}
 shared=${NNZIP_SHARED:-../shared}
@@ -73,7 +73,8 @@ for spec in $RATIOS; do
     echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs $ft (report in $out.txt)..." >&2
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
       --labels "$shared/models/imagenet_labels.txt" --calibration "$cal" --holdout "$eval" \
-      --sensitivity-cache "$WORK/sensitivity.json" --target-ratio "$r" \
+      --sensitivity-cache "$WORK/sensitivity.json" --statistics-cache "$WORK/gptq-statistics" \
+      --target-ratio "$r" \
       --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"

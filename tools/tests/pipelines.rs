@@ -15,7 +15,8 @@ fn shared(rel: &str) -> PathBuf {
     p
 }
 
-fn run(model: &Path, s: &CompressSettings) -> Compressed {
+/// The result of compressing `model` with `s`.
+fn try_run(model: &Path, s: &CompressSettings) -> anyhow::Result<Compressed> {
     let onnx = std::fs::read(model).unwrap();
     let pack = pack_options(model, s).unwrap();
     let src = Source {
@@ -23,7 +24,19 @@ fn run(model: &Path, s: &CompressSettings) -> Compressed {
         onnx: &onnx,
         pack: &pack,
     };
-    compress(&src, s, false).unwrap()
+    compress(&src, s, false)
+}
+
+fn run(model: &Path, s: &CompressSettings) -> Compressed {
+    try_run(model, s).unwrap()
+}
+
+/// The error of compressing `model` with `s`, with its causes.
+fn run_err(model: &Path, s: &CompressSettings) -> String {
+    match try_run(model, s) {
+        Ok(_) => panic!("compress succeeded"),
+        Err(e) => format!("{e:#}"),
+    }
 }
 
 /// What every report says, whatever the mode: it describes the file returned, and its JSON
@@ -151,17 +164,115 @@ fn label_free_allocates_bits_against_the_teacher_and_reports_agreement() {
 #[test]
 fn settings_are_checked_before_any_work() {
     let model = shared("models/lenet5.onnx");
-    let onnx = std::fs::read(&model).unwrap();
     let s = CompressSettings {
         distill: 2.0,
         ..Default::default()
     };
-    let pack = pack_options(&model, &s).unwrap();
-    let src = Source {
-        path: &model,
-        onnx: &onnx,
-        pack: &pack,
+    let err = run_err(&model, &s);
+    assert!(err.contains("distill must be a weight in [0, 1]"), "{err}");
+}
+
+fn label_free_lenet5(ratio: f64) -> CompressSettings {
+    CompressSettings {
+        calibration: Some(shared("images")),
+        preprocess: "mnist".into(),
+        views: 2,
+        fine_tune_epochs: 0,
+        target_ratio: Some(ratio),
+        ..Default::default()
+    }
+}
+
+/// A fresh folder under the system's temporary folder, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("nnzip-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn gptq_statistics_read_from_the_cache_give_the_same_file() {
+    let model = shared("models/lenet5.onnx");
+    let dir = TempDir::new("statistics-cache");
+    let plain = run(&model, &label_free_lenet5(8.0));
+    let cached = CompressSettings {
+        statistics_cache: Some(dir.0.clone()),
+        ..label_free_lenet5(8.0)
     };
-    let err = compress(&src, &s, false).unwrap_err();
-    assert!(format!("{err:#}").contains("distill must be a weight in [0, 1]"));
+    let first = run(&model, &cached);
+    // One entry for the statistics of every calibration photo, one for those of the photos the
+    // curves are not measured on.
+    let entries: Vec<_> = std::fs::read_dir(&dir.0).unwrap().collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let second = run(&model, &cached);
+    assert!(
+        first.file == plain.file,
+        "measuring into the cache changed the file"
+    );
+    assert!(
+        second.file == plain.file,
+        "statistics read back changed the file"
+    );
+    // Another size goal reads the same statistics: no new entry.
+    run(
+        &model,
+        &CompressSettings {
+            statistics_cache: Some(dir.0.clone()),
+            ..label_free_lenet5(12.0)
+        },
+    );
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 2);
+    // A damaged entry is an error naming the file, not a panic or a silent re-measure.
+    for e in std::fs::read_dir(&dir.0).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let err = run_err(&model, &cached);
+    assert!(err.contains("delete it to measure again"), "{err}");
+}
+
+#[test]
+fn the_coarse_end_of_the_default_ladder_reaches_12x() {
+    let model = shared("models/lenet5.onnx");
+    let onnx_bytes = std::fs::metadata(&model).unwrap().len() as usize;
+    // Without the grid steps coarser than 0.6σ, LeNet-5's smallest file is ~10.8×: refused.
+    let finer = CompressSettings {
+        grid_steps: vec![0.04, 0.08, 0.15, 0.3, 0.6],
+        ..label_free_lenet5(12.0)
+    };
+    let err = run_err(&model, &finer);
+    assert!(
+        err.contains("even the fewest bits of the ladder need")
+            && err.contains("add coarser steps to --grid-steps"),
+        "{err}"
+    );
+    // The default ladder meets it, and some layer takes a step beyond 0.6σ to do so.
+    let c = run(&model, &label_free_lenet5(12.0));
+    assert!(
+        c.file.len() <= onnx_bytes / 12 + 4096,
+        "{} bytes",
+        c.file.len()
+    );
+    let ModeReport::LabelFree(r) = &c.report.mode else {
+        panic!("a label-free report expected");
+    };
+    // Ladder steps: 8-bit k-means, then 0.04, 0.08, 0.15, 0.3, 0.6σ (index 5), 0.9, 1.3σ.
+    let coarse = r
+        .curves
+        .iter()
+        .filter(|curve| r.chosen[&curve.name] > 5)
+        .count();
+    assert!(coarse > 0, "no layer coarser than 0.6σ: {:?}", r.chosen);
 }

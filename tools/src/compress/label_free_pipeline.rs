@@ -13,10 +13,12 @@ use super::label_free::allocation::{allocate, predicted_bytes};
 use super::label_free::bit_curves::{BitsCurve, SharedCache, measure_bit_curves};
 use super::label_free::curve_cache::CurveCache;
 use super::label_free::distillation::{DistillFineTune, fine_tune_by_distillation};
-use super::label_free::gptq_statistics::{Hessians, compensable_in_graph_order, layer_hessians};
+use super::label_free::fingerprint::inputs_key;
+use super::label_free::gptq_statistics::{Hessians, compensable_in_graph_order, factor_moments};
 use super::label_free::photos::{HOLDOUT_SEED_SALT, PhotoFolder, Views, load_photos, make_views};
 use super::label_free::quantizer::Quantizer;
 use super::label_free::reround::asymmetric_reround;
+use super::label_free::statistics_cache::cached_input_moments;
 use super::label_free::student::{StudentBuilder, binary16_weights};
 use crate::compress::pipeline::{CompressConfig, LayerReport, compress_weights_with, is_prunable};
 use crate::compress::report::{CompressReport, LabelFreeReport, ModeReport};
@@ -158,7 +160,7 @@ pub fn compress_label_free(
     };
     let hessians = if c.compensate {
         let started = std::time::Instant::now();
-        let h = layer_hessians(&model, &stat_views, &layers, progress)?;
+        let h = input_statistics(s, &model, &stat_views, &layers, progress)?;
         say(format!(
             "error-compensated rounding (GPTQ) for {} of {} layers: input statistics of {} views in {:.0} s",
             h.len(),
@@ -324,7 +326,9 @@ fn layer_curves(
     let (stat_views, hessians) = statistics;
     let ladder = ladder(s);
     let statistics_views = s.statistics_views.unwrap_or(s.views);
-    let cache_key = CurveCache::key(cfg, s.views, statistics_views);
+    // The statistics' views hold the curves' views and every other calibration view.
+    let inputs = inputs_key(model, stat_views, layers)?;
+    let cache_key = CurveCache::key(cfg, s.views, statistics_views, inputs);
     let say = |msg: String| {
         if progress {
             eprintln!("{msg}");
@@ -347,7 +351,7 @@ fn layer_curves(
                     .filter(|&i| stat_views.photo[i] % 2 == 0)
                     .collect();
                 fitted_hessians =
-                    layer_hessians(model, &stat_views.subset(&fitted), layers, progress)?;
+                    input_statistics(s, model, &stat_views.subset(&fitted), layers, progress)?;
                 &fitted_hessians
             } else {
                 hessians
@@ -362,7 +366,7 @@ fn layer_curves(
                 progress,
             )?;
             if let Some(p) = &s.sensitivity_cache {
-                CurveCache::write(p, &cache_key, &curves)?;
+                CurveCache::write(p, &cache_key, &ladder, &curves)?;
             }
             // Layers compensated with half of the statistics were measured, not kept: the
             // file's layers are compensated with every calibration photo's.
@@ -373,6 +377,27 @@ fn layer_curves(
             }
         }
     })
+}
+
+/// GPTQ's statistics of `layers` over `views`: read from `--statistics-cache` when it holds
+/// them, else measured (and kept there).
+fn input_statistics(
+    s: &CompressSettings,
+    model: &ModelProto,
+    views: &Views,
+    layers: &[String],
+    progress: bool,
+) -> Result<Hessians> {
+    let cache = s.statistics_cache.as_deref();
+    let (moments, read) = cached_input_moments(cache, model, views, layers, progress)?;
+    if read && progress {
+        eprintln!(
+            "input statistics of {} views read from {}",
+            views.len(),
+            cache.map_or(String::new(), |p| p.display().to_string())
+        );
+    }
+    factor_moments(&moments)
 }
 
 /// The `.nnz` file of `shared` and what it measures, decoded in the core runtime.
@@ -720,10 +745,14 @@ fn choose_allocation(
         let fit = candidates.iter().rposition(|(b, _)| *b <= budget);
         let Some(i) = fit else {
             bail!(
-                "{ratio}× means a file of {} at most, and even the fewest bits of the ladder need {} (+ {} of graph, biases and metadata): add fewer bits to --bits-ladder or lower --target-ratio",
+                "{ratio}× means a file of {} at most, and even the fewest bits of the ladder need {} (+ {} of graph, biases and metadata): {} or lower --target-ratio",
                 human_bytes(goal_bytes),
                 human_bytes(candidates[0].0),
-                human_bytes(overhead)
+                human_bytes(overhead),
+                match s.quantizer {
+                    QuantizerKind::Uniform => "add coarser steps to --grid-steps",
+                    QuantizerKind::Kmeans => "add fewer bits to --bits-ladder",
+                }
             );
         };
         say(format!(

@@ -160,6 +160,11 @@ pub struct CompressSettings {
     /// allocation and fine-tuning be re-run without measuring again.
     #[arg(long)]
     pub sensitivity_cache: Option<PathBuf>,
+    /// With --calibration and GPTQ: a folder where the input statistics of error-compensated
+    /// rounding are kept, one file per model, views and layers (read back when they match, so
+    /// runs at other --target-ratio skip measuring them again; tens of MB for a phone model).
+    #[arg(long)]
+    pub statistics_cache: Option<PathBuf>,
     /// With --calibration: make the file this many times smaller than the ONNX file, with the
     /// best agreement that size allows (instead of the smallest file that reaches
     /// --min-agreement).
@@ -175,7 +180,7 @@ pub struct CompressSettings {
     pub bits_ladder: Vec<u8>,
     /// With --calibration and --quantizer uniform: grid steps tried per layer, in standard
     /// deviations of the layer, finest first, after 8-bit k-means (which keeps layers whose
-    /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6].
+    /// channels differ in scale) [default: 0.04,0.08,0.15,0.3,0.6,0.9,1.3].
     #[arg(long, value_delimiter = ',', default_values_t = Self::default().grid_steps, hide_default_value = true)]
     pub grid_steps: Vec<f64>,
     /// With --calibration: divide each output channel (row) of a layer by its largest magnitude
@@ -304,8 +309,11 @@ impl Default for CompressSettings {
             bits_ladder: vec![8, 6, 5, 4, 3],
             target_ratio: None,
             sensitivity_cache: None,
+            statistics_cache: None,
             quantizer: QuantizerKind::Uniform,
-            grid_steps: vec![0.04, 0.08, 0.15, 0.3, 0.6],
+            // 0.9 and 1.3: the coarse end, for files of 12× and more (EfficientNet-Lite0's smallest
+            // file stopped at ~10.5× with 0.6).
+            grid_steps: vec![0.04, 0.08, 0.15, 0.3, 0.6, 0.9, 1.3],
             row_scales: true,
             gptq: true,
             plots: None,

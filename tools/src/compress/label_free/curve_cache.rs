@@ -17,13 +17,15 @@ use std::path::Path;
 /// compensation, measured on every other photo, compensated with the others' statistics.
 const MEASUREMENT: u32 = 4;
 
-/// The settings a cache's curves depend on besides the ladder and the tensors.
+/// What a cache's curves depend on besides the tensors' names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurveCacheKey {
     coder: Coder,
     gap_bits: u8,
     views: usize,
     statistics_views: usize,
+    /// [`super::fingerprint::inputs_key`] of the model and the views the curves are measured on.
+    inputs: String,
 }
 
 /// A `--sensitivity-cache` file.
@@ -43,19 +45,34 @@ pub struct CurveCache {
     /// Views per photo of the GPTQ statistics (`--statistics-views`, absent: as `views`).
     #[serde(default)]
     statistics_views: Option<usize>,
+    /// The ladder the curves were measured along (absent in caches of earlier builds, which are
+    /// refused: a curve shorter than the ladder may have stopped, or been measured on a shorter
+    /// one).
+    #[serde(default)]
+    ladder: Option<Vec<Quantizer>>,
+    /// The model and views measured ([`CurveCacheKey::inputs`]; absent in earlier builds' caches,
+    /// which are refused).
+    #[serde(default)]
+    inputs: Option<String>,
     /// Per shared tensor, agreement along the ladder.
     curves: Vec<BitsCurve>,
 }
 
 impl CurveCache {
     /// The key of a run encoding with `cfg` and measuring `views` (and `statistics_views`) per
-    /// photo.
-    pub fn key(cfg: &CompressConfig, views: usize, statistics_views: usize) -> CurveCacheKey {
+    /// photo; `inputs`: [`super::fingerprint::inputs_key`] of the model and the views measured.
+    pub fn key(
+        cfg: &CompressConfig,
+        views: usize,
+        statistics_views: usize,
+        inputs: String,
+    ) -> CurveCacheKey {
         CurveCacheKey {
             coder: cfg.coder,
             gap_bits: cfg.gap_bits,
             views,
             statistics_views,
+            inputs,
         }
     }
 
@@ -102,11 +119,21 @@ impl CurveCache {
                 key.gap_bits
             );
         }
+        if file.inputs.as_ref() != Some(&key.inputs) {
+            bail!(
+                "{} was measured on another model or other photos ({}; this run: {}): delete it to measure again",
+                p.display(),
+                file.inputs.as_deref().unwrap_or("not recorded"),
+                key.inputs
+            );
+        }
         let curves = file.curves;
         let names: Vec<&String> = curves.iter().map(|c| &c.name).collect();
-        let same_ladder = curves
-            .iter()
-            .all(|c| c.points.iter().zip(ladder).all(|(p, q)| p.quantizer == *q));
+        let same_ladder = file.ladder.as_deref() == Some(ladder)
+            && curves.iter().all(|c| {
+                c.points.len() <= ladder.len()
+                    && c.points.iter().zip(ladder).all(|(p, q)| p.quantizer == *q)
+            });
         if names != layers.iter().collect::<Vec<_>>() || !same_ladder {
             bail!(
                 "{} was measured on other tensors or another ladder: delete it to measure again",
@@ -117,8 +144,15 @@ impl CurveCache {
     }
 
     /// Writes `curves`, measured with `key`'s settings, to `p`.
-    pub fn write(p: &Path, key: &CurveCacheKey, curves: &[BitsCurve]) -> Result<()> {
+    pub fn write(
+        p: &Path,
+        key: &CurveCacheKey,
+        ladder: &[Quantizer],
+        curves: &[BitsCurve],
+    ) -> Result<()> {
         let file = CurveCache {
+            ladder: Some(ladder.to_vec()),
+            inputs: Some(key.inputs.clone()),
             measurement: MEASUREMENT,
             coder: key.coder,
             gap_bits: key.gap_bits,
@@ -127,5 +161,52 @@ impl CurveCache {
             curves: curves.to_vec(),
         };
         fsutil::write_atomic(p, &serde_json::to_vec(&file)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::label_free::agreement::Agreement;
+    use crate::compress::label_free::bit_curves::BitsPoint;
+
+    fn grid(step: f64) -> Quantizer {
+        Quantizer::Uniform {
+            step,
+            row_scaled: true,
+            compensated: true,
+        }
+    }
+
+    #[test]
+    fn curves_are_read_back_only_for_the_same_inputs_and_ladder() {
+        let path = std::env::temp_dir().join(format!("nnzip-curves-{}.json", std::process::id()));
+        let cfg = CompressConfig::default();
+        let key = |inputs: &str| CurveCache::key(&cfg, 2, 2, inputs.to_string());
+        let ladder = [grid(0.3), grid(0.6)];
+        // A curve that stopped after its first step (too sensitive for the second).
+        let curves = [BitsCurve {
+            name: "w".into(),
+            elements: 10,
+            points: vec![BitsPoint {
+                quantizer: grid(0.3),
+                bits: 5,
+                bytes: 7,
+                agreement: Agreement::default(),
+            }],
+        }];
+        let layers = ["w".to_string()];
+        CurveCache::write(&path, &key("model 1"), &ladder, &curves).unwrap();
+        let read = CurveCache::read(&path, &key("model 1"), &layers, &ladder).unwrap();
+        assert_eq!((read.len(), read[0].points[0].bytes), (1, 7));
+        let err = |k: &CurveCacheKey, l: &[Quantizer]| {
+            format!("{:#}", CurveCache::read(&path, k, &layers, l).unwrap_err())
+        };
+        let other = err(&key("model 2"), &ladder);
+        assert!(other.contains("another model or other photos"), "{other}");
+        // A longer ladder: the stopped curve might have gone on along it.
+        let longer = err(&key("model 1"), &[grid(0.3), grid(0.6), grid(1.3)]);
+        assert!(longer.contains("another ladder"), "{longer}");
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -187,18 +187,38 @@ pub(super) fn candle_batches(
     })
 }
 
+/// `Σ x·xᵀ` of what one compensable layer's rows see, per group of rows, over `samples`
+/// input vectors: what GPTQ's factorisation is made from, and what a statistics cache keeps
+/// ([`super::statistics_cache`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputMoments {
+    /// Groups of rows that see the same inputs.
+    pub groups: usize,
+    /// Inputs per row.
+    pub inputs: usize,
+    /// Input vectors summed, per group.
+    pub samples: usize,
+    /// Rows (output channels) of the weight.
+    pub rows: usize,
+    /// Per group, the `inputs × inputs` sum, row-major.
+    pub sums: Vec<f64>,
+}
+
+/// Input moments by weight name.
+pub type LayerMoments = BTreeMap<String, InputMoments>;
+
 /// Measures `H = Σ x·xᵀ` of what the rows of every layer of `names` that
-/// [`compensable_layers`] accepts see, over `views` run through the dense model (`onnx`), and
-/// factors it for GPTQ.
-pub fn layer_hessians(
+/// [`compensable_layers`] accepts see, over `views` run through the dense model (`onnx`);
+/// [`factor_moments`] factors them for GPTQ.
+pub fn input_moments(
     model: &ModelProto,
     views: &Views,
     names: &[String],
     progress: bool,
-) -> Result<Hessians> {
+) -> Result<LayerMoments> {
     let geometry = compensable_layers(model, names);
     if geometry.is_empty() || views.is_empty() {
-        return Ok(Hessians::new());
+        return Ok(LayerMoments::new());
     }
     // Output channels of each weight, to split its rows into groups.
     let rows: BTreeMap<String, usize> = model
@@ -214,8 +234,7 @@ pub fn layer_hessians(
         .unwrap_or_default();
     let layers: std::collections::BTreeSet<String> = geometry.keys().cloned().collect();
     let exec = GraphExecutor::new(model.clone(), "teacher")?;
-    // Per layer: groups, inputs per row, vectors seen (per group), Σ x·xᵀ per group.
-    let mut sums: BTreeMap<String, (usize, usize, usize, Vec<f64>)> = BTreeMap::new();
+    let mut moments = LayerMoments::new();
     let bar = progress_bar(progress, views.len(), "layer inputs");
     for input in candle_batches(views, HESSIAN_BATCH) {
         let input = input?;
@@ -224,12 +243,17 @@ pub fn layer_hessians(
             let a = row_inputs(&name, &x, geometry[&name])?;
             let (groups, k, m) = a.dims3()?;
             let h: Vec<f32> = a.matmul(&a.t()?)?.flatten_all()?.to_vec1()?;
-            let entry = sums
-                .entry(name)
-                .or_insert_with(|| (groups, k, 0, vec![0f64; groups * k * k]));
-            entry.2 += m;
+            let out_rows = rows.get(&name).copied().unwrap_or(0);
+            let entry = moments.entry(name).or_insert_with(|| InputMoments {
+                groups,
+                inputs: k,
+                samples: 0,
+                rows: out_rows,
+                sums: vec![0f64; groups * k * k],
+            });
+            entry.samples += m;
             entry
-                .3
+                .sums
                 .iter_mut()
                 .zip(h)
                 .for_each(|(a, b)| *a += f64::from(b));
@@ -237,22 +261,38 @@ pub fn layer_hessians(
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    sums.into_iter()
-        .map(|(name, (groups, k, samples, h))| {
-            let out_rows = rows.get(&name).copied().unwrap_or(0);
-            if groups == 0 || out_rows % groups != 0 {
-                bail!("'{name}': {out_rows} output channels in {groups} groups");
+    Ok(moments)
+}
+
+/// GPTQ's factorisation of every layer's moments.
+pub fn factor_moments(moments: &LayerMoments) -> Result<Hessians> {
+    moments
+        .iter()
+        .map(|(name, m)| {
+            let k = m.inputs;
+            if k == 0
+                || m.groups == 0
+                || m.rows % m.groups != 0
+                || Some(m.sums.len()) != m.groups.checked_mul(k).and_then(|g| g.checked_mul(k))
+            {
+                bail!(
+                    "'{name}': {} output channels in {} groups of {k} inputs ({} sums)",
+                    m.rows,
+                    m.groups,
+                    m.sums.len()
+                );
             }
-            let factors = h
+            let factors = m
+                .sums
                 .chunks(k * k)
-                .map(|h| LayerHessian::new(h, k, samples))
+                .map(|h| LayerHessian::new(h, k, m.samples))
                 .collect::<Result<Vec<_>>>()
                 .with_context(|| format!("GPTQ statistics of '{name}'"))?;
             Ok((
-                name,
+                name.clone(),
                 LayerStats {
                     groups: factors,
-                    rows_per_group: out_rows / groups,
+                    rows_per_group: m.rows / m.groups,
                 },
             ))
         })

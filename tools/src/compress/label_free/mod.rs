@@ -12,16 +12,18 @@
 //! [`bit_curves`] (each layer alone along the quantizer ladder), [`gptq_statistics`] (what
 //! error-compensated rounding needs), [`reround`] (asymmetric re-rounding), [`allocation`]
 //! (bits across layers), [`distillation`] (centroid fine-tuning without labels), and
-//! [`curve_cache`] (curves kept between runs); [`super::label_free_pipeline`] runs them in
-//! order.
+//! [`curve_cache`] and [`statistics_cache`] (curves and GPTQ statistics kept between runs);
+//! [`super::label_free_pipeline`] runs them in order.
 
 pub mod agreement;
 pub mod allocation;
 pub mod bit_curves;
 pub mod curve_cache;
 pub mod distillation;
+pub mod fingerprint;
 pub mod gptq_statistics;
 pub mod photos;
 pub mod quantizer;
 pub mod reround;
+pub mod statistics_cache;
 pub mod student;
