@@ -33,7 +33,7 @@ fn translated(nnz: &[u8]) -> TypedModel {
 }
 
 /// The plan loads made before: tract's whole declutter, nnzip's kernels, tract's optimise.
-fn plan_after_tracts_declutter(nnz: &[u8]) -> TypedSimplePlan {
+fn plan_after_tracts_declutter(nnz: &[u8]) -> Arc<TypedSimplePlan> {
     let mut model = translated(nnz);
     model.declutter().unwrap();
     use_nnzip_kernels(&mut model, &KernelChoice::default()).unwrap();
