@@ -244,13 +244,14 @@ fn density(w: &SparseRows) -> f64 {
 /// than the dense one, from its density, its size and the values each weight meets per run
 /// (`plane`: 1 for a fully connected layer at batch 1, the pixels of a 1×1 convolution).
 ///
-/// From `core/examples/sparse_rule.rs` (table and command in `docs/PERFORMANCE.md`): a fully
-/// connected layer of LeNet's or EfficientNet-Lite0's classifier's size runs sparse as fast as
-/// dense at 12–15% density (each kept weight costs a gathered load, a dense weight a
-/// streamed one); a small layer (up to [`SMALL_LAYER`] weights) is faster sparse up to a third
-/// of its weights kept, the dense product's fixed cost weighing more than its work; a 1×1
-/// convolution (one kept weight scales a whole plane, dense ones run on the tiled kernel) up to
-/// 20–35%. The limits keep a margin below those break-even points.
+/// Three kinds of layer break even at different densities, so each has its own limit: a fully
+/// connected layer the size of LeNet's or EfficientNet-Lite0's classifier (each kept weight
+/// costs a gathered load, a dense weight a streamed one); a small layer (up to
+/// [`SMALL_LAYER`] weights), faster sparse at higher densities because the dense product's
+/// fixed cost weighs more than its work; a 1×1 convolution (one kept weight scales a whole
+/// plane, dense ones run on the tiled kernel). Each limit keeps a margin below the break-even
+/// density that `core/examples/sparse_rule.rs` measures (the sweep, its command and the
+/// break-even points are in `docs/PERFORMANCE.md`).
 pub fn prefers_sparse(kept: usize, rows: usize, columns: usize, plane: usize) -> bool {
     let weights = rows.saturating_mul(columns);
     let limit = if plane > 1 {
