@@ -105,8 +105,9 @@ pub struct SparseRows {
     pub(super) rows: usize,
     /// Inputs summed by each output.
     pub(super) columns: usize,
-    /// The kept count of each lane: [`SparseRows::pad`] zeros, then each stored row's.
-    pub(super) lengths: Vec<u16>,
+    /// The kept count of each lane, slice by slice: [`SparseRows::pad`] zeros, then each stored
+    /// row's.
+    pub(super) lengths: Vec<[u16; SLICE]>,
     /// Lanes before the first stored row (the first slice's, short of a whole slice).
     pad: usize,
     /// `slices + 1` offsets into the entries: slice `s` holds entries `slice_starts[s]..
@@ -265,7 +266,7 @@ impl SparseRows {
     /// Bytes this form holds in memory (lengths, slice offsets, order, entries with the empty
     /// places before them, codebook, row scales).
     pub fn bytes(&self) -> usize {
-        2 * self.lengths.len()
+        2 * SLICE * self.lengths.len()
             + 4 * self.slice_starts.len()
             + 2 * self.order.len()
             + self.entries.bytes()
@@ -292,9 +293,7 @@ impl SparseRows {
     /// The kept counts of slice `s`'s rows, lane by lane (0 for lanes without a row).
     #[inline(always)]
     pub fn lengths(&self, s: usize) -> &[u16; SLICE] {
-        self.lengths[s * SLICE..][..SLICE]
-            .try_into()
-            .expect("lengths come in whole slices")
+        &self.lengths[s]
     }
 
     /// The entries of stored row `i`, in column order.
@@ -371,13 +370,17 @@ fn assemble(
         .chain(rank.iter().map(|&r| Some(r)))
         .collect();
     // A row keeps at most `columns ≤ u16::MAX` weights (`fits`).
-    let lengths: Vec<u16> = lanes.iter().map(|r| r.map_or(0, count) as u16).collect();
+    let (lane_slices, _) = lanes.as_chunks::<SLICE>();
+    let lengths: Vec<[u16; SLICE]> = lane_slices
+        .iter()
+        .map(|slice| slice.map(|r| r.map_or(0, count) as u16))
+        .collect();
     // Each place: the kept weight it holds, or none (the first `SLICE`); each step holds the
     // entries of the lanes still running.
     let mut places: Vec<Option<&Kept>> = Vec::with_capacity(SLICE + list.len());
     places.resize(SLICE, None);
     let mut slice_starts = Vec::with_capacity(slices + 1);
-    for lanes in lanes.chunks(SLICE) {
+    for lanes in lane_slices {
         slice_starts.push(u32::try_from(places.len()).ok()?);
         let width = lanes.iter().map(|r| r.map_or(0, count)).max().unwrap_or(0);
         for t in 0..width {
@@ -488,7 +491,7 @@ mod tests {
         let dense = [1.0, 2.0, 0.0, 3.0, 0.0, 0.0, 4.0, 0.0, 5.0, 0.0, 0.0, 6.0];
         let s = SparseRows::from_dense(&dense, 3, 4, false).unwrap();
         assert_eq!(s.order, [1, 2, 0]);
-        assert_eq!(s.lengths, [0, 0, 0, 0, 0, 1, 2, 3]);
+        assert_eq!(s.lengths, [[0, 0, 0, 0, 0, 1, 2, 3]]);
         // After the empty places, one slice of 3 steps (the five lanes without a row first):
         // the first entry of each row, the second of the two longer ones, the third of the
         // longest.
@@ -525,7 +528,7 @@ mod tests {
         let dense = [0.0, 1.5, 0.0, 2.0, 0.0, 1.5];
         let s = SparseRows::from_dense(&dense, 2, 3, false).unwrap();
         assert!(s.order.is_empty(), "already from the shortest row");
-        assert_eq!(s.lengths[SLICE - 2..], [1, 2]);
+        assert_eq!(s.lengths[0][SLICE - 2..], [1, 2]);
         let Entries::Packed { codebook, words } = &s.entries else {
             panic!("two distinct values in 3 columns make packed words")
         };
@@ -584,7 +587,7 @@ mod tests {
             indices: vec![1, 2, 1],
         };
         let s = SparseRows::from_entries(&entries, 2, 3, false).unwrap();
-        assert_eq!(s.lengths[SLICE - 2..], [1, 2]);
+        assert_eq!(s.lengths[0][SLICE - 2..], [1, 2]);
         assert_eq!(values(&s), [0.5, -1.0, 0.5]);
         let Entries::Packed { words, .. } = &s.entries else {
             panic!("a 3-value codebook packs")
