@@ -33,6 +33,8 @@ pub mod onnx;
 mod output_kind;
 #[cfg(feature = "runtime")]
 pub mod preprocess;
+#[cfg(feature = "runtime")]
+mod run_states;
 
 pub use classify::{OutputKind, Prediction};
 pub use error::{NnzError, Result};

@@ -9,6 +9,7 @@ use crate::graph::parse_model_proto;
 use crate::kernels::{KernelChoice, use_nnzip_kernels_with};
 use crate::metadata::Metadata;
 use crate::preprocess;
+use crate::run_states::RunStates;
 use std::path::Path;
 use std::sync::Arc;
 use tract_core::prelude::*;
@@ -36,7 +37,8 @@ pub struct LoadOptions {
 pub struct Model {
     metadata: Metadata,
     file_bytes: u64,
-    plan: Arc<TypedSimplePlan>,
+    /// The optimised plan and the run states kept between runs.
+    runs: RunStates,
     /// The batch size the plan was fixed to at load, if it was.
     fixed_batch: Option<usize>,
     /// What the first output's values are, read from the graph at load.
@@ -80,7 +82,7 @@ impl Model {
         Ok(Model {
             metadata,
             file_bytes: bytes.len() as u64,
-            plan,
+            runs: RunStates::new(plan),
             fixed_batch,
             output_kind,
         })
@@ -117,7 +119,8 @@ impl Model {
     /// into its matrix products, and the compact weights of nnzip's sparse products
     /// ([`crate::kernels::sparse`]).
     pub fn weight_bytes(&self) -> u64 {
-        self.plan
+        self.runs
+            .plan()
             .model()
             .nodes()
             .iter()
@@ -129,7 +132,8 @@ impl Model {
     /// ([`crate::kernels::sparse`]): `avx2+fma`, `neon` or `portable`, in plan order.
     pub fn sparse_kernels(&self) -> Vec<&'static str> {
         use crate::kernels::sparse::SparseMatMul;
-        self.plan
+        self.runs
+            .plan()
             .model()
             .nodes()
             .iter()
@@ -140,16 +144,25 @@ impl Model {
 
     /// Runs the model on one input tensor and returns its first output.
     pub fn run(&self, input: Tensor) -> Result<Tensor> {
-        let mut outputs = self.run_all(vec![input])?;
-        if outputs.is_empty() {
-            return Err(NnzError::model("the model produced no output"));
-        }
-        Ok(outputs.remove(0))
+        let outputs = self.run_tvalues(tvec![input.into_tvalue()])?;
+        outputs
+            .into_iter()
+            .next()
+            .map(TValue::into_tensor)
+            .ok_or_else(|| NnzError::model("the model produced no output"))
     }
 
     /// Runs the model on all its inputs, in the graph's input order (the ONNX graph's inputs
     /// that are not weights), and returns every output in the graph's output order.
     pub fn run_all(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        let inputs = inputs.into_iter().map(Tensor::into_tvalue).collect();
+        let outputs = self.run_tvalues(inputs)?;
+        Ok(outputs.into_iter().map(TValue::into_tensor).collect())
+    }
+
+    /// Checks the inputs against the plan and runs it with a kept run state
+    /// ([`RunStates`]); a panic in tract becomes an error.
+    fn run_tvalues(&self, inputs: TVec<TValue>) -> Result<TVec<TValue>> {
         if let Some(batch) = self.fixed_batch
             && let Some(input) = inputs.first()
             && input.shape().first() != Some(&batch)
@@ -159,23 +172,25 @@ impl Model {
                 input.shape()
             )));
         }
-        let expected = self.plan.model().input_outlets().map_or(0, |o| o.len());
+        let expected = self
+            .runs
+            .plan()
+            .model()
+            .input_outlets()
+            .map_or(0, |o| o.len());
         if inputs.len() != expected {
             return Err(NnzError::model(format!(
                 "the model takes {expected} inputs, {} were given",
                 inputs.len()
             )));
         }
-        let inputs: TVec<TValue> = inputs.into_iter().map(|t| t.into_tvalue()).collect();
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(inputs)));
-        let outputs = run
-            .map_err(|_| {
-                NnzError::model(
-                    "inference failed (internal panic in tract): wrong input shape for this model?",
-                )
-            })?
-            .map_err(|e| NnzError::model(format!("inference failed: {e:#}")))?;
-        Ok(outputs.into_iter().map(|v| v.into_tensor()).collect())
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.runs.run(inputs)));
+        run.map_err(|_| {
+            NnzError::model(
+                "inference failed (internal panic in tract): wrong input shape for this model?",
+            )
+        })?
+        .map_err(|e| NnzError::model(format!("inference failed: {e:#}")))
     }
 
     /// Decodes a JPEG or PNG, preprocesses it as the file says, runs, and returns the top `k`
@@ -932,5 +947,63 @@ mod tests {
             ..LoadOptions::default()
         };
         assert!(Model::from_bytes_with(&bytes, &zero).is_err());
+    }
+
+    /// `Model` is shared across threads (the bindings hold one per app): `Send + Sync`.
+    #[test]
+    fn a_model_is_send_and_sync() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Model>();
+    }
+
+    /// Runs overlapping on several threads each take their own kept state and get their own
+    /// input's output; afterwards at most one state per thread is kept, and at least one.
+    #[test]
+    fn concurrent_runs_each_get_their_own_output() {
+        let n = 64;
+        let model = Model::from_bytes(&add_weight_nnz(n)).unwrap();
+        let threads = 4;
+        let start = std::sync::Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (model, start) = (&model, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    for round in 0..200 {
+                        let offset = (t * 1000 + round) as f32;
+                        let x = Tensor::from_shape(&[1, n], &vec![offset; n]).unwrap();
+                        let y = model.run(x).unwrap();
+                        let y = y.try_as_plain_ram().unwrap();
+                        let y = y.as_slice::<f32>().unwrap();
+                        assert!(y.iter().enumerate().all(|(i, &v)| v == offset + i as f32));
+                    }
+                });
+            }
+        });
+        let kept = model.runs.idle_count();
+        assert!((1..=threads).contains(&kept), "{kept} states kept");
+    }
+
+    /// A kept state serves the next run whatever the batch of the one before, and a failed run
+    /// (an input of the wrong width) leaves the model running as before.
+    #[test]
+    fn a_kept_state_serves_other_batches_and_survives_a_failed_run() {
+        let model = Model::from_bytes(&one_node_nnz_shaped("Relu", &[-1, 4])).unwrap();
+        let batch = |b: usize| {
+            let x: Vec<f32> = (0..b * 4).map(|i| i as f32 - 3.0).collect();
+            let y = model.run(Tensor::from_shape(&[b, 4], &x).unwrap()).unwrap();
+            let y = y
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
+            assert_eq!(y, x.iter().map(|v| v.max(0.0)).collect::<Vec<_>>());
+        };
+        batch(3);
+        batch(1);
+        assert!(model.run(Tensor::zero::<f32>(&[1, 5]).unwrap()).is_err());
+        batch(2);
+        assert_eq!(model.runs.idle_count(), 1);
     }
 }
