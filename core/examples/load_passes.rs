@@ -221,6 +221,12 @@ fn main() -> TractResult<()> {
     let runs: usize = args.next().map_or(Ok(15), |s| s.parse())?;
     let batch: Option<usize> = args.next().map(|s| s.parse()).transpose()?;
     let bytes = std::fs::read(&path)?;
+    if std::backtrace::Backtrace::capture().status() == std::backtrace::BacktraceStatus::Captured {
+        eprintln!(
+            "warning: RUST_BACKTRACE / RUST_LIB_BACKTRACE make every error tract creates while \
+             decluttering capture a backtrace: the declutter times slower than in the app"
+        );
+    }
     let options = LoadOptions {
         batch,
         ..LoadOptions::default()

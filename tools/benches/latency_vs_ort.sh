@@ -3,16 +3,19 @@
 # onnxruntime (PyPI) on the dense ONNX: same machine, same run, one thread each.
 #
 #   tools/benches/latency_vs_ort.sh DENSE.onnx [FILE.nnz …]
-#   tools/benches/latency_vs_ort.sh ../shared/models/efficientnet_lite0.onnx out/efficientnet_lite0.nnz
+#   tools/benches/latency_vs_ort.sh ../shared/models/efficientnet_lite0.onnx effnet-8x.nnz
 #
-# Without .nnz files, the dense ONNX is packed losslessly in memory and timed as it is. ROUNDS
+# Issue 26 measures the files the app loads: the compressed .nnz beside the dense ONNX it was
+# made from. Without .nnz files, the dense ONNX is packed losslessly in memory (once, before the
+# timed loads, as `nnzip bench` does with any ONNX) and that pack is timed. NNZIP names the
+# nnzip binary to time (default: this checkout's release build, built first). ROUNDS
 # (default 5) rounds alternate onnxruntime and each .nnz, so that a busy machine slows all alike;
 # each round times LOADS loads (default 5) and RUNS runs (default 100) of each, and the table
 # gives the medians over all of them, with both ratios nnzip / onnxruntime: load-to-ready
 # against onnxruntime's session creation, and batch-1 latency (below 1 is faster).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
-[ $# -ge 1 ] || { sed -n 2,11p "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,14p "$0" >&2; exit 2; }
 DENSE="$1"; shift
 WORK="${NNZIP_BENCH_DIR:-$ROOT/target/bench}"
 VENV="$WORK/venv"
@@ -22,8 +25,10 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import onnxruntime, n
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q onnxruntime numpy
 fi
-(cd "$ROOT" && cargo build -q --release -p nnzip-tools --bin nnzip)
-NNZIP="$ROOT/target/release/nnzip"
+if [ -z "${NNZIP:-}" ]; then
+    (cd "$ROOT" && cargo build -q --release -p nnzip-tools --bin nnzip)
+    NNZIP="$ROOT/target/release/nnzip"
+fi
 RUNS="${RUNS:-100}"
 LOADS="${LOADS:-5}"
 ROUNDS="${ROUNDS:-5}"
@@ -68,7 +73,10 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round of $ROUNDS" >&2
     ort_round >> "$ORT_ROUNDS"
     for m in "${models[@]}"; do
-        taskset -c 0 "$NNZIP" bench "$m" --runs "$RUNS" --loads "$LOADS" --json >> "$NNZ_ROUNDS"
+        # As the app runs: tract's declutter makes errors in its normal course, and with
+        # RUST_BACKTRACE set each one captures a backtrace (several ms of a load).
+        env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE taskset -c 0 \
+            "$NNZIP" bench "$m" --runs "$RUNS" --loads "$LOADS" --json >> "$NNZ_ROUNDS"
     done
 done
 python3 - "$DENSE" "$ORT_ROUNDS" "$NNZ_ROUNDS" <<'PY'

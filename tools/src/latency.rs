@@ -3,7 +3,7 @@
 //! kernel where its rule takes them, `nnzip_core::kernels::sparse`) and every layer dense. Runs
 //! alternate between the two so that a busy machine slows both alike.
 
-use crate::model_file::load_model_bytes_with;
+use crate::model_file::nnz_bytes;
 use anyhow::{Result, bail};
 use nnzip_core::kernels::{KernelChoice, SparseKernel};
 use nnzip_core::{LoadOptions, Model, Tensor};
@@ -79,7 +79,7 @@ impl LoadPath {
 
     fn load(&mut self, bytes: &[u8]) -> Result<()> {
         let t = Instant::now();
-        let m = load_model_bytes_with(bytes, &self.options)?;
+        let m = Model::from_bytes_with(bytes, &self.options)?;
         self.loads.push(t.elapsed());
         self.model = Some(m);
         Ok(())
@@ -117,11 +117,14 @@ impl LoadPath {
 }
 
 /// Loads `bytes` (a `.nnz` file, or ONNX packed losslessly in memory) `loads` times and runs it
-/// `runs` times (after 3 warm-up runs) on each path, alternating.
+/// `runs` times (after 3 warm-up runs) on each path, alternating. ONNX is packed once, before
+/// the first timed load: load-to-ready is the time from a `.nnz` file's bytes to a runnable
+/// model, as on the phone, not the packing.
 pub fn measure_latency(bytes: &[u8], loads: usize, runs: usize) -> Result<LatencyReport> {
     if runs == 0 || loads == 0 {
         bail!("--runs and --loads must be at least 1");
     }
+    let bytes = &*nnz_bytes(bytes)?;
     let mut paths = [
         LoadPath::new("default (sparse where the rule says)", SparseKernel::Auto)?,
         LoadPath::new("dense", SparseKernel::Dense)?,

@@ -24,13 +24,21 @@ pub fn load_model_bytes_with(
     bytes: &[u8],
     options: &nnzip_core::LoadOptions,
 ) -> Result<nnzip_core::Model> {
+    Ok(nnzip_core::Model::from_bytes_with(
+        &nnz_bytes(bytes)?,
+        options,
+    )?)
+}
+
+/// `bytes` as a `.nnz` file: a `.nnz` file as it is, ONNX packed losslessly in memory.
+pub fn nnz_bytes(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     if bytes.starts_with(&nnzip_core::format::MAGIC) {
-        return Ok(nnzip_core::Model::from_bytes_with(bytes, options)?);
+        return Ok(bytes.into());
     }
     let nnz = crate::packing::pack_onnx(bytes, &Default::default())
         .context("not a .nnz file, and not readable as ONNX")?
         .to_bytes()?;
-    Ok(nnzip_core::Model::from_bytes_with(&nnz, options)?)
+    Ok(nnz.into())
 }
 
 /// Channels of the model's image input `[N, C, H, W]` (3 when it does not say).

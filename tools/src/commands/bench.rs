@@ -29,6 +29,12 @@ pub struct BenchArgs {
 /// Runs `nnzip bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let bytes = crate::fsutil::read(&args.model)?;
+    if std::backtrace::Backtrace::capture().status() == std::backtrace::BacktraceStatus::Captured {
+        eprintln!(
+            "warning: RUST_BACKTRACE / RUST_LIB_BACKTRACE make every error tract creates while \
+             decluttering capture a backtrace: loads time slower than the app's"
+        );
+    }
     let r = measure_latency(&bytes, args.loads, args.runs)?;
     let file_bytes = bytes.len();
     let (d, dense) = (&r.default, &r.dense);
