@@ -92,13 +92,13 @@ pub struct PointwiseConv {
     portable: bool,
 }
 
-/// The kernel an op with `rows` output channels of planes of `pixels` values runs: the portable
-/// one, or the best this CPU has.
-fn kernel(portable: bool, pixels: usize, rows: usize) -> Kernel {
+/// The kernel an op with `k` input and `rows` output channels of planes of `pixels` values
+/// runs: the portable one, or the best this CPU has.
+fn kernel(portable: bool, pixels: usize, k: usize, rows: usize) -> Kernel {
     if portable {
         tile::PORTABLE
     } else {
-        tile::best_for_this_cpu(pixels, rows)
+        tile::best_for_this_cpu(pixels, k, rows)
     }
 }
 
@@ -124,7 +124,7 @@ impl PointwiseConv {
             layout.pixels
         );
         let k = weights.len() / rows;
-        let tile_rows = kernel(portable, layout.pixels, rows).rows;
+        let tile_rows = kernel(portable, layout.pixels, k, rows).rows;
         let (panels, padded_bias) = panels::lay_out(weights, bias, k, tile_rows);
         Ok(PointwiseConv {
             k,
@@ -182,7 +182,7 @@ impl PointwiseConv {
         ensure!(input.len() == n * self.k * pixels);
         let weights = self.weights.try_as_plain_ram()?;
         let bias = self.bias.try_as_plain_ram()?;
-        let kernel = kernel(self.portable, pixels, self.rows);
+        let kernel = kernel(self.portable, pixels, self.k, self.rows);
         ensure!(
             kernel.rows == self.tile_rows,
             "pointwise weights laid out for tiles of {} rows, the {} kernel takes {}",
@@ -232,7 +232,7 @@ impl Op for PointwiseConv {
         } else {
             format!(
                 "vector kernel ({})",
-                kernel(false, self.layout.pixels, self.rows).name
+                kernel(false, self.layout.pixels, self.k, self.rows).name
             )
         };
         let clamp = match self.clamp {

@@ -33,6 +33,12 @@ pub const MIN_PIXELS: usize = 8;
 #[cfg(target_arch = "x86_64")]
 const SMALL_PLANE: usize = 100;
 
+/// The fewest input channels the kernels with output channels in the lanes are chosen for:
+/// writing a finished tile through its transpose buffer costs about `LANES / k` of its
+/// multiply-adds, a large part where `k` is small (mobile-tiny's 40-channel head).
+#[cfg(target_arch = "x86_64")]
+const BY_PIXEL_FEWEST_INPUTS: usize = 64;
+
 /// The most output channels a tile holds: the size of its table of output rows.
 const MAX_ROWS: usize = 8;
 
@@ -61,6 +67,8 @@ pub(super) struct Kernel {
     pub largest_plane: usize,
     /// The fewest output channels it is chosen for.
     pub fewest_rows: usize,
+    /// The fewest input channels it is chosen for.
+    pub fewest_inputs: usize,
     pub run: RowsFn,
 }
 
@@ -70,15 +78,20 @@ pub(super) const PORTABLE: Kernel = Kernel {
     rows: 4,
     largest_plane: usize::MAX,
     fewest_rows: 1,
+    fewest_inputs: 1,
     run: rows_portable,
 };
 
-/// The implementation this CPU runs best for `rows` output channels of planes of `pixels`
-/// values.
-pub(super) fn best_for_this_cpu(pixels: usize, rows: usize) -> Kernel {
+/// The implementation this CPU runs best for `k` input and `rows` output channels of planes
+/// of `pixels` values.
+pub(super) fn best_for_this_cpu(pixels: usize, k: usize, rows: usize) -> Kernel {
     *for_this_cpu()
         .iter()
-        .rfind(|kernel| pixels <= kernel.largest_plane && rows >= kernel.fewest_rows)
+        .rfind(|kernel| {
+            pixels <= kernel.largest_plane
+                && rows >= kernel.fewest_rows
+                && k >= kernel.fewest_inputs
+        })
         .unwrap_or(&PORTABLE)
 }
 
@@ -95,6 +108,7 @@ fn kernels_of(isa: Isa) -> Vec<Kernel> {
         rows,
         largest_plane: usize::MAX,
         fewest_rows: 1,
+        fewest_inputs: 1,
         run,
     };
     match isa {
@@ -107,6 +121,7 @@ fn kernels_of(isa: Isa) -> Vec<Kernel> {
                 rows: 16,
                 largest_plane: SMALL_PLANE,
                 fewest_rows: 2 * 16,
+                fewest_inputs: BY_PIXEL_FEWEST_INPUTS,
                 run: by_pixel_avx2_fma,
             },
         ],
@@ -118,6 +133,7 @@ fn kernels_of(isa: Isa) -> Vec<Kernel> {
                 rows: 48,
                 largest_plane: SMALL_PLANE,
                 fewest_rows: 2 * 48,
+                fewest_inputs: BY_PIXEL_FEWEST_INPUTS,
                 run: by_pixel_avx512,
             },
         ],
