@@ -173,7 +173,9 @@ fn reference(case: &Case, data: &Data) -> (Vec<f64>, Vec<f64>) {
     (out, mag)
 }
 
-/// The kernel the op must select on this machine.
+/// The instruction set of the kernel the op must select on this machine (on x86_64 the tiles
+/// or, on small planes, the kernel with output channels in the lanes: its name goes on with
+/// " by pixel").
 fn vector_kernel() -> &'static str {
     if cfg!(target_arch = "aarch64") {
         return "NEON";
@@ -211,7 +213,7 @@ fn check(case: &Case, seed: u64) {
         // pattern and stays on tract's path.
         return;
     }
-    let vector = format!("vector kernel ({})", vector_kernel());
+    let vector = format!("vector kernel ({}", vector_kernel());
     assert!(
         infos.len() == 1 && infos[0].contains(&vector),
         "{case:?}: expected one op with {vector}, got {infos:?}"

@@ -12,7 +12,7 @@
 //!   zone walk.
 //! - [`pointwise`]: 1×1 convolutions (stride 1, group 1) of channel-first f32 read in place,
 //!   in tiles of eight (AVX-512) or four (AVX2+FMA / NEON / plain Rust) output channels × a run
-//!   of pixels, with a following ReLU or ReLU6 applied before the store, instead of tract's
+//!   of pixels (on small x86_64 planes, output channels in the lanes × a few pixels), with a following ReLU or ReLU6 applied before the store, instead of tract's
 //!   packed matrix product.
 //! - [`stem`]: an image model's first convolution (few inputs per output point, rows of 64 to
 //!   127 points) on tract's direct spatial convolution, which tract itself takes only from
@@ -25,7 +25,9 @@
 //! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
 //! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV` and `NNZIP_SPARSE` ([`KernelChoice::from_env`]).
 
+mod cpu;
 pub mod depthwise;
+mod lanes;
 pub mod pointwise;
 pub mod sparse;
 pub mod stem;

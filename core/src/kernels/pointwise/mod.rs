@@ -7,7 +7,9 @@
 //! the inference time. Here the input planes are read where they are: a tile of four or eight
 //! output channels × a run of pixels loads, per input channel, its run of that channel's plane
 //! (one contiguous read) and the tile's weights, laid out once at rewrite time so that they
-//! follow each other ([`tile`]). The bias, and a clamp following the convolution (ReLU, ReLU6:
+//! follow each other ([`tile`]). On small planes (7×7) x86_64 turns the tile around
+//! (`by_pixel`): output channels in the lanes, each pixel's input value broadcast, the same
+//! panels laid out for a taller tile. The bias, and a clamp following the convolution (ReLU, ReLU6:
 //! tract's `Max` and `Min` with a constant), are applied to the accumulators: the output is written
 //! once. [`rewrite`] finds these convolutions in the decluttered graph, where tract holds them
 //! as an `EinSum` and an `Add`.
@@ -15,13 +17,16 @@
 //! Each output is the bias, then one multiply-add per input channel in channel order (fused on
 //! the vector paths); tract sums in its own order, so results agree with its to rounding.
 
+#[cfg(target_arch = "x86_64")]
+mod by_pixel;
+mod panels;
 mod rewrite;
-mod simd;
 mod tile;
 
+use panels::Panels;
 pub(super) use rewrite::{following_clamp, replacement};
+use tile::Kernel;
 pub use tile::MIN_PIXELS;
-use tile::{Kernel, Panels};
 use tract_core::internal::*;
 use tract_core::tract_linalg::multithread::par_chunks_mut;
 
@@ -78,21 +83,22 @@ pub struct PointwiseConv {
     layout: PointwiseLayout,
     /// Output channels per tile of the kernel the weights were laid out for.
     tile_rows: usize,
-    /// See [`tile::Panels::weights`].
+    /// See [`panels::Panels::weights`].
     weights: Arc<Tensor>,
-    /// See [`tile::Panels::bias`].
+    /// See [`panels::Panels::bias`].
     bias: Arc<Tensor>,
     clamp: Option<Clamp>,
     /// Runs the plain-Rust four-lane kernel even where a vector one exists.
     portable: bool,
 }
 
-/// The kernel an op runs: the portable one, or the best this CPU has.
-fn kernel(portable: bool) -> Kernel {
+/// The kernel an op with `k` input and `rows` output channels of planes of `pixels` values
+/// runs: the portable one, or the best this CPU has.
+fn kernel(portable: bool, pixels: usize, k: usize, rows: usize) -> Kernel {
     if portable {
         tile::PORTABLE
     } else {
-        tile::best_for_this_cpu()
+        tile::best_for_this_cpu(pixels, k, rows)
     }
 }
 
@@ -118,8 +124,8 @@ impl PointwiseConv {
             layout.pixels
         );
         let k = weights.len() / rows;
-        let tile_rows = kernel(portable).rows;
-        let (panels, padded_bias) = tile::lay_out(weights, bias, k, tile_rows);
+        let tile_rows = kernel(portable, layout.pixels, k, rows).rows;
+        let (panels, padded_bias) = panels::lay_out(weights, bias, k, tile_rows);
         Ok(PointwiseConv {
             k,
             rows,
@@ -176,7 +182,7 @@ impl PointwiseConv {
         ensure!(input.len() == n * self.k * pixels);
         let weights = self.weights.try_as_plain_ram()?;
         let bias = self.bias.try_as_plain_ram()?;
-        let kernel = kernel(self.portable);
+        let kernel = kernel(self.portable, pixels, self.k, self.rows);
         ensure!(
             kernel.rows == self.tile_rows,
             "pointwise weights laid out for tiles of {} rows, the {} kernel takes {}",
@@ -224,7 +230,10 @@ impl Op for PointwiseConv {
         let kernel = if self.portable {
             "portable kernel".to_string()
         } else {
-            format!("vector kernel ({})", kernel(false).name)
+            format!(
+                "vector kernel ({})",
+                kernel(false, self.layout.pixels, self.k, self.rows).name
+            )
         };
         let clamp = match self.clamp {
             Some(c) => format!(", clamped to [{}, {}]", c.low, c.high),

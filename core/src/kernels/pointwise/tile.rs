@@ -14,11 +14,30 @@
 //! it needs, its last vector partial where the plane ends inside it (masked loads and stores:
 //! nothing outside the plane is touched).
 
-use super::simd::{Lanes, Portable};
+#[cfg(target_arch = "x86_64")]
+use super::by_pixel;
+use super::panels::Panels;
+use crate::kernels::cpu::{self, Isa};
+use crate::kernels::lanes::{Lanes, Portable};
 
 /// The fewest values per plane the tiles take. Smaller planes (a fully connected layer is a
 /// plane of one value) stay on tract's matrix-vector products.
 pub const MIN_PIXELS: usize = 8;
+
+/// The largest plane the kernels with output channels in the lanes ([`super::by_pixel`]) are
+/// chosen for, where they exist. On a 7×7 plane the tiles' strips leave a quarter of their
+/// lanes idle and re-read every panel for 49 pixels; from 14×14 on the tiles are the faster
+/// (per shape: `pointwise_shapes`, docs/PERFORMANCE.md). They take at least two of their tiles
+/// of output channels: below that the zero rows padding the last tile are a large part of the
+/// work (a 7×7 layer of 24 or 40 channels, as in mobile-tiny, would compute 48).
+#[cfg(target_arch = "x86_64")]
+const SMALL_PLANE: usize = 100;
+
+/// The fewest input channels the kernels with output channels in the lanes are chosen for:
+/// writing a finished tile through its transpose buffer costs about `LANES / k` of its
+/// multiply-adds, a large part where `k` is small (mobile-tiny's 40-channel head).
+#[cfg(target_arch = "x86_64")]
+const BY_PIXEL_FEWEST_INPUTS: usize = 64;
 
 /// The most output channels a tile holds: the size of its table of output rows.
 const MAX_ROWS: usize = 8;
@@ -27,51 +46,11 @@ const MAX_ROWS: usize = 8;
 /// rows of a tile beyond the last output channel.
 const MAX_TILE_PIXELS: usize = 64;
 
-/// The weights of a pointwise convolution laid out for the tiles.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Panels<'a> {
-    /// Input channels.
-    pub k: usize,
-    /// Output channels.
-    pub rows: usize,
-    /// Output channels per tile (and per panel): the implementation's [`Kernel::rows`].
-    pub tile_rows: usize,
-    /// One panel per group of `tile_rows` output channels: for each input channel, the weights
-    /// of the group's output channels (zero beyond the last one). See [`lay_out`].
-    pub weights: &'a [f32],
-    /// `tile_rows` values per group, zero beyond the last output channel.
-    pub bias: &'a [f32],
-    /// Bounds every output is clamped to, if any.
-    pub clamp: Option<(f32, f32)>,
-}
-
-/// `weights` (row-major `[rows, k]`) and `bias` (one per row) in the layout of [`Panels`] for
-/// tiles of `tile_rows` output channels: the panels, and the bias padded with zeros.
-pub(super) fn lay_out(
-    weights: &[f32],
-    bias: &[f32],
-    k: usize,
-    tile_rows: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let groups = bias.len().div_ceil(tile_rows);
-    let mut panels = vec![0f32; groups * k * tile_rows];
-    for (row, w) in weights.chunks_exact(k).enumerate() {
-        let (group, r) = (row / tile_rows, row % tile_rows);
-        let panel = &mut panels[group * k * tile_rows..][..k * tile_rows];
-        for (ci, &v) in w.iter().enumerate() {
-            panel[ci * tile_rows + r] = v;
-        }
-    }
-    let mut padded_bias = bias.to_vec();
-    padded_bias.resize(groups * tile_rows, 0.0);
-    (panels, padded_bias)
-}
-
 /// Rows `first_row..` of one image's output, as many as `out` holds (`out.len() / pixels`),
 /// from `x`, the image's `k` planes of `pixels` values.
 ///
 /// # Safety
-/// `panels` is laid out for this implementation's tiles ([`lay_out`] with its
+/// `panels` is laid out for this implementation's tiles ([`super::panels::lay_out`] with its
 /// [`Kernel::rows`]), `pixels >= MIN_PIXELS`, `x` holds `k · pixels` values, `out` whole rows
 /// ending at or before row `rows`, and the CPU has the instructions of the implementation.
 pub(super) type RowsFn = unsafe fn(&Panels, &[f32], usize, &mut [f32], usize);
@@ -84,47 +63,83 @@ pub(super) struct Kernel {
     pub name: &'static str,
     /// Output channels per tile, the panels' width.
     pub rows: usize,
+    /// The largest plane (values per input channel) it is chosen for.
+    pub largest_plane: usize,
+    /// The fewest output channels it is chosen for.
+    pub fewest_rows: usize,
+    /// The fewest input channels it is chosen for.
+    pub fewest_inputs: usize,
     pub run: RowsFn,
 }
 
 /// Plain Rust, four lanes, tiles of 4 × 16 (NEON's shape).
 pub(super) const PORTABLE: Kernel = Kernel {
-    name: "portable",
+    name: Isa::Portable.name(),
     rows: 4,
+    largest_plane: usize::MAX,
+    fewest_rows: 1,
+    fewest_inputs: 1,
     run: rows_portable,
 };
 
-/// The implementation this CPU runs best.
-pub(super) fn best_for_this_cpu() -> Kernel {
-    *for_this_cpu().last().unwrap_or(&PORTABLE)
+/// The implementation this CPU runs best for `k` input and `rows` output channels of planes
+/// of `pixels` values.
+pub(super) fn best_for_this_cpu(pixels: usize, k: usize, rows: usize) -> Kernel {
+    *for_this_cpu()
+        .iter()
+        .rfind(|kernel| {
+            pixels <= kernel.largest_plane
+                && rows >= kernel.fewest_rows
+                && k >= kernel.fewest_inputs
+        })
+        .unwrap_or(&PORTABLE)
 }
 
-/// Every implementation this CPU runs, the portable one first and the best last.
+/// Every implementation this CPU runs, the portable one first and the best last (for the
+/// planes each is chosen for).
 pub(super) fn for_this_cpu() -> Vec<Kernel> {
-    #[allow(unused_mut)]
-    let mut kernels = vec![PORTABLE];
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        kernels.push(Kernel {
-            name: "AVX2+FMA",
-            rows: 4,
-            run: rows_avx2_fma,
-        });
-        if std::is_x86_feature_detected!("avx512f") {
-            kernels.push(Kernel {
-                name: "AVX-512",
-                rows: 8,
-                run: rows_avx512,
-            });
-        }
+    cpu::available().into_iter().flat_map(kernels_of).collect()
+}
+
+/// The implementations for `isa`, the tiles first.
+fn kernels_of(isa: Isa) -> Vec<Kernel> {
+    let tiles = |rows, run: RowsFn| Kernel {
+        name: isa.name(),
+        rows,
+        largest_plane: usize::MAX,
+        fewest_rows: 1,
+        fewest_inputs: 1,
+        run,
+    };
+    match isa {
+        Isa::Portable => vec![PORTABLE],
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => vec![
+            tiles(4, rows_avx2_fma),
+            Kernel {
+                name: "AVX2+FMA by pixel",
+                rows: 16,
+                largest_plane: SMALL_PLANE,
+                fewest_rows: 2 * 16,
+                fewest_inputs: BY_PIXEL_FEWEST_INPUTS,
+                run: by_pixel_avx2_fma,
+            },
+        ],
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => vec![
+            tiles(8, rows_avx512),
+            Kernel {
+                name: "AVX-512 by pixel",
+                rows: 48,
+                largest_plane: SMALL_PLANE,
+                fewest_rows: 2 * 48,
+                fewest_inputs: BY_PIXEL_FEWEST_INPUTS,
+                run: by_pixel_avx512,
+            },
+        ],
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => vec![tiles(4, rows_neon)],
     }
-    #[cfg(target_arch = "aarch64")]
-    kernels.push(Kernel {
-        name: "NEON",
-        rows: 4,
-        run: rows_neon,
-    });
-    kernels
 }
 
 unsafe fn rows_portable(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
@@ -136,7 +151,7 @@ unsafe fn rows_portable(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2_fma(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<super::simd::Avx2Fma, 1, 3>(panels, x, pixels, out, first) }
+    unsafe { rows::<crate::kernels::lanes::Avx2Fma, 1, 3>(panels, x, pixels, out, first) }
 }
 
 /// Tiles of 8 × 32: sixteen accumulators, two pixel loads and eight broadcasts per input
@@ -145,14 +160,43 @@ unsafe fn rows_avx2_fma(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn rows_avx512(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<super::simd::Avx512, 2, 2>(panels, x, pixels, out, first) }
+    unsafe { rows::<crate::kernels::lanes::Avx512, 2, 2>(panels, x, pixels, out, first) }
+}
+
+/// Output channels in the lanes ([`by_pixel`]), 16 × 6: twelve accumulators, two weight loads
+/// and a broadcast at a time, fifteen of the sixteen vector registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn by_pixel_avx2_fma(
+    panels: &Panels,
+    x: &[f32],
+    pixels: usize,
+    out: &mut [f32],
+    first: usize,
+) {
+    unsafe { by_pixel::rows::<crate::kernels::lanes::Avx2Fma, 2, 6>(panels, x, pixels, out, first) }
+}
+
+/// Output channels in the lanes ([`by_pixel`]), 48 × 7: 21 accumulators and three weight
+/// loads per input channel, each pixel's broadcast folded into its multiply-adds; seven pixels
+/// divide the 49 of a 7×7 plane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn by_pixel_avx512(
+    panels: &Panels,
+    x: &[f32],
+    pixels: usize,
+    out: &mut [f32],
+    first: usize,
+) {
+    unsafe { by_pixel::rows::<crate::kernels::lanes::Avx512, 3, 7>(panels, x, pixels, out, first) }
 }
 
 /// Tiles of 4 × 16: sixteen accumulators, four pixel loads and one weight load per input
 /// channel, in 21 of the 32 vector registers.
 #[cfg(target_arch = "aarch64")]
 unsafe fn rows_neon(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<super::simd::Neon, 1, 4>(panels, x, pixels, out, first) }
+    unsafe { rows::<crate::kernels::lanes::Neon, 1, 4>(panels, x, pixels, out, first) }
 }
 
 /// One tile's operands.
@@ -406,6 +450,7 @@ unsafe fn tile_at<L: Lanes, const QUADS: usize, const WIDEST: usize>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::panels::lay_out;
     use super::*;
 
     /// Deterministic values in [-1, 1).

@@ -1,11 +1,14 @@
-//! The vector operations the pointwise tile needs, per instruction set.
+//! Vectors of f32 and the operations the kernels need on them, one implementation per
+//! instruction set of [`super::cpu::Isa`]: a kernel written once over [`Lanes`] is compiled
+//! for each.
 //!
-//! A tile multiplies one vector of pixels of one input channel by the weights of its output
-//! channels, four at a time. Four weights are read at once as a [`Lanes::Quad`]: on NEON one
+//! Besides the plain lane-wise operations, a product by four weights at once: a tile of the
+//! pointwise convolution multiplies one vector of pixels of one input channel by the weights
+//! of its output channels, four at a time. Four weights are read at once as a [`Lanes::Quad`]: on NEON one
 //! vector register, each multiply-add taking its lane (`fmla` by element); on x86 four
 //! broadcasts, as x86 has no multiply by lane (AVX-512 folds each into its multiply-add).
 //!
-//! The last vector of a plane may be partial ([`Lanes::Tail`]): AVX-512 and AVX2 load and store
+//! The last vector of a row or plane may be partial ([`Lanes::Tail`]): AVX-512 and AVX2 load and store
 //! it under a mask (the lanes beyond the plane are neither read nor written), the four-lane
 //! forms through a small copy.
 //!
@@ -32,6 +35,10 @@ pub(super) trait Lanes {
     unsafe fn load_quad(p: *const f32) -> Self::Quad;
     /// `acc + x · w[R]`.
     unsafe fn mul_add_lane<const R: i32>(acc: Self::V, x: Self::V, w: Self::Quad) -> Self::V;
+    /// `acc + a · b`.
+    // Only the kernels with output channels in the lanes use it, which exist on x86_64 alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V;
     /// `min(max(v, low), high)`.
     unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V;
 }
@@ -93,6 +100,15 @@ impl Lanes for Portable {
             acc[1] + x[1] * w,
             acc[2] + x[2] * w,
             acc[3] + x[3] * w,
+        ]
+    }
+    #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        [
+            acc[0] + a[0] * b[0],
+            acc[1] + a[1] * b[1],
+            acc[2] + a[2] * b[2],
+            acc[3] + a[3] * b[3],
         ]
     }
     #[inline(always)]
@@ -165,6 +181,10 @@ impl Lanes for Avx2Fma {
         unsafe { std::arch::x86_64::_mm256_fmadd_ps(x, w[R as usize], acc) }
     }
     #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, acc) }
+    }
+    #[inline(always)]
     unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
         use std::arch::x86_64::{_mm256_max_ps, _mm256_min_ps};
         // max/min return their second operand where either is NaN: `v` goes second, so a NaN
@@ -225,6 +245,10 @@ impl Lanes for Avx512 {
         unsafe { std::arch::x86_64::_mm512_fmadd_ps(x, w[R as usize], acc) }
     }
     #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, acc) }
+    }
+    #[inline(always)]
     unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
         use std::arch::x86_64::{_mm512_max_ps, _mm512_min_ps};
         // As AVX2's: `v` second, so a NaN passes through.
@@ -277,6 +301,10 @@ impl Lanes for Neon {
     #[inline(always)]
     unsafe fn mul_add_lane<const R: i32>(acc: Self::V, x: Self::V, w: Self::Quad) -> Self::V {
         unsafe { std::arch::aarch64::vfmaq_laneq_f32::<R>(acc, x, w) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::aarch64::vfmaq_f32(acc, a, b) }
     }
     #[inline(always)]
     unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
