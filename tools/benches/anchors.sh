@@ -10,6 +10,13 @@
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
 #   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
+#   CALIBRATION=mixed RATIOS="8" FT=0 tools/benches/anchors.sh   # nnzip calibrated on wallpapers + objects
+#
+# CALIBRATION=mixed calibrates nnzip on `scripts/photos.sh --mixed`'s folder (the calibration
+# wallpapers and OpenCV's sample photos of objects, animals, people and streets) instead of the
+# wallpapers alone: its files, sensitivity and GPTQ caches are named *-mixed, its rows
+# "nnzip RATIO ftN mixed"; onnxruntime's int8 still calibrates on the wallpapers. NNZIP_VIEWS sets
+# nnzip's views per calibration photo (`--views`, default 8; the file names say it when not 8).
 #
 # Photos: calibration and evaluation wallpapers of scripts/photos.sh (nnzip and onnxruntime's
 # int8 calibrate on the first; no method sees the second), and a second evaluation set of another
@@ -43,7 +50,24 @@ if ! "$VENV/bin/python" -c "import onnxruntime, onnx, nncodec.nnc, matplotlib, s
   "$VENV/bin/pip" install -q 'numpy<2' onnx onnxruntime pillow matplotlib scikit-learn torch torchvision nncodec==2.1.3
 fi
 
-{ read -r cal; read -r eval; } < <(bash scripts/photos.sh)
+CALIBRATION=${CALIBRATION:-wallpapers}
+NNZIP_VIEWS=${NNZIP_VIEWS:-8}
+case $CALIBRATION in
+  wallpapers)
+    { read -r cal; read -r eval; } < <(bash scripts/photos.sh)
+    nnzip_cal=$cal
+    suffix=""
+    ;;
+  mixed)
+    { read -r cal; read -r eval; read -r nnzip_cal; } < <(bash scripts/photos.sh --mixed)
+    suffix="-mixed"
+    ;;
+  *)
+    echo "anchors.sh: CALIBRATION is wallpapers or mixed, not '$CALIBRATION'" >&2
+    exit 1
+    ;;
+esac
+[ "$NNZIP_VIEWS" = 8 ] || suffix="$suffix-v$NNZIP_VIEWS"
 
 objects=$BENCH/objects
 if [ ! -f "$objects/.complete" ]; then
@@ -61,20 +85,25 @@ if [ ! -f "$objects/.complete" ]; then
   touch "$objects/.complete"
 fi
 
+# The photos the mixed calibration adds must not be evaluation photos: compare the pictures.
+if [ "$CALIBRATION" = mixed ]; then
+  "$VENV/bin/python" tools/benches/anchors_photos.py --disjoint "$eval" "$objects" -- "$nnzip_cal"/opencv-*
+fi
+
 NNZIP=${NNZIP:-target/release/nnzip}
 nnzip_rows=()
 for spec in $RATIOS; do
   r=${spec%%:*}
   ft=$FT
   [[ $spec == *:* ]] && ft=${spec#*:}
-  out="$WORK/effnet-${r}x-ft$ft.nnz"
+  out="$WORK/effnet-${r}x-ft$ft$suffix.nnz"
   if [ ! -f "$out" ]; then
     [ -x "$NNZIP" ] || cargo build -q --release -p nnzip-tools --bin nnzip
     echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs $ft (report in $out.txt)..." >&2
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
-      --labels "$shared/models/imagenet_labels.txt" --calibration "$cal" --holdout "$eval" \
-      --sensitivity-cache "$WORK/sensitivity.json" --statistics-cache "$WORK/gptq-statistics" \
-      --target-ratio "$r" \
+      --labels "$shared/models/imagenet_labels.txt" --calibration "$nnzip_cal" --holdout "$eval" \
+      --sensitivity-cache "$WORK/sensitivity$suffix.json" --statistics-cache "$WORK/gptq-statistics$suffix" \
+      --target-ratio "$r" --views "$NNZIP_VIEWS" \
       --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"
@@ -82,7 +111,7 @@ for spec in $RATIOS; do
   if [ ! -f "${out%.nnz}.onnx" ] || [ "$out" -nt "${out%.nnz}.onnx" ]; then
     "$NNZIP" decompress "$out" -o "${out%.nnz}.onnx"
   fi
-  nnzip_rows+=(--nnzip "ft$ft:${r}x=$out=${out%.nnz}.onnx")
+  nnzip_rows+=(--nnzip "ft$ft$suffix:${r}x=$out=${out%.nnz}.onnx")
 done
 
 PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=2 "$VENV/bin/python" tools/benches/anchors.py --model "$model" \
