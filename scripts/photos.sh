@@ -42,7 +42,8 @@ opencv_photos=(data/aero1.jpg data/aloeL.jpg data/apple.jpg data/baboon.jpg data
 # OUT_DIR/mixed-calibration: the calibration wallpapers and the OpenCV photos (opencv-*).
 mixed_calibration() {
   local dir=$out/mixed-calibration
-  [ -f "$dir/.complete" ] && return 0
+  # The marker sits beside the folder: a file inside would be listed as a skipped photo.
+  [ -f "$dir.complete" ] && return 0
   local work
   work=$(mktemp -d)
   (cd "$work" && apt-get download opencv-doc >/dev/null 2>"$work/apt.log") || {
@@ -59,10 +60,9 @@ mixed_calibration() {
   for f in "${opencv_photos[@]}"; do
     cp "$work/root/$opencv_examples/$f" "$dir.tmp/opencv-$(basename "$f")"
   done
-  rm -rf "$work"
-  touch "$dir.tmp/.complete"
-  rm -rf "$dir"
+  rm -rf "$work" "$dir"
   mv "$dir.tmp" "$dir"
+  touch "$dir.complete"
   echo "photos.sh: $(ls "$dir" | wc -l) mixed calibration photos in $dir" >&2
 }
 
