@@ -10,13 +10,15 @@
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
 #   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
-#   CALIBRATION=mixed RATIOS="8" FT=0 tools/benches/anchors.sh   # nnzip calibrated on wallpapers + objects
+#   RATIOS="8 8@mixed/6" FT=0 tools/benches/anchors.sh   # RATIO[:EPOCHS][@CALIBRATION[/VIEWS]]
 #
-# CALIBRATION=mixed calibrates nnzip on `scripts/photos.sh --mixed`'s folder (the calibration
-# wallpapers and OpenCV's sample photos of objects, animals, people and streets) instead of the
-# wallpapers alone: its files, sensitivity and GPTQ caches are named *-mixed, its rows
-# "nnzip RATIO ftN mixed"; onnxruntime's int8 still calibrates on the wallpapers. NNZIP_VIEWS sets
-# nnzip's views per calibration photo (`--views`, default 8; the file names say it when not 8).
+# Calibration of an nnzip file (CALIBRATION for all, or @CALIBRATION for one): `wallpapers`
+# (default), the calibration folder of scripts/photos.sh, or `mixed`, `scripts/photos.sh
+# --mixed`'s folder (the calibration wallpapers and OpenCV's sample photos of objects, animals,
+# people and streets): its files, sensitivity and GPTQ caches are named *-mixed, its rows
+# "nnzip RATIO ftN mixed". onnxruntime's int8 always calibrates on the wallpapers. Views per
+# calibration photo: NNZIP_VIEWS for all, /VIEWS for one (`--views`, default 8; the file names
+# say it when not 8).
 #
 # Photos: calibration and evaluation wallpapers of scripts/photos.sh (nnzip and onnxruntime's
 # int8 calibrate on the first; no method sees the second), and a second evaluation set of another
@@ -52,22 +54,12 @@ fi
 
 CALIBRATION=${CALIBRATION:-wallpapers}
 NNZIP_VIEWS=${NNZIP_VIEWS:-8}
-case $CALIBRATION in
-  wallpapers)
-    { read -r cal; read -r eval; } < <(bash scripts/photos.sh)
-    nnzip_cal=$cal
-    suffix=""
-    ;;
-  mixed)
-    { read -r cal; read -r eval; read -r nnzip_cal; } < <(bash scripts/photos.sh --mixed)
-    suffix="-mixed"
-    ;;
-  *)
-    echo "anchors.sh: CALIBRATION is wallpapers or mixed, not '$CALIBRATION'" >&2
-    exit 1
-    ;;
-esac
-[ "$NNZIP_VIEWS" = 8 ] || suffix="$suffix-v$NNZIP_VIEWS"
+mixed_cal=""
+if [ "$CALIBRATION" = mixed ] || [[ $RATIOS == *@mixed* ]]; then
+  { read -r cal; read -r eval; read -r mixed_cal; } < <(bash scripts/photos.sh --mixed)
+else
+  { read -r cal; read -r eval; } < <(bash scripts/photos.sh)
+fi
 
 objects=$BENCH/objects
 if [ ! -f "$objects/.complete" ]; then
@@ -86,16 +78,33 @@ if [ ! -f "$objects/.complete" ]; then
 fi
 
 # The photos the mixed calibration adds must not be evaluation photos: compare the pictures.
-if [ "$CALIBRATION" = mixed ]; then
-  "$VENV/bin/python" tools/benches/anchors_photos.py --disjoint "$eval" "$objects" -- "$nnzip_cal"/opencv-*
+if [ -n "$mixed_cal" ]; then
+  "$VENV/bin/python" tools/benches/anchors_photos.py --disjoint "$eval" "$objects" -- "$mixed_cal"/opencv-*
 fi
 
 NNZIP=${NNZIP:-target/release/nnzip}
 nnzip_rows=()
 for spec in $RATIOS; do
-  r=${spec%%:*}
+  item=${spec%%@*}
+  r=${item%%:*}
   ft=$FT
-  [[ $spec == *:* ]] && ft=${spec#*:}
+  [[ $item == *:* ]] && ft=${item#*:}
+  calibration=$CALIBRATION
+  views=$NNZIP_VIEWS
+  if [[ $spec == *@* ]]; then
+    calibration=${spec#*@}
+    [[ $calibration == */* ]] && views=${calibration#*/}
+    calibration=${calibration%%/*}
+  fi
+  case $calibration in
+    wallpapers) nnzip_cal=$cal suffix="" ;;
+    mixed) nnzip_cal=$mixed_cal suffix="-mixed" ;;
+    *)
+      echo "anchors.sh: a calibration is wallpapers or mixed, not '$calibration' (in '$spec')" >&2
+      exit 1
+      ;;
+  esac
+  [ "$views" = 8 ] || suffix="$suffix-v$views"
   out="$WORK/effnet-${r}x-ft$ft$suffix.nnz"
   if [ ! -f "$out" ]; then
     [ -x "$NNZIP" ] || cargo build -q --release -p nnzip-tools --bin nnzip
@@ -103,7 +112,7 @@ for spec in $RATIOS; do
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
       --labels "$shared/models/imagenet_labels.txt" --calibration "$nnzip_cal" --holdout "$eval" \
       --sensitivity-cache "$WORK/sensitivity$suffix.json" --statistics-cache "$WORK/gptq-statistics$suffix" \
-      --target-ratio "$r" --views "$NNZIP_VIEWS" \
+      --target-ratio "$r" --views "$views" \
       --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"
