@@ -6,7 +6,15 @@
 #   target/photos/calibration/   two thirds of the photos
 #   target/photos/evaluation/    the other third (never seen by `nnzip compress`)
 #
-#   bash scripts/photos.sh [OUT_DIR]       # default target/photos; prints the two paths
+#   bash scripts/photos.sh [OUT_DIR]          # default target/photos; prints the two paths
+#   bash scripts/photos.sh --mixed [OUT_DIR]  # and a third: OUT_DIR/mixed-calibration
+#
+# --mixed adds a second photo source for calibration (issue 25): the calibration wallpapers plus
+# 25 photos of objects, animals, people and street scenes from Debian's `opencv-doc` (the sample
+# images of OpenCV's examples, Apache-2.0 AND BSD-3-Clause per its copyright file; Debian leaves
+# out the non-free ones), so that the statistics and the sensitivity do not fit one kind of
+# picture. None of them is in the evaluation wallpapers or in anchors.sh's objects set (jigzo,
+# scikit-image, scikit-learn, matplotlib).
 #
 # The split is by position in the sorted list of file names (every third photo is for evaluation),
 # so both halves mix landscapes, close-ups and abstract art. Only the largest file of each
@@ -14,10 +22,61 @@
 # (`screenshot.*`) are skipped. Idempotent: a second run with the folders present does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mixed=0
+if [ "${1:-}" = --mixed ]; then
+  mixed=1
+  shift
+fi
 out=${1:-target/photos}
-if [ -f "$out/.complete" ]; then
+
+# The OpenCV sample photos of --mixed: colour photos at least 256 pixels on their short side
+# (logos, charts, renders, grey and calibration pictures left out).
+opencv_examples=usr/share/doc/opencv-doc/examples
+opencv_photos=(data/aero1.jpg data/aloeL.jpg data/apple.jpg data/baboon.jpg data/board.jpg
+  data/building.jpg data/butterfly.jpg data/ela_original.jpg data/fruits.jpg data/graf1.png
+  data/home.jpg data/left.jpg data/leuvenA.jpg data/licenseplate_motion.jpg data/messi5.jpg
+  data/orange.jpg data/pca_test1.jpg data/rubberwhale1.png data/smarties.png
+  data/squirrel_cls.jpg data/stuff.jpg alphamat/input_images/plant.jpg text/scenetext01.jpg
+  text/scenetext04.jpg text/scenetext06.jpg)
+
+# OUT_DIR/mixed-calibration: the calibration wallpapers and the OpenCV photos (opencv-*).
+mixed_calibration() {
+  local dir=$out/mixed-calibration
+  # The marker sits beside the folder: a file inside would be listed as a skipped photo.
+  [ -f "$dir.complete" ] && return 0
+  local work
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download opencv-doc >/dev/null 2>"$work/apt.log") || {
+    cat "$work/apt.log" >&2
+    echo "photos.sh: cannot download opencv-doc (is a Debian mirror reachable? try 'apt-get update')" >&2
+    rm -rf "$work"
+    exit 1
+  }
+  dpkg -x "$work"/opencv-doc_*.deb "$work/root"
+  rm -rf "$dir.tmp"
+  mkdir -p "$dir.tmp"
+  cp "$out"/calibration/* "$dir.tmp/"
+  local f
+  for f in "${opencv_photos[@]}"; do
+    cp "$work/root/$opencv_examples/$f" "$dir.tmp/opencv-$(basename "$f")"
+  done
+  rm -rf "$work" "$dir"
+  mv "$dir.tmp" "$dir"
+  touch "$dir.complete"
+  echo "photos.sh: $(ls "$dir" | wc -l) mixed calibration photos in $dir" >&2
+}
+
+print_paths() {
   echo "$out/calibration"
   echo "$out/evaluation"
+  if [ "$mixed" = 1 ]; then
+    mixed_calibration
+    echo "$out/mixed-calibration"
+  fi
+}
+
+if [ -f "$out/.complete" ]; then
+  print_paths
   exit 0
 fi
 
@@ -59,5 +118,4 @@ touch "$out.tmp/.complete"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 echo "photos.sh: $(ls "$out/calibration" | wc -l) calibration and $(ls "$out/evaluation" | wc -l) evaluation photos" >&2
-echo "$out/calibration"
-echo "$out/evaluation"
+print_paths

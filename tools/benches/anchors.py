@@ -50,7 +50,8 @@ def parse_args():
     p.add_argument("--calibration", required=True, help="calibration photos (onnxruntime's int8)")
     p.add_argument("--eval", action="append", required=True, metavar="NAME=DIR",
                    help="an evaluation set (repeat)")
-    p.add_argument("--nnzip", action="append", default=[], metavar="ftEPOCHS:RATIO=FILE.nnz=FILE.onnx",
+    p.add_argument("--nnzip", action="append", default=[],
+                   metavar="ftEPOCHS[-mixed][-vVIEWS]:RATIO=FILE.nnz=FILE.onnx",
                    help="an nnzip file, its fine-tuning epochs and target ratio, and its decompressed ONNX (repeat)")
     p.add_argument("--views", type=int, default=10, help="views per photo")
     p.add_argument("--work", required=True, help="cache folder")
@@ -138,6 +139,13 @@ class Bench:
         return r
 
 
+def calibration_words(suffix):
+    """What a file-name suffix of anchors.sh says about nnzip's calibration."""
+    if suffix.startswith("v") and suffix[1:].isdigit():
+        return f"{suffix[1:]} views per photo"
+    return f"{suffix} calibration"
+
+
 def all_rows(bench, args):
     m = bench.dense_model
     rows = [bench.row("binary16", "binary16", lambda: methods.binary16(m)),
@@ -157,9 +165,11 @@ def all_rows(bench, args):
     for spec in args.nnzip:
         label, nnz, decompressed = spec.split("=", 2)
         fine_tune, ratio = label.split(":", 1)
-        epochs = fine_tune.removeprefix("ft")
+        # ftEPOCHS, then -mixed for the mixed calibration and -vN for N views (anchors.sh).
+        epochs, *calibration = fine_tune.removeprefix("ft").split("-")
         method = "nnzip, no fine-tuning" if epochs == "0" else f"nnzip, fine-tuned {epochs} epochs"
-        rows.append(bench.row(f"nnzip {ratio} {fine_tune}", method,
+        method += "".join(", " + calibration_words(w) for w in calibration)
+        rows.append(bench.row(f"nnzip {ratio} {' '.join(['ft' + epochs] + calibration)}", method,
                               lambda: (os.path.getsize(nnz), Path(decompressed).read_bytes()),
                               source=nnz))
     for step in (float(s) for s in args.nncodec_row_steps.split(",")):

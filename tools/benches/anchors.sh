@@ -10,6 +10,15 @@
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
 #   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
+#   RATIOS="8 8@mixed/6" FT=0 tools/benches/anchors.sh   # RATIO[:EPOCHS][@CALIBRATION[/VIEWS]]
+#
+# Calibration of an nnzip file (CALIBRATION for all, or @CALIBRATION for one): `wallpapers`
+# (default), the calibration folder of scripts/photos.sh, or `mixed`, `scripts/photos.sh
+# --mixed`'s folder (the calibration wallpapers and OpenCV's sample photos of objects, animals,
+# people and streets): its files, sensitivity and GPTQ caches are named *-mixed, its rows
+# "nnzip RATIO ftN mixed". onnxruntime's int8 always calibrates on the wallpapers. Views per
+# calibration photo: NNZIP_VIEWS for all, /VIEWS for one (`--views`, default 8; the file names
+# say it when not 8).
 #
 # Photos: calibration and evaluation wallpapers of scripts/photos.sh (nnzip and onnxruntime's
 # int8 calibrate on the first; no method sees the second), and a second evaluation set of another
@@ -43,7 +52,14 @@ if ! "$VENV/bin/python" -c "import onnxruntime, onnx, nncodec.nnc, matplotlib, s
   "$VENV/bin/pip" install -q 'numpy<2' onnx onnxruntime pillow matplotlib scikit-learn torch torchvision nncodec==2.1.3
 fi
 
-{ read -r cal; read -r eval; } < <(bash scripts/photos.sh)
+CALIBRATION=${CALIBRATION:-wallpapers}
+NNZIP_VIEWS=${NNZIP_VIEWS:-8}
+mixed_cal=""
+if [ "$CALIBRATION" = mixed ] || [[ $RATIOS == *@mixed* ]]; then
+  { read -r cal; read -r eval; read -r mixed_cal; } < <(bash scripts/photos.sh --mixed)
+else
+  { read -r cal; read -r eval; } < <(bash scripts/photos.sh)
+fi
 
 objects=$BENCH/objects
 if [ ! -f "$objects/.complete" ]; then
@@ -61,20 +77,42 @@ if [ ! -f "$objects/.complete" ]; then
   touch "$objects/.complete"
 fi
 
+# The photos the mixed calibration adds must not be evaluation photos: compare the pictures.
+if [ -n "$mixed_cal" ]; then
+  "$VENV/bin/python" tools/benches/anchors_photos.py --disjoint "$eval" "$objects" -- "$mixed_cal"/opencv-*
+fi
+
 NNZIP=${NNZIP:-target/release/nnzip}
 nnzip_rows=()
 for spec in $RATIOS; do
-  r=${spec%%:*}
+  item=${spec%%@*}
+  r=${item%%:*}
   ft=$FT
-  [[ $spec == *:* ]] && ft=${spec#*:}
-  out="$WORK/effnet-${r}x-ft$ft.nnz"
+  [[ $item == *:* ]] && ft=${item#*:}
+  calibration=$CALIBRATION
+  views=$NNZIP_VIEWS
+  if [[ $spec == *@* ]]; then
+    calibration=${spec#*@}
+    [[ $calibration == */* ]] && views=${calibration#*/}
+    calibration=${calibration%%/*}
+  fi
+  case $calibration in
+    wallpapers) nnzip_cal=$cal suffix="" ;;
+    mixed) nnzip_cal=$mixed_cal suffix="-mixed" ;;
+    *)
+      echo "anchors.sh: a calibration is wallpapers or mixed, not '$calibration' (in '$spec')" >&2
+      exit 1
+      ;;
+  esac
+  [ "$views" = 8 ] || suffix="$suffix-v$views"
+  out="$WORK/effnet-${r}x-ft$ft$suffix.nnz"
   if [ ! -f "$out" ]; then
     [ -x "$NNZIP" ] || cargo build -q --release -p nnzip-tools --bin nnzip
     echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs $ft (report in $out.txt)..." >&2
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
-      --labels "$shared/models/imagenet_labels.txt" --calibration "$cal" --holdout "$eval" \
-      --sensitivity-cache "$WORK/sensitivity.json" --statistics-cache "$WORK/gptq-statistics" \
-      --target-ratio "$r" \
+      --labels "$shared/models/imagenet_labels.txt" --calibration "$nnzip_cal" --holdout "$eval" \
+      --sensitivity-cache "$WORK/sensitivity$suffix.json" --statistics-cache "$WORK/gptq-statistics$suffix" \
+      --target-ratio "$r" --views "$views" \
       --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"
@@ -82,7 +120,7 @@ for spec in $RATIOS; do
   if [ ! -f "${out%.nnz}.onnx" ] || [ "$out" -nt "${out%.nnz}.onnx" ]; then
     "$NNZIP" decompress "$out" -o "${out%.nnz}.onnx"
   fi
-  nnzip_rows+=(--nnzip "ft$ft:${r}x=$out=${out%.nnz}.onnx")
+  nnzip_rows+=(--nnzip "ft$ft$suffix:${r}x=$out=${out%.nnz}.onnx")
 done
 
 PYTHONDONTWRITEBYTECODE=1 OMP_NUM_THREADS=2 "$VENV/bin/python" tools/benches/anchors.py --model "$model" \

@@ -15,6 +15,8 @@ anchors.sh; none is committed:
     python anchors_photos.py OUT_DIR JIGZO_ROOT SKIMAGE_WHEEL
     (JIGZO_ROOT: the jigzo-data .deb unpacked with dpkg -x; scikit-learn and matplotlib are
     imported from the running Python)
+    python anchors_photos.py --disjoint EVAL_DIR... -- CALIBRATION_PHOTO...
+    (fails when a calibration photo is also an evaluation photo, even re-encoded or resized)
 """
 import io
 import os
@@ -63,7 +65,47 @@ def package_file(module, relative):
     return Path(__import__(module).__file__).parent / relative
 
 
+def thumbnail_bits(path, side=16):
+    """An average hash: the photo in grey at side x side, each pixel above or below the mean.
+    The same picture re-encoded or resized gives (nearly) the same bits; different photos differ
+    in about half of them."""
+    grey = Image.open(path).convert("L").resize((side, side), Image.Resampling.BILINEAR)
+    pixels = list(grey.tobytes())
+    mean = sum(pixels) / len(pixels)
+    return [p > mean for p in pixels]
+
+
+def photo_files(folder):
+    return sorted(p for p in Path(folder).rglob("*")
+                  if p.suffix.lower() in (".jpg", ".jpeg", ".png") and p.is_file())
+
+
+def same_pictures(calibration, evaluation, max_differing_bits=12):
+    """Pairs (calibration photo, evaluation photo) whose average hashes differ in at most
+    `max_differing_bits` of 256."""
+    cal = [(p, thumbnail_bits(p)) for p in calibration]
+    pairs = []
+    for e in evaluation:
+        e_bits = thumbnail_bits(e)
+        pairs += [(c, e) for c, c_bits in cal
+                  if sum(a != b for a, b in zip(c_bits, e_bits)) <= max_differing_bits]
+    return pairs
+
+
+def check_disjoint(eval_dirs, calibration):
+    evaluation = [p for d in eval_dirs for p in photo_files(d)]
+    pairs = same_pictures(calibration, evaluation)
+    for c, e in pairs:
+        print(f"anchors_photos.py: {c} is the same picture as the evaluation photo {e}", file=sys.stderr)
+    if pairs:
+        sys.exit(1)
+
+
 def main():
+    if sys.argv[1] == "--disjoint":
+        split = sys.argv.index("--")
+        check_disjoint(sys.argv[2:split], [Path(p) for p in sys.argv[split + 1:]])
+        return
     out, jigzo_root, skimage_wheel = (Path(a) for a in sys.argv[1:4])
     out.mkdir(parents=True, exist_ok=True)
     written = []
