@@ -380,7 +380,7 @@ pub(super) fn replacement(
 /// Whether `dense` is exactly the tensor `entries` expand to: as many elements and non-zero
 /// values, each entry's value at its position. Compared by content, not by identity: tract's
 /// declutter may reshape a constant (a 1×1 kernel loses its unit axes) into a new tensor.
-fn expands_to(entries: &SparseEntries, dense: &[f32]) -> bool {
+pub(in crate::kernels) fn expands_to(entries: &SparseEntries, dense: &[f32]) -> bool {
     entries.element_count() == dense.len()
         && entries.positions.iter().enumerate().all(|(j, &p)| {
             dense
