@@ -118,24 +118,25 @@ impl SparseConv {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<f32>()?;
         let mut scratch = vec![0f32; self.taps.inputs() * self.layout.scratch_len()];
-        let mut plain = output.try_as_plain_ram_mut()?;
-        let out = plain.as_slice_mut::<f32>()?;
-        for (src, out) in input
-            .chunks_exact(in_image)
-            .zip(out.chunks_exact_mut(out_image))
         {
-            let image = Image {
-                layout: &self.layout,
-                taps: &self.taps,
-                bias: &self.bias,
-                clamp: self.clamp.map(|c| (c.low, c.high)),
-                src,
-                scratch: &mut scratch,
-                out,
-            };
-            kernel::run(self.path, image)?;
+            let mut plain = output.try_as_plain_ram_mut()?;
+            let out = plain.as_slice_mut::<f32>()?;
+            for (src, out) in input
+                .chunks_exact(in_image)
+                .zip(out.chunks_exact_mut(out_image))
+            {
+                let image = Image {
+                    layout: &self.layout,
+                    taps: &self.taps,
+                    bias: &self.bias,
+                    clamp: self.clamp.map(|c| (c.low, c.high)),
+                    src,
+                    scratch: &mut scratch,
+                    out,
+                };
+                kernel::run(self.path, image)?;
+            }
         }
-        drop(plain);
         Ok(output)
     }
 }
