@@ -1,8 +1,9 @@
 //! The measurements behind the sparse-or-dense rule (`nnzip_core::kernels::sparse`): one pruned
 //! layer, weights shared on a 16-value codebook, timed at batch 1 on nnzip's sparse kernel and
 //! on tract's dense product, alternating, same process, for several shapes and densities.
-//! Fully connected layers (`Gemm`, LeNet's and EfficientNet-Lite0's classifier shapes) and 1×1
-//! convolutions (EfficientNet-Lite0's expansion and projection shapes).
+//! Fully connected layers (`Gemm`, LeNet's and EfficientNet-Lite0's classifier shapes), 1×1
+//! convolutions (EfficientNet-Lite0's expansion and projection shapes) and k×k convolutions
+//! (LeNet-5's, `nnzip_core::kernels::sparse_conv`).
 //!
 //! `cargo run --release -p nnzip-core --example sparse_rule [RUNS] [LAYER NAME PART]`, or with
 //! `.nnz` files after RUNS: each whole model on the default path against every layer dense.
@@ -15,9 +16,9 @@ use nnzip_core::{LoadOptions, Model, Tensor};
 use prost::Message;
 use std::time::{Duration, Instant};
 
-/// A `Gemm` (plane = 1) or 1×1 `Conv` on a `plane`-pixel square of `k` channels, `n` outputs,
-/// `density` of the weights kept.
-fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
+/// A `Gemm` (plane = 1) or `Conv` (`taps` square, padded by `pad` on each side) on a
+/// `plane`-pixel square of `k` channels, `n` outputs, `density` of the weights kept.
+fn layer(n: usize, k: usize, plane: usize, (taps, pad): (usize, usize), density: f64) -> Vec<u8> {
     let mut s = 0x2545_F491_4F6C_DD1Du64;
     let mut next = || {
         s ^= s << 13;
@@ -25,7 +26,8 @@ fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
         s ^= s << 17;
         s
     };
-    let indices: Vec<u16> = (0..n * k)
+    let weights = n * k * taps * taps;
+    let indices: Vec<u16> = (0..weights)
         .map(|_| {
             let r = next();
             if (r >> 11) as f64 / (1u64 << 53) as f64 <= density {
@@ -54,11 +56,22 @@ fn layer(n: usize, k: usize, plane: usize, density: f64) -> Vec<u8> {
             vec![transb],
         )
     } else {
-        let shape = vec![n as u64, k as u64, 1, 1];
-        ("Conv", vec![1, k as i64, side, side], shape, vec![])
+        let shape = vec![n as u64, k as u64, taps as u64, taps as u64];
+        let pads = pb::AttributeProto {
+            name: "pads".into(),
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ints: vec![pad as i64; 4],
+            ..Default::default()
+        };
+        ("Conv", vec![1, k as i64, side, side], shape, vec![pads])
     };
     let mut output = input.clone();
     output[1] = n as i64;
+    if plane > 1 {
+        let out_side = side + 2 * pad as i64 - taps as i64 + 1;
+        output[2] = out_side;
+        output[3] = out_side;
+    }
     let proto = pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
@@ -174,9 +187,10 @@ fn whole_model(path: &str, runs: usize) {
     let [sparse, dense] = alternate(&models, &x, runs);
     let [sb, db] = [&models[0], &models[1]].map(|m| m.weight_bytes());
     println!(
-        "| {path} | {} | {} of them sparse | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2} µs | {:.2} |",
+        "| {path} | {} | {} products, {} convolutions | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2} µs | {:.2} |",
         bytes.len(),
         models[0].sparse_kernels().len(),
+        models[0].sparse_conv_kernels().len(),
         sb as f64 / bytes.len() as f64,
         dense / sparse
     );
@@ -193,7 +207,7 @@ fn main() {
     if !files.is_empty() {
         println!("load average at the start: {}", load_average());
         println!(
-            "| model | file bytes | layers | weight bytes, default / dense | batch-1 latency, default / dense | dense / default |"
+            "| model | file bytes | sparse layers | weight bytes, default / dense | batch-1 latency, default / dense | dense / default |"
         );
         println!("|---|---|---|---|---|---|");
         for f in &files {
@@ -209,29 +223,34 @@ fn main() {
         _ => SparseKernel::Sparse,
     };
     println!("load average at the start: {}", load_average());
-    println!("| layer | n × k × pixels | density | sparse µs | dense µs | dense / sparse |");
+    println!("| layer | n × k × taps × pixels | density | sparse µs | dense µs | dense / sparse |");
     println!("|---|---|---|---|---|---|");
     // The shared models' layers: LeNet-300-100's and LeNet-5's fully connected ones (the
     // presets' densities are among those swept: 3, 6, 25% and 2, 15%), EfficientNet-Lite0's
     // classifier and three of its 1×1 convolutions (expansion and projection, 28×28 to 7×7).
+    // LeNet-5's two 5×5 convolutions (its presets keep 50% and 8% of them, the paper 66% and
+    // 12%) and a padded 3×3 one of a small image model.
     let shapes = [
-        ("fc LeNet-300 fc1", 300, 784, 1),
-        ("fc LeNet-300 fc2", 100, 300, 1),
-        ("fc LeNet-300 fc3", 10, 100, 1),
-        ("fc LeNet-5 fc1", 500, 800, 1),
-        ("fc LeNet-5 fc2", 10, 500, 1),
-        ("fc EfficientNet classifier", 1000, 1280, 1),
-        ("1x1 conv 28×28", 240, 40, 784),
-        ("1x1 conv 14×14", 480, 80, 196),
-        ("1x1 conv 7×7", 1152, 192, 49),
+        ("fc LeNet-300 fc1", 300, 784, 1, (1, 0)),
+        ("fc LeNet-300 fc2", 100, 300, 1, (1, 0)),
+        ("fc LeNet-300 fc3", 10, 100, 1, (1, 0)),
+        ("fc LeNet-5 fc1", 500, 800, 1, (1, 0)),
+        ("fc LeNet-5 fc2", 10, 500, 1, (1, 0)),
+        ("fc EfficientNet classifier", 1000, 1280, 1, (1, 0)),
+        ("1x1 conv 28×28", 240, 40, 784, (1, 0)),
+        ("1x1 conv 14×14", 480, 80, 196, (1, 0)),
+        ("1x1 conv 7×7", 1152, 192, 49, (1, 0)),
+        ("5x5 conv LeNet-5 conv1 28×28", 20, 1, 784, (5, 0)),
+        ("5x5 conv LeNet-5 conv2 12×12", 50, 20, 144, (5, 0)),
+        ("3x3 conv 14×14 pad 1", 32, 32, 196, (3, 1)),
     ];
     let densities = [0.02, 0.03, 0.06, 0.1, 0.15, 0.25, 0.35, 0.5, 0.7, 1.0];
-    for (name, n, k, plane) in shapes {
+    for (name, n, k, plane, kernel) in shapes {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
         }
         for density in densities {
-            let bytes = layer(n, k, plane, density);
+            let bytes = layer(n, k, plane, kernel, density);
             let models = [
                 load(&bytes, sparse_kernel),
                 load(&bytes, SparseKernel::Dense),
@@ -245,7 +264,8 @@ fn main() {
             let x = Tensor::from_shape(&shape, &x).expect("input");
             let [sparse, dense] = alternate(&models, &x, runs);
             println!(
-                "| {name} | {n} × {k} × {plane} | {:.0}% | {sparse:.2} | {dense:.2} | {:.2} |",
+                "| {name} | {n} × {k} × {} × {plane} | {:.0}% | {sparse:.2} | {dense:.2} | {:.2} |",
+                kernel.0 * kernel.0,
                 density * 100.0,
                 dense / sparse
             );

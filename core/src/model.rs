@@ -116,8 +116,9 @@ impl Model {
     }
 
     /// Bytes of the weights the plan holds in memory: its constants, the matrices tract packed
-    /// into its matrix products, and the compact weights of nnzip's sparse products
-    /// ([`crate::kernels::sparse`]).
+    /// into its matrix products, and the weights nnzip's operators hold inside themselves
+    /// ([`crate::kernels::held_weight_bytes`]: sparse products and convolutions in their compact
+    /// form, pointwise and depthwise kernels in their laid-out form, with their biases).
     pub fn weight_bytes(&self) -> u64 {
         self.runs
             .plan()
@@ -139,6 +140,19 @@ impl Model {
             .iter()
             .filter_map(|n| n.op_as::<SparseMatMul>())
             .map(SparseMatMul::kernel_name)
+            .collect()
+    }
+
+    /// The kernel of each k×k convolution running on nnzip's sparse convolution
+    /// ([`crate::kernels::sparse_conv`]): `avx2+fma`, `neon` or `portable`, in plan order.
+    pub fn sparse_conv_kernels(&self) -> Vec<&'static str> {
+        use crate::kernels::sparse_conv::SparseConv;
+        self.plan
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<SparseConv>())
+            .map(SparseConv::kernel_name)
             .collect()
     }
 
@@ -248,16 +262,15 @@ impl Model {
 }
 
 /// The bytes of weights `node` holds: a constant's values (packed or plain), the packed constant
-/// operands of tract's optimised matrix product, nnzip's compact sparse weights.
+/// operands of tract's optimised matrix product, the weights inside nnzip's operators.
 fn weight_bytes_of(node: &TypedNode) -> usize {
-    use crate::kernels::sparse::SparseMatMul;
     use tract_core::internal::DimLike;
     use tract_core::ops::konst::Const;
     use tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
     use tract_core::tract_linalg::mmm::{MMMInputValue, PackedMatrixStorage};
     let packed = |v: &dyn MMMInputValue| v.exotic_fact().mem_size().to_usize().unwrap_or(0);
-    if let Some(sparse) = node.op_as::<SparseMatMul>() {
-        sparse.bytes()
+    if let Some(held) = crate::kernels::held_weight_bytes(node.op.as_ref()) {
+        held
     } else if let Some(konst) = node.op_as::<Const>() {
         let t = konst.val();
         match t.storage_as::<PackedMatrixStorage>() {

@@ -167,3 +167,47 @@ fn efficientnet_lite0_runs_on_nnzips_kernels() {
     assert_eq!(count(&model, "OptBinChain(Max+Min)"), 1);
     assert_eq!(count(&model, "OptMatMul"), 1 + 32 - pointwise);
 }
+
+/// LeNet-5 compressed in one shot at the paper's densities (conv2 keeps 12% of its 5×5
+/// weights, shared on a codebook): the default rule runs conv2 on nnzip's sparse convolution,
+/// and its logits match the all-dense path's within rounding (1e-5 of the largest), same top 5,
+/// at batch 1 and 2.
+#[test]
+fn lenet5_pruned_sparse_convolution_same_logits_as_dense() {
+    use nnzip_tools::compress::settings::CompressSettings;
+    use nnzip_tools::compress::{Source, compress, pack_options};
+    let model = shared("models/lenet5.onnx");
+    let onnx = std::fs::read(&model).unwrap();
+    let s = CompressSettings {
+        paper_densities: Some("lenet5".into()),
+        ..Default::default()
+    };
+    let pack = pack_options(&model, &s).unwrap();
+    let src = Source {
+        path: &model,
+        onnx: &onnx,
+        pack: &pack,
+    };
+    let nnz = compress(&src, &s, false).unwrap().file;
+    let dense = KernelChoice {
+        sparse: SparseKernel::Dense,
+        ..KernelChoice::default()
+    };
+    let sparse = load(&nnz, KernelChoice::default(), None);
+    assert_eq!(sparse.sparse_conv_kernels().len(), 1, "conv2 at 12%");
+    assert!(load(&nnz, dense, None).sparse_conv_kernels().is_empty());
+    for (batch, seed) in [(1, 21), (2, 22)] {
+        let input = random_input(&[batch, 1, 28, 28], seed);
+        let want = tensor_values(&load(&nnz, dense, None).run(input.clone()).unwrap());
+        let got = tensor_values(&sparse.run(input).unwrap());
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let diff = nnzip_e2e::max_abs_diff(&got, &want);
+        assert!(
+            diff <= 1e-5 * scale,
+            "logits differ by {diff} (largest {scale})"
+        );
+        for (w, g) in want.chunks(10).zip(got.chunks(10)) {
+            assert_eq!(top5(w), top5(g));
+        }
+    }
+}

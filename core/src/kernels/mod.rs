@@ -20,6 +20,9 @@
 //! - [`sparse`]: fully connected layers and 1×1 convolutions whose constant weights are mostly
 //!   zeros (pruned), run from their kept weights only, where a rule from measured densities
 //!   says it is faster than tract's dense product.
+//! - [`sparse_conv`]: k×k convolutions (group 1, channel-first) with a pruned constant kernel,
+//!   run from their kept weights only, each adding its shifted input plane, where a rule from
+//!   measured densities says it is faster than tract's dense convolution.
 //!
 //! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
 //! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
@@ -30,6 +33,7 @@ pub mod depthwise;
 mod lanes;
 pub mod pointwise;
 pub mod sparse;
+pub mod sparse_conv;
 pub mod stem;
 mod successors;
 
@@ -72,7 +76,7 @@ pub enum StemConvKernel {
     Tract,
 }
 
-/// Which path runs matrix products with a constant, pruned weight.
+/// Which path runs matrix products and k×k convolutions with a constant, pruned weight.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SparseKernel {
     /// The sparse kernel where the rule ([`sparse::prefers_sparse`]) says it is faster, tract's
@@ -97,7 +101,7 @@ pub struct KernelChoice {
     pub stem_conv: StemConvKernel,
     /// Pointwise convolutions.
     pub pointwise: PointwiseKernel,
-    /// Products with pruned constant weights.
+    /// Products and k×k convolutions with pruned constant weights.
     pub sparse: SparseKernel,
 }
 
@@ -215,9 +219,14 @@ pub fn use_nnzip_kernels_with(
                 None => pointwise::replacement(model, node, einsum, choice.pointwise)?,
             }
         } else if let Some(conv) = node.op_as::<Conv>() {
-            match depthwise::replacement(model, node, conv, choice.depthwise)? {
-                Some(patch) => Some(patch),
-                None => stem::replacement(model, node, conv, choice.stem_conv)?,
+            if let Some(patch) = depthwise::replacement(model, node, conv, choice.depthwise)? {
+                Some(patch)
+            } else if let Some(patch) =
+                sparse_conv::replacement(model, node, conv, choice.sparse, decoded)?
+            {
+                Some(patch)
+            } else {
+                stem::replacement(model, node, conv, choice.stem_conv)?
             }
         } else {
             None
@@ -227,6 +236,32 @@ pub fn use_nnzip_kernels_with(
         }
     }
     model.compact()
+}
+
+/// Bytes of weights `op` holds inside itself where it is one of nnzip's operators (its kernel in
+/// the layout it runs from, its bias), `None` for any other operator.
+pub fn held_weight_bytes(op: &dyn TypedOp) -> Option<usize> {
+    let op = op.as_op();
+    if let Some(op) = op.downcast_ref::<sparse::SparseMatMul>() {
+        Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<sparse_conv::SparseConv>() {
+        Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<pointwise::PointwiseConv>() {
+        Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<depthwise::PaddedDepthwise>() {
+        Some(op.bytes())
+    } else {
+        op.downcast_ref::<depthwise::ChannelsLastDepthwise>()
+            .map(depthwise::ChannelsLastDepthwise::bytes)
+    }
+}
+
+/// Bytes of the values of `tensors`.
+fn tensor_bytes(tensors: &[&Tensor]) -> usize {
+    tensors
+        .iter()
+        .map(|t| t.len() * t.datum_type().size_of())
+        .sum()
 }
 
 /// The constant value of `outlet`, if it has one.

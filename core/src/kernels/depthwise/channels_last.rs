@@ -23,6 +23,11 @@ pub struct ChannelsLastDepthwise {
 }
 
 impl ChannelsLastDepthwise {
+    /// Bytes of weights it holds: the kernel and the bias.
+    pub fn bytes(&self) -> usize {
+        crate::kernels::tensor_bytes(&[&self.kernel, &self.bias])
+    }
+
     /// The operator for `channels` channels of planes of `shape`, with `kernel` holding for
     /// each of the `kh · kw` taps its weight for every channel and `bias` one value per channel;
     /// `None` where the convolution is not one the kernel takes (see

@@ -1,9 +1,11 @@
 //! Where each value of one padded plane lives: the scratch buffer's layout and the offset of
 //! every kernel tap in it.
 
+use tract_core::ops::cnn::PoolSpec;
+
 /// The widest vector any implementation uses; rows of the scratch buffer are padded so that a
 /// whole vector can be loaded at every output column a row holds.
-pub(super) const MAX_LANES: usize = 8;
+pub(in crate::kernels) const MAX_LANES: usize = 8;
 
 /// Scratch buffers larger than this (in f32) are not worth it: such planes stay on tract's path.
 const MAX_SCRATCH: usize = 1 << 24;
@@ -30,6 +32,24 @@ pub struct PlaneShape {
     pub pad_top_left: [usize; 2],
 }
 
+impl PlaneShape {
+    /// The planes of a two-dimensional convolution `spec` over input planes of `hw`.
+    pub fn of_convolution(spec: &PoolSpec, hw: [usize; 2]) -> PlaneShape {
+        let padding = spec.computed_padding(&hw);
+        let (strides, dilations) = (spec.strides(), spec.dilations());
+        PlaneShape {
+            h: hw[0],
+            w: hw[1],
+            oh: padding[0].convoluted,
+            ow: padding[1].convoluted,
+            kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+            strides: [strides[0], strides[1]],
+            dilations: [dilations[0], dilations[1]],
+            pad_top_left: [padding[0].pad_before, padding[1].pad_before],
+        }
+    }
+}
+
 /// The layout of one padded plane in the scratch buffer.
 ///
 /// For a horizontal stride `s`, every padded row is stored as `s` phases, phase `p` holding the
@@ -37,23 +57,23 @@ pub struct PlaneShape {
 /// is then column `x + (kx·d) / s` of phase `(kx·d) % s` (`d` the dilation), so strided
 /// convolutions read contiguous vectors too.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct PaddedLayout {
-    pub(super) shape: PlaneShape,
+pub(in crate::kernels) struct PaddedLayout {
+    pub(in crate::kernels) shape: PlaneShape,
     /// Padded rows the scratch holds.
-    pub(super) rows: usize,
+    pub(in crate::kernels) rows: usize,
     /// Columns of one phase of a scratch row.
-    pub(super) phase_len: usize,
+    pub(in crate::kernels) phase_len: usize,
     /// One scratch row: `stride_w` phases.
-    pub(super) pitch: usize,
+    pub(in crate::kernels) pitch: usize,
     /// For each tap, in kernel order (rows, then columns), its offset in the scratch buffer from
     /// the first padded row and column an output point reads.
-    pub(super) tap_offsets: Vec<usize>,
+    pub(in crate::kernels) tap_offsets: Vec<usize>,
 }
 
 impl PaddedLayout {
     /// The layout for `shape`, or `None` where a size is zero, an offset overflows, or the
     /// scratch buffer would exceed [`MAX_SCRATCH`] values.
-    pub(super) fn new(shape: PlaneShape) -> Option<PaddedLayout> {
+    pub(in crate::kernels) fn new(shape: PlaneShape) -> Option<PaddedLayout> {
         let [kh, kw] = shape.kernel;
         let [sh, sw] = shape.strides;
         let [dh, dw] = shape.dilations;
@@ -103,12 +123,12 @@ impl PaddedLayout {
     }
 
     /// Values in one scratch buffer.
-    pub(super) fn scratch_len(&self) -> usize {
+    pub(in crate::kernels) fn scratch_len(&self) -> usize {
         self.rows * self.pitch
     }
 
     /// Kernel taps per channel.
-    pub(super) fn taps(&self) -> usize {
+    pub(in crate::kernels) fn taps(&self) -> usize {
         self.tap_offsets.len()
     }
 }

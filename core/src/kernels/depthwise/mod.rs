@@ -22,9 +22,9 @@
 
 mod channel_runs;
 mod channels_last;
-mod geometry;
-mod plane;
-mod simd;
+pub(in crate::kernels) mod geometry;
+pub(in crate::kernels) mod plane;
+pub(in crate::kernels) mod simd;
 
 pub use channels_last::ChannelsLastDepthwise;
 pub use geometry::PlaneShape;
@@ -56,6 +56,11 @@ pub struct PaddedDepthwise {
 }
 
 impl PaddedDepthwise {
+    /// Bytes of weights it holds: the kernel and the bias.
+    pub fn bytes(&self) -> usize {
+        crate::kernels::tensor_bytes(&[&self.kernel, &self.bias])
+    }
+
     /// The operator for `channels` planes of `shape`, with `kernel` holding `channels` runs of
     /// `kh · kw` taps and `bias` one value per channel; `None` where the plane is not one the
     /// kernel takes (see [`PaddedLayout::new`]).
@@ -357,18 +362,7 @@ impl DepthwiseConv {
         if kernel.datum_type() != f32::datum_type() || bias.datum_type() != f32::datum_type() {
             return Ok(None);
         }
-        let padding = spec.computed_padding(&hw);
-        let (strides, dilations) = (spec.strides(), spec.dilations());
-        let shape = PlaneShape {
-            h: hw[0],
-            w: hw[1],
-            oh: padding[0].convoluted,
-            ow: padding[1].convoluted,
-            kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
-            strides: [strides[0], strides[1]],
-            dilations: [dilations[0], dilations[1]],
-            pad_top_left: [padding[0].pad_before, padding[1].pad_before],
-        };
+        let shape = PlaneShape::of_convolution(spec, hw);
         // [group, output channels per group, input channels per group × taps] = [C, 1, taps].
         let kernel = conv.kernel_fmt.kernel_as_group_o_ihw(&kernel, channels)?;
         let kernel = kernel.try_as_plain_ram()?;

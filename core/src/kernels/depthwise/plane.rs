@@ -163,7 +163,7 @@ unsafe fn plane<L: Lanes>(
 /// when the buffer was made, stay. Vector copies for strides 1 and 2 (de-interleaved into the
 /// two phases), element by element otherwise.
 #[inline(always)]
-fn fill<L: Lanes>(layout: &PaddedLayout, scratch: &mut [f32], src: &[f32]) {
+pub(in crate::kernels) fn fill<L: Lanes>(layout: &PaddedLayout, scratch: &mut [f32], src: &[f32]) {
     let shape = &layout.shape;
     let (h, w) = (shape.h, shape.w);
     let [pt, pl] = shape.pad_top_left;

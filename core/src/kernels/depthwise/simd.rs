@@ -4,7 +4,7 @@
 //! (`opt-level = "z"`) does not vectorise loops.
 
 /// A vector of `LANES` f32.
-pub(super) trait Lanes {
+pub(in crate::kernels) trait Lanes {
     type V: Copy;
     const LANES: usize;
     unsafe fn splat(x: f32) -> Self::V;
@@ -19,7 +19,7 @@ pub(super) trait Lanes {
 }
 
 /// Plain Rust, four lanes (NEON's width), a separate multiply and add.
-pub(super) struct Portable;
+pub(in crate::kernels) struct Portable;
 
 impl Lanes for Portable {
     type V = [f32; 4];
@@ -65,7 +65,7 @@ impl Lanes for Portable {
 
 /// x86_64 with AVX2 and FMA, eight lanes.
 #[cfg(target_arch = "x86_64")]
-pub(super) struct Avx2Fma;
+pub(in crate::kernels) struct Avx2Fma;
 
 #[cfg(target_arch = "x86_64")]
 impl Lanes for Avx2Fma {
@@ -113,7 +113,7 @@ impl Lanes for Avx2Fma {
 
 /// aarch64 NEON, four lanes with fused multiply-adds.
 #[cfg(target_arch = "aarch64")]
-pub(super) struct Neon;
+pub(in crate::kernels) struct Neon;
 
 #[cfg(target_arch = "aarch64")]
 impl Lanes for Neon {

@@ -103,6 +103,11 @@ fn kernel(portable: bool, pixels: usize, k: usize, rows: usize) -> Kernel {
 }
 
 impl PointwiseConv {
+    /// Bytes of weights it holds: the weights laid out for the tiles and the padded bias.
+    pub fn bytes(&self) -> usize {
+        crate::kernels::tensor_bytes(&[&self.weights, &self.bias])
+    }
+
     /// The operator for `k` input and `rows` output channels laid out as `layout`, with
     /// `weights` row-major `[rows, k]` and `bias` one value per output channel.
     pub fn new(

@@ -377,7 +377,11 @@ pub(super) fn replacement(
 /// to: as many elements and non-zero values, each entry's value at its position. Compared by
 /// content, not by identity: tract's declutter may reshape a constant (a 1×1 kernel loses its
 /// unit axes) into a new tensor.
-fn expands_to(entries: &SparseEntries, dense: &[f32], nonzero: usize) -> bool {
+pub(in crate::kernels) fn expands_to(
+    entries: &SparseEntries,
+    dense: &[f32],
+    nonzero: usize,
+) -> bool {
     entries.element_count() == dense.len()
         && nonzero == entries.positions.len()
         && entries.positions.iter().enumerate().all(|(j, &p)| {
@@ -390,7 +394,7 @@ fn expands_to(entries: &SparseEntries, dense: &[f32], nonzero: usize) -> bool {
 /// How many of `dense`'s values are not zero, or `None` if one is not finite (such a layer
 /// stays on the dense path). One pass for both, in blocks of 16 without a branch per value so that it vectorises: the
 /// rule's count runs over every weight of every product at load.
-fn finite_nonzero_count(dense: &[f32]) -> Option<usize> {
+pub(in crate::kernels) fn finite_nonzero_count(dense: &[f32]) -> Option<usize> {
     let (blocks, tail) = dense.as_chunks::<16>();
     let mut nonzero = 0usize;
     let mut finite = true;
