@@ -147,7 +147,8 @@ impl Model {
     /// ([`crate::kernels::sparse_conv`]): `avx2+fma`, `neon` or `portable`, in plan order.
     pub fn sparse_conv_kernels(&self) -> Vec<&'static str> {
         use crate::kernels::sparse_conv::SparseConv;
-        self.plan
+        self.runs
+            .plan()
             .model()
             .nodes()
             .iter()
