@@ -1,8 +1,10 @@
 //! nnzip's depthwise kernels in both layouts, and tract's on channel-last data, on every depthwise
 //! layer shape of EfficientNet-Lite0 (one image, no batch axis, as tract's declutter leaves them):
-//! the channel-first padded-plane kernel (CHW, x86_64's layout), the channel-last kernel (HWC,
-//! aarch64's layout) and tract's own depthwise convolution on HWC (what an arm64 phone ran
-//! before nnzip's kernel took that layout). Each time is the best of 7 rounds of 5 runs, in ms.
+//! on channel-first data (CHW, x86_64's layout) the padded-plane kernel (`planes`) and the
+//! default (`chw`: blocks of channels on the channel-last kernel where this CPU has a vector
+//! one), the channel-last kernel on HWC (aarch64's layout) and tract's own depthwise convolution
+//! on HWC (what an arm64 phone ran before nnzip's kernel took that layout). Each time is the
+//! best of 7 rounds of 5 runs, in ms.
 //!
 //! `cargo run --release -p nnzip-core --example depthwise_layouts` (`taskset -c 0` to pin it)
 
@@ -87,7 +89,7 @@ fn time(p: &Arc<TypedSimplePlan>, shape: &[usize]) -> f64 {
 }
 
 fn main() {
-    let mut sums = [0f64; 3];
+    let mut sums = [0f64; 4];
     for (c, hw, k, s, pads) in [
         (32, 112, 3, 1, [1, 1, 1, 1]),
         (96, 112, 3, 2, [0, 0, 1, 1]),
@@ -102,6 +104,10 @@ fn main() {
         (1152, 7, 5, 1, [2, 2, 2, 2]),
         (1152, 7, 3, 1, [1, 1, 1, 1]),
     ] {
+        let planes = time(
+            &plan(c, hw, k, s, pads, false, DepthwiseKernel::Planes),
+            &[c, hw, hw],
+        );
         let chw = time(
             &plan(c, hw, k, s, pads, false, DepthwiseKernel::Padded),
             &[c, hw, hw],
@@ -114,13 +120,13 @@ fn main() {
             &plan(c, hw, k, s, pads, true, DepthwiseKernel::Tract),
             &[hw, hw, c],
         );
-        sums[0] += chw;
-        sums[1] += hwc;
-        sums[2] += tract_hwc;
-        println!("{c:>5} {hw:>4} k{k} s{s}  chw {chw:.3}  hwc {hwc:.3}  tract-hwc {tract_hwc:.3}");
+        for (sum, t) in sums.iter_mut().zip([planes, chw, hwc, tract_hwc]) {
+            *sum += t;
+        }
+        println!(
+            "{c:>5} {hw:>4} k{k} s{s}  planes {planes:.3}  chw {chw:.3}  hwc {hwc:.3}  tract-hwc {tract_hwc:.3}"
+        );
     }
-    println!(
-        "sum  chw {:.3}  hwc {:.3}  tract-hwc {:.3}",
-        sums[0], sums[1], sums[2]
-    );
+    let [planes, chw, hwc, tract_hwc] = sums;
+    println!("sum  planes {planes:.3}  chw {chw:.3}  hwc {hwc:.3}  tract-hwc {tract_hwc:.3}");
 }

@@ -6,8 +6,9 @@
 //! layout), the two forms also against each other:
 //! EfficientNet-Lite0's shapes (3x3 and 5x5, strides 1 and 2, its asymmetric pads, planes from
 //! 112x112 down to 1x1), channel counts that are no multiple of a vector, batch 1 and 2, and
-//! random geometries. Both layouts: channel-first (the padded-plane kernel) and channel-last
-//! (NHWC/HWC, the layout tract gives depthwise convolutions on aarch64; built directly here, so
+//! random geometries. Both layouts: channel-first (the default, which runs the smaller planes by
+//! blocks of channels on the channel-last kernel, and the padded-plane kernel alone) and
+//! channel-last (NHWC/HWC, the layout tract gives depthwise convolutions on aarch64; built directly here, so
 //! these cases run on x86_64 too), each with and without a ReLU6 taken into the op. Sums are
 //! reordered (fused multiply-adds, other order), so outputs are compared against a tolerance
 //! relative to the magnitude of their terms.
@@ -295,6 +296,18 @@ fn check(case: &Case, seed: u64) {
             .all(|i| i.contains("clamped to [0, 6]") == case.relu6),
         "{case:?}: the clamp taken in or not: {infos:?}"
     );
+    if !case.channels_last {
+        // The default may run the planes by blocks of channels: the padded planes alone too.
+        let (planes, infos) = plan(case, &data, DepthwiseKernel::Planes);
+        assert!(
+            infos
+                .iter()
+                .all(|i| i.contains(&vector) && !i.contains("blocks")),
+            "{case:?}: expected the padded planes, got {infos:?}"
+        );
+        let got = run(&planes, case, &data);
+        assert_close("padded planes only vs reference", case, &got, &want, &mag);
+    }
     let (portable, infos) = plan(case, &data, DepthwiseKernel::Portable);
     assert!(
         !infos.is_empty() && infos.iter().all(|i| i.contains("portable kernel")),
@@ -402,39 +415,62 @@ fn batch_two_at_112_and_rectangular_planes() {
     check(&chw, 5);
 }
 
+/// The depthwise layers of the shared models (channels, plane, kernel, stride, pads):
+/// EfficientNet-Lite0's twelve shapes with its channel counts, then mobile-tiny's four.
+const SHARED_MODEL_LAYERS: [(usize, usize, usize, usize, [usize; 4]); 16] = [
+    (32, 112, 3, 1, [1, 1, 1, 1]),
+    (96, 112, 3, 2, [0, 0, 1, 1]),
+    (144, 56, 3, 1, [1, 1, 1, 1]),
+    (144, 56, 5, 2, [1, 1, 2, 2]),
+    (240, 28, 5, 1, [2, 2, 2, 2]),
+    (240, 28, 3, 2, [0, 0, 1, 1]),
+    (480, 14, 3, 1, [1, 1, 1, 1]),
+    (480, 14, 5, 1, [2, 2, 2, 2]),
+    (672, 14, 5, 1, [2, 2, 2, 2]),
+    (672, 14, 5, 2, [1, 1, 2, 2]),
+    (1152, 7, 5, 1, [2, 2, 2, 2]),
+    (1152, 7, 3, 1, [1, 1, 1, 1]),
+    (48, 14, 3, 1, [1, 1, 1, 1]),
+    (48, 14, 3, 2, [0, 0, 1, 1]),
+    (72, 7, 5, 1, [2, 2, 2, 2]),
+    (72, 7, 3, 1, [1, 1, 1, 1]),
+];
+
 /// The depthwise layers of the shared models as they are on aarch64, where tract's declutter
-/// moves their channels innermost (no batch axis, ReLU6 taken in): EfficientNet-Lite0's twelve
-/// shapes (channels, plane, kernel, stride, pads) with its channel counts, and mobile-tiny's
-/// four. The largest planes keep a part of their channels (a multiple of 8 plus an odd run) to
-/// stay quick under qemu.
+/// moves their channels innermost (no batch axis, ReLU6 taken in). The 112x112 planes keep a
+/// part of their channels (a multiple of 8 plus an odd run) to stay quick under qemu.
 #[test]
 fn channels_last_shared_model_layers() {
-    for (i, (c, hw, k, s, pads)) in [
-        (19, 112, 3, 1, [1, 1, 1, 1]),
-        (27, 112, 3, 2, [0, 0, 1, 1]),
-        (144, 56, 3, 1, [1, 1, 1, 1]),
-        (144, 56, 5, 2, [1, 1, 2, 2]),
-        (240, 28, 5, 1, [2, 2, 2, 2]),
-        (240, 28, 3, 2, [0, 0, 1, 1]),
-        (480, 14, 3, 1, [1, 1, 1, 1]),
-        (480, 14, 5, 1, [2, 2, 2, 2]),
-        (672, 14, 5, 1, [2, 2, 2, 2]),
-        (672, 14, 5, 2, [1, 1, 2, 2]),
-        (1152, 7, 5, 1, [2, 2, 2, 2]),
-        (1152, 7, 3, 1, [1, 1, 1, 1]),
-        // mobile-tiny
-        (48, 14, 3, 1, [1, 1, 1, 1]),
-        (48, 14, 3, 2, [0, 0, 1, 1]),
-        (72, 7, 5, 1, [2, 2, 2, 2]),
-        (72, 7, 3, 1, [1, 1, 1, 1]),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, (c, hw, k, s, pads)) in SHARED_MODEL_LAYERS.into_iter().enumerate() {
+        let c = if hw == 112 { c / 4 + 11 } else { c };
         let mut case = case(1, c, hw, k, s, pads);
         (case.batch_axis, case.channels_last, case.relu6) = (false, true, true);
         check(&case, 1000 + i as u64);
     }
+}
+
+/// The same layers channel-first, as x86_64 runs them (no batch axis, ReLU6 taken in), where
+/// the default runs the smaller planes by blocks of channels; below 112x112 (the first test's
+/// cases) with their full channel counts. Where the channels are no multiple of a block, a
+/// batch of two as well: blocks then hold the last channels of one image and the first of the
+/// next.
+#[test]
+fn channel_first_shared_model_layers() {
+    for (i, (c, hw, k, s, pads)) in SHARED_MODEL_LAYERS.into_iter().enumerate() {
+        if hw == 112 {
+            continue;
+        }
+        let mut case = case(1, c, hw, k, s, pads);
+        (case.batch_axis, case.relu6) = (false, true);
+        check(&case, 4000 + i as u64);
+        if c % 32 != 0 {
+            let mut two = case.clone();
+            (two.batch_axis, two.n, two.relu6) = (true, 2, false);
+            check(&two, 5000 + i as u64);
+        }
+    }
+    // A run of channels shorter than a vector after the blocks.
+    check(&case(2, 44, 7, 3, 1, [1, 1, 1, 1]), 6000);
 }
 
 /// Channel-last runs around the vector widths (4 and 8 lanes, four vectors at a time at the

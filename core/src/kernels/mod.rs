@@ -7,9 +7,9 @@
 //! outside tract-core.
 //!
 //! - [`depthwise`]: depthwise 2-D convolutions of f32, channel-first through a zero-padded copy
-//!   of each input plane, channel-last by runs of channels read in place (AVX2+FMA / NEON /
-//!   plain Rust), with a following ReLU or ReLU6 applied before the store, instead of tract's
-//!   zone walk.
+//!   of each input plane (on x86_64 the small planes by blocks of channels moved innermost),
+//!   channel-last by runs of channels read in place (AVX2+FMA / NEON / plain Rust), with a
+//!   following ReLU or ReLU6 applied before the store, instead of tract's zone walk.
 //! - [`pointwise`]: 1×1 convolutions (stride 1, group 1) of channel-first f32 read in place,
 //!   in tiles of eight (AVX-512) or four (AVX2+FMA / NEON / plain Rust) output channels × a run
 //!   of pixels (on small x86_64 planes, output channels in the lanes × a few pixels), with a following ReLU or ReLU6 applied before the store, instead of tract's
@@ -44,9 +44,14 @@ use tract_core::ops::einsum::EinSum;
 /// Which kernel runs depthwise convolutions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DepthwiseKernel {
-    /// nnzip's padded-plane kernel, vectorised for this CPU where it can be.
+    /// nnzip's kernels, vectorised for this CPU where they can be: on channel-first data,
+    /// blocks of channels on the channel-last kernel where this CPU has a vector one, the
+    /// padded-plane kernel elsewhere.
     #[default]
     Padded,
+    /// The padded-plane kernel on every channel-first plane (the kernel before blocks of
+    /// channels, kept to measure against).
+    Planes,
     /// The padded-plane kernel in plain Rust, four lanes (NEON's layout) even where a vector
     /// kernel exists: lets an x86_64 machine run the arithmetic phones run.
     Portable,
@@ -118,8 +123,7 @@ pub struct UnknownKernel {
 }
 
 impl KernelChoice {
-    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract`,
-    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|portable|tract`,
+    /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|planes|portable|tract`,
     /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=direct|tract` and
     /// `NNZIP_SPARSE=auto|sparse|portable|dense` where they are set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
@@ -134,13 +138,14 @@ impl KernelChoice {
         if let Some(value) = lookup("NNZIP_DEPTHWISE") {
             choice.depthwise = match value.trim() {
                 "padded" => DepthwiseKernel::Padded,
+                "planes" => DepthwiseKernel::Planes,
                 "portable" => DepthwiseKernel::Portable,
                 "tract" => DepthwiseKernel::Tract,
                 _ => {
                     return Err(UnknownKernel {
                         variable: "NNZIP_DEPTHWISE",
                         value,
-                        expected: "padded, portable, tract",
+                        expected: "padded, planes, portable, tract",
                     });
                 }
             };

@@ -1,5 +1,6 @@
 //! Depthwise 2-D convolution of f32 data: channel-first (NCHW or CHW) through a padded copy of
-//! each input plane, channel-last (NHWC or HWC) by runs of channels ([`channel_runs`]).
+//! each input plane, or for the smaller planes by blocks of channels moved innermost
+//! ([`channel_blocks`]); channel-last (NHWC or HWC) by runs of channels ([`channel_runs`]).
 //!
 //! tract lowers a depthwise convolution to its zone walk: every plane split into a valid zone
 //! and border zones, each border zone on a generic path that re-checks which taps fall inside
@@ -20,17 +21,20 @@
 //! The sums are the zone walk's (the bias first, then the taps in kernel order), with fused
 //! multiply-adds on the vector paths, so results agree with tract's to rounding.
 
+mod channel_blocks;
 mod channel_runs;
 mod channels_last;
 pub(in crate::kernels) mod geometry;
 pub(in crate::kernels) mod plane;
 pub(in crate::kernels) mod simd;
+mod transpose;
 
 pub use channels_last::ChannelsLastDepthwise;
 pub use geometry::PlaneShape;
 
 use super::pointwise::{Clamp, following_clamp};
 use super::{DepthwiseKernel, constant};
+use channel_blocks::{AllChannels, BLOCK, ChannelBlocks};
 use geometry::PaddedLayout;
 use tract_core::internal::*;
 use tract_core::ops::cnn::Conv;
@@ -53,6 +57,9 @@ pub struct PaddedDepthwise {
     clamp: Option<Clamp>,
     /// Runs the plain-Rust four-lane kernel even where a vector one exists.
     portable: bool,
+    /// Where the planes run by blocks of channels on the channel-last kernel rather than one
+    /// by one along their rows.
+    blocks: Option<ChannelBlocks>,
 }
 
 impl PaddedDepthwise {
@@ -90,6 +97,7 @@ impl PaddedDepthwise {
             bias: Tensor::from_shape(&[channels], bias)?.into_arc_tensor(),
             clamp: None,
             portable,
+            blocks: None,
         }))
     }
 
@@ -147,15 +155,35 @@ impl PaddedDepthwise {
             plane::best_for_this_cpu().1
         };
         let clamp = self.clamp.map(|c| (c.low, c.high));
+        let weights = AllChannels {
+            kernel,
+            bias,
+            channels: self.channels,
+            clamp,
+        };
+        // Whole blocks per thread where the planes divide into them.
+        let planes_per_chunk = match self.blocks {
+            Some(_) if planes.is_multiple_of(BLOCK) => BLOCK,
+            _ => 1,
+        };
         par_chunks_mut(
             output.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
-            out_plane,
+            planes_per_chunk * out_plane,
             planes * out_plane * taps,
             |first, chunk| {
+                let first = first * planes_per_chunk;
+                let done = match &self.blocks {
+                    Some(blocks) => blocks.run(&weights, input, chunk, first),
+                    None => 0,
+                };
+                if done * out_plane == chunk.len() {
+                    return Ok(());
+                }
                 let mut scratch = vec![0f32; self.layout.scratch_len()];
-                for (ix, out) in chunk.chunks_exact_mut(out_plane).enumerate() {
-                    let c = (first + ix) % self.channels;
-                    let src = &input[(first + ix) * in_plane..][..in_plane];
+                let rest = chunk[done * out_plane..].chunks_exact_mut(out_plane);
+                for (p, out) in (first + done..).zip(rest) {
+                    let c = p % self.channels;
+                    let src = &input[p * in_plane..][..in_plane];
                     let taps = &kernel[c * taps..][..taps];
                     // SAFETY: the scratch, taps, input and output planes have the sizes of
                     // `self.layout` (checked above and in `PaddedDepthwise::new`), and `run` is
@@ -185,6 +213,11 @@ impl Op for PaddedDepthwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let kernel = if self.portable {
             "portable kernel".to_string()
+        } else if self.blocks.is_some() {
+            format!(
+                "vector kernel ({}), channel-last by blocks of {BLOCK} channels",
+                channel_runs::best_for_this_cpu().0
+            )
         } else {
             format!("vector kernel ({})", plane::best_for_this_cpu().0)
         };
@@ -289,7 +322,15 @@ pub(super) fn replacement(
         else {
             return Ok(None);
         };
-        Box::new(PaddedDepthwise { clamp, ..op })
+        let blocks = match kernel_choice {
+            DepthwiseKernel::Padded => ChannelBlocks::new(conv.shape),
+            _ => None,
+        };
+        Box::new(PaddedDepthwise {
+            clamp,
+            blocks,
+            ..op
+        })
     };
     let last = clamp_nodes.last().copied().unwrap_or(node.id);
     let mut patch = TypedModelPatch::new("nnzip depthwise convolution");
