@@ -20,6 +20,8 @@ pub(super) fn transpose(
     }
     assert!(src.len() >= (rows - 1) * src_pitch + cols && cols <= src_pitch);
     assert!(dst.len() >= (cols - 1) * dst_pitch + rows && rows <= dst_pitch);
+    // Only an x86_64 build has vector tiles to count.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let (mut tiled_rows, mut tiled_cols) = (0, 0);
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx") {

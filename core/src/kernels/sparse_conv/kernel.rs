@@ -22,6 +22,7 @@ pub enum Path {
     /// Plain Rust, four lanes (NEON's layout): what a CPU without a vector kernel runs.
     Portable,
     /// x86_64 AVX2 with FMA, eight lanes.
+    #[cfg(target_arch = "x86_64")]
     Avx2Fma,
     /// aarch64 NEON, four lanes.
     #[cfg(target_arch = "aarch64")]
@@ -45,6 +46,7 @@ impl Path {
     pub fn name(self) -> &'static str {
         match self {
             Path::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
             Path::Avx2Fma => "avx2+fma",
             #[cfg(target_arch = "aarch64")]
             Path::Neon => "neon",

@@ -30,8 +30,9 @@ use tract_core::ops::cnn::{Conv, KernelFormat};
 
 /// Densest convolution kernel the sparse path takes by default: a margin below the break-even
 /// density that `core/examples/sparse_rule.rs conv` measures (the sweep and its command are in
-/// `docs/PERFORMANCE.md`).
-pub const CONV_DENSITY_LIMIT: f64 = 0.25;
+/// `docs/PERFORMANCE.md`). A kept weight takes a word, as a dense one does, so at this density
+/// the kernel also holds at most half the dense bytes.
+pub const CONV_DENSITY_LIMIT: f64 = 0.5;
 
 /// Whether the sparse path runs a convolution with `kept` of its `weights` kernel weights
 /// faster than tract's dense one.
