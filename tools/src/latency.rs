@@ -24,7 +24,7 @@ pub struct PathTimes {
     pub latency_samples_ms: Vec<f64>,
     /// The weights' bytes in memory.
     pub weight_bytes: u64,
-    /// Layers on the sparse kernel.
+    /// Layers on a sparse kernel: matrix products and k×k convolutions.
     pub sparse_layers: usize,
 }
 
@@ -100,10 +100,10 @@ impl LoadPath {
 
     /// Load and latency medians, weight bytes, sparse layers.
     fn summary(&self) -> PathTimes {
-        let (weight_bytes, sparse_layers) = self
-            .model
-            .as_ref()
-            .map_or((0, 0), |m| (m.weight_bytes(), m.sparse_kernels().len()));
+        let (weight_bytes, sparse_layers) = self.model.as_ref().map_or((0, 0), |m| {
+            let sparse = m.sparse_kernels().len() + m.sparse_conv_kernels().len();
+            (m.weight_bytes(), sparse)
+        });
         PathTimes {
             name: self.name,
             load_ms: median(self.loads.clone()),

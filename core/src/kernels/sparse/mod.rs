@@ -270,8 +270,10 @@ pub const GEMV_DENSITY_LIMIT: f64 = 0.10;
 pub const SMALL_LAYER: usize = 8192;
 /// Densest small fully connected layer the sparse path takes by default.
 pub const SMALL_GEMV_DENSITY_LIMIT: f64 = 0.30;
-/// Densest 1×1 convolution the sparse path takes by default.
-pub const PLANE_DENSITY_LIMIT: f64 = 0.15;
+/// Densest 1×1 convolution the sparse path takes by default. The dense side is nnzip's own
+/// pointwise kernels, whose by-pixel path makes the small planes (7×7) cheap: those break even
+/// lowest, near 8%, against about 15% at 14×14 and 28×28, so one limit below the lowest.
+pub const PLANE_DENSITY_LIMIT: f64 = 0.06;
 
 /// The patch replacing `node`, an `EinSum`, with a [`SparseMatMul`], or `None` where it is not a
 /// product of f32 data with a constant f32 matrix along one data axis (the output being the
