@@ -17,9 +17,10 @@
 # scikit-image, scikit-learn, matplotlib).
 #
 # The split is by position in the sorted list of file names (every third photo is for evaluation),
-# so both halves mix landscapes, close-ups and abstract art. Only the largest file of each
-# wallpaper is kept (the packages ship one picture at several sizes), and previews
-# (`screenshot.*`) are skipped. Idempotent: a second run with the folders present does nothing.
+# so both halves mix landscapes, close-ups and abstract art; the colourings of one picture stay on
+# one side (`family` below). Only the largest file of each wallpaper is kept (the packages ship
+# one picture at several sizes), and previews (`screenshot.*`) are skipped. Idempotent: a second
+# run with the folders present does nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mixed=0
@@ -75,7 +76,9 @@ print_paths() {
   fi
 }
 
-if [ -f "$out/.complete" ]; then
+# The marker names the split: a folder made before colourings were grouped is made again.
+split_version="split 2: colourings grouped"
+if [ -f "$out/.complete" ] && [ "$(cat "$out/.complete")" = "$split_version" ]; then
   print_paths
   exit 0
 fi
@@ -103,18 +106,36 @@ find "$work/root" -type f -size +20k \( -iname '*.jpg' -o -iname '*.jpeg' -o -in
     }
     END { for (k in path) print k "\t" path[k] }' | sort > "$list"
 
+# The packages ship some pictures in several colourings (MATE's aurora as Dark, Radioactive, Cold
+# and Warm; its stripes as Light, Dark and plain): one picture, so one side of the split, or the
+# evaluation would score photos the calibration has seen in another colour. `family NAME KEY`: a
+# colouring's family, or KEY (the picture's own path) for a picture on its own.
+family() {
+  case $1 in
+    Ubuntu-Mate-*-no-logo) echo ubuntu-mate-aurora ;;
+    MATE-Stripes-* | Stripes) echo mate-stripes ;;
+    *) echo "$2" ;;
+  esac
+}
+
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp/calibration" "$out.tmp/evaluation"
+# Every third picture is an evaluation one; a colouring follows its family's first picture (so
+# the other pictures keep the sides they had before families were grouped).
 n=0
+declare -A side
 while IFS=$'\t' read -r key path; do
   name=$(basename "$key")
   name=${name%.*}
   ext=${path##*.}
-  if [ $((n % 3)) -eq 2 ]; then dir=evaluation; else dir=calibration; fi
-  cp "$path" "$out.tmp/$dir/$(printf '%03d' "$n")-$name.${ext,,}"
+  f=$(family "$name" "$key")
+  if [ -z "${side[$f]:-}" ]; then
+    if [ $((n % 3)) -eq 2 ]; then side[$f]=evaluation; else side[$f]=calibration; fi
+  fi
+  cp "$path" "$out.tmp/${side[$f]}/$(printf '%03d' "$n")-$name.${ext,,}"
   n=$((n + 1))
 done < "$list"
-touch "$out.tmp/.complete"
+echo "$split_version" > "$out.tmp/.complete"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 echo "photos.sh: $(ls "$out/calibration" | wc -l) calibration and $(ls "$out/evaluation" | wc -l) evaluation photos" >&2
