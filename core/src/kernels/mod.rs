@@ -240,6 +240,7 @@ pub fn use_nnzip_kernels_with(
             patch.apply(model)?;
         }
     }
+    sparse::chain::fuse_chains(model)?;
     model.compact()
 }
 
@@ -248,6 +249,8 @@ pub fn use_nnzip_kernels_with(
 pub fn held_weight_bytes(op: &dyn TypedOp) -> Option<usize> {
     let op = op.as_op();
     if let Some(op) = op.downcast_ref::<sparse::SparseMatMul>() {
+        Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<sparse::chain::SparseChain>() {
         Some(op.bytes())
     } else if let Some(op) = op.downcast_ref::<sparse_conv::SparseConv>() {
         Some(op.bytes())
