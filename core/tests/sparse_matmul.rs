@@ -743,3 +743,49 @@ fn the_rule_fuses_the_lenet300_preset_and_breaks_chains_at_dense_layers() {
     assert_eq!(model.sparse_kernels().len(), 2);
     assert!(model.sparse_chains().is_empty());
 }
+
+/// Fused, a chain gives the very bits its layers give run one by one (each layer keeps its
+/// kernel and epilogue), batch 1 and 3.
+#[test]
+fn a_fused_chain_gives_the_bits_of_its_layers_run_separately() {
+    use nnzip_core::kernels::SparseChains;
+    let p = Perceptron {
+        widths: vec![784, 300, 100, 10],
+        densities: vec![3, 6, 25],
+        shared: 16,
+        range_coded: true,
+        first_is_output: false,
+        seed: 77,
+    };
+    let (bytes, _) = p.nnz();
+    let load = |sparse_chains| {
+        let options = LoadOptions {
+            kernels: Some(KernelChoice {
+                sparse: SparseKernel::Sparse,
+                sparse_chains,
+                ..KernelChoice::default()
+            }),
+            ..LoadOptions::default()
+        };
+        Model::from_bytes_with(&bytes, &options).unwrap()
+    };
+    let (fused, separate) = (load(SparseChains::Fused), load(SparseChains::Separate));
+    assert_eq!(fused.sparse_chains(), [3]);
+    assert!(separate.sparse_chains().is_empty());
+    assert_eq!(separate.sparse_kernels().len(), 3);
+    assert_eq!(fused.weight_bytes(), separate.weight_bytes());
+    let inputs = chain_inputs(784, 78);
+    for batch in [&inputs[..1], &inputs[..]] {
+        let x = Tensor::from_shape(&[batch.len(), 784], &batch.concat()).unwrap();
+        let bits = |m: &Model| {
+            let y = m.run(x.clone()).unwrap();
+            let y = y.try_as_plain_ram().unwrap();
+            y.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&fused), bits(&separate));
+    }
+}

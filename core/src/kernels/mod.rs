@@ -97,6 +97,17 @@ pub enum SparseKernel {
     Dense,
 }
 
+/// Whether consecutive sparse fully connected layers run as one operator
+/// ([`sparse::chain`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparseChains {
+    /// Fused: one plan step for the chain.
+    #[default]
+    Fused,
+    /// Each layer its own operator (to time layers one by one, or the fusion's gain).
+    Separate,
+}
+
 /// The kernels [`use_nnzip_kernels`] puts in place.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelChoice {
@@ -108,6 +119,8 @@ pub struct KernelChoice {
     pub pointwise: PointwiseKernel,
     /// Products and k×k convolutions with pruned constant weights.
     pub sparse: SparseKernel,
+    /// Chains of sparse fully connected layers.
+    pub sparse_chains: SparseChains,
 }
 
 /// An environment variable holding a value this build does not know.
@@ -125,7 +138,8 @@ pub struct UnknownKernel {
 impl KernelChoice {
     /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|planes|portable|tract`,
     /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=direct|tract` and
-    /// `NNZIP_SPARSE=auto|sparse|portable|dense` where they are set.
+    /// `NNZIP_SPARSE=auto|sparse|portable|dense` and `NNZIP_SPARSE_CHAINS=fused|separate`
+    /// where they are set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -192,6 +206,19 @@ impl KernelChoice {
                 }
             };
         }
+        if let Some(value) = lookup("NNZIP_SPARSE_CHAINS") {
+            choice.sparse_chains = match value.trim() {
+                "fused" => SparseChains::Fused,
+                "separate" => SparseChains::Separate,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_SPARSE_CHAINS",
+                        value,
+                        expected: "fused, separate",
+                    });
+                }
+            };
+        }
         Ok(choice)
     }
 }
@@ -240,7 +267,9 @@ pub fn use_nnzip_kernels_with(
             patch.apply(model)?;
         }
     }
-    sparse::chain::fuse_chains(model)?;
+    if choice.sparse_chains == SparseChains::Fused {
+        sparse::chain::fuse_chains(model)?;
+    }
     model.compact()
 }
 
@@ -330,6 +359,17 @@ mod tests {
             err.to_string().contains("auto, sparse, portable, dense"),
             "{err}"
         );
+        assert_eq!(portable.sparse_chains, SparseChains::Fused);
+        for (value, chains) in [
+            ("fused", SparseChains::Fused),
+            ("separate", SparseChains::Separate),
+        ] {
+            let choice =
+                KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE_CHAINS", value)])).unwrap();
+            assert_eq!(choice.sparse_chains, chains);
+        }
+        let err = KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE_CHAINS", "one")])).unwrap_err();
+        assert!(err.to_string().contains("fused, separate"), "{err}");
     }
 
     #[test]

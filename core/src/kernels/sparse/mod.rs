@@ -11,6 +11,8 @@
 //! from the dense constant otherwise (a raw tensor, a model read from ONNX).
 
 pub mod chain;
+#[cfg(test)]
+mod column_walk;
 pub mod epilogue;
 pub mod layout;
 mod rows;
