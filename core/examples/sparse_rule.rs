@@ -6,7 +6,8 @@
 //! (LeNet-5's, `nnzip_core::kernels::sparse_conv`).
 //!
 //! `cargo run --release -p nnzip-core --example sparse_rule [RUNS] [LAYER NAME PART]`, or with
-//! `.nnz` files after RUNS: each whole model on the default path against every layer dense.
+//! `.nnz` files after RUNS: each whole model on the default path against every layer dense
+//! (and with `separate` among them, against its sparse layers unfused too).
 
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
 use nnzip_core::kernels::{KernelChoice, SparseChains, SparseKernel};
@@ -157,9 +158,10 @@ fn load_average() -> String {
 }
 
 /// A whole model at batch 1, as the phone library loads it: the default path (the rule, chains
-/// of sparse layers fused), every layer dense, and the default path with each sparse layer its
-/// own operator, alternating; medians, weight bytes in memory, the file's bytes.
-fn whole_model(path: &str, runs: usize) {
+/// of sparse layers fused) and every layer dense, alternating, and with `separate` also the
+/// default path with each sparse layer its own operator (a third model in turn: it shares the
+/// caches with the other two); medians, weight bytes in memory, the file's bytes.
+fn whole_model(path: &str, runs: usize, separate: bool) {
     let bytes = std::fs::read(path).expect("the model file reads");
     let load = |sparse, sparse_chains| {
         let options = LoadOptions {
@@ -173,12 +175,9 @@ fn whole_model(path: &str, runs: usize) {
         };
         Model::from_bytes_with(&bytes, &options).expect("the model loads")
     };
-    let models = [
-        load(SparseKernel::Auto, SparseChains::Fused),
-        load(SparseKernel::Dense, SparseChains::Fused),
-        load(SparseKernel::Auto, SparseChains::Separate),
-    ];
-    let shape: Vec<usize> = models[0]
+    let default = load(SparseKernel::Auto, SparseChains::Fused);
+    let dense = load(SparseKernel::Dense, SparseChains::Fused);
+    let shape: Vec<usize> = default
         .metadata()
         .input
         .shape
@@ -190,17 +189,29 @@ fn whole_model(path: &str, runs: usize) {
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let x = Tensor::from_shape(&shape, &x).expect("input");
-    let [sparse, dense, separate] = alternate(&models, &x, runs);
-    let [sb, db] = [&models[0], &models[1]].map(|m| m.weight_bytes());
+    let chains = default.sparse_chains();
+    let (sb, db) = (default.weight_bytes(), dense.weight_bytes());
+    let (layers, convolutions) = (
+        default.sparse_kernels().len(),
+        default.sparse_conv_kernels().len(),
+    );
+    let (times, separate) = if separate {
+        let models = [
+            default,
+            dense,
+            load(SparseKernel::Auto, SparseChains::Separate),
+        ];
+        let [s, d, p] = alternate(&models, &x, runs);
+        ([s, d], format!(" / {p:.2}"))
+    } else {
+        (alternate(&[default, dense], &x, runs), String::new())
+    };
+    let [sparse, dense] = times;
     println!(
-        "| {path} | {} | {} products ({:?} fused), {} convolutions | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2} / {separate:.2} µs | {:.2} | {:.2} |",
+        "| {path} | {} | {layers} products ({chains:?} fused), {convolutions} convolutions | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2}{separate} µs | {:.2} |",
         bytes.len(),
-        models[0].sparse_kernels().len(),
-        models[0].sparse_chains(),
-        models[0].sparse_conv_kernels().len(),
         sb as f64 / bytes.len() as f64,
         dense / sparse,
-        dense / separate
     );
 }
 
@@ -212,14 +223,17 @@ fn main() {
         .skip(2)
         .filter(|a| a.ends_with(".nnz"))
         .collect();
+    // `separate` among the arguments also times the sparse layers of chains one by one.
+    let separate = std::env::args().any(|a| a == "separate");
     if !files.is_empty() {
         println!("load average at the start: {}", load_average());
         println!(
-            "| model | file bytes | sparse layers | weight bytes, default / dense | batch-1 latency, default / dense / chains separate | dense / default | dense / separate |"
+            "| model | file bytes | sparse layers | weight bytes, default / dense | batch-1 latency, default / dense{} | dense / default |",
+            if separate { " / chains separate" } else { "" }
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|");
         for f in &files {
-            whole_model(f, runs);
+            whole_model(f, runs, separate);
         }
         println!("load average at the end: {}", load_average());
         return;
