@@ -19,14 +19,16 @@
 //!   128-point rows, instead of im2col and a matrix product.
 //! - [`sparse`]: fully connected layers and 1×1 convolutions whose constant weights are mostly
 //!   zeros (pruned), run from their kept weights only, where a rule from measured densities
-//!   says it is faster than tract's dense product.
+//!   says it is faster than tract's dense product; consecutive ones on vectors (a multilayer
+//!   perceptron's layers with their ReLUs) fused into one operator ([`sparse::chain`]).
 //! - [`sparse_conv`]: k×k convolutions (group 1, channel-first) with a pruned constant kernel,
 //!   run from their kept weights only, each adding its shifted input plane, where a rule from
 //!   measured densities says it is faster than tract's dense convolution.
 //!
 //! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
 //! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
-//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV` and `NNZIP_SPARSE` ([`KernelChoice::from_env`]).
+//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV`, `NNZIP_SPARSE` and `NNZIP_SPARSE_CHAINS`
+//! ([`KernelChoice::from_env`]).
 
 mod cpu;
 pub mod depthwise;

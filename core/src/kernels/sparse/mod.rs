@@ -8,7 +8,9 @@
 //! leaves the graph, so its memory is freed once the model is optimised. The compact form is
 //! built from the decoder's entries ([`crate::format::SparseEntries`]: positions and codebook
 //! indices as the file stores them) when the constant is the expansion of one of them, and
-//! from the dense constant otherwise (a raw tensor, a model read from ONNX).
+//! from the dense constant otherwise (a raw tensor, a model read from ONNX). A run of such
+//! products on vectors, each the only consumer of the one before, then becomes one
+//! [`chain::SparseChain`].
 
 pub mod chain;
 #[cfg(test)]
