@@ -97,8 +97,8 @@ fn main() -> TractResult<()> {
         let facts = model.node_input_facts(id)?;
         let info = node.op().info()?.join(" ");
         println!(
-            "{:>8.3} ms  {:<16} {:<40} in {:?}  {}",
-            ms(t),
+            "{:>9.3} µs  {:<16} {:<40} in {:?}  {}",
+            1e3 * ms(t),
             node.op().name(),
             node.name,
             facts.first().map(|f| format!("{:?}", f.shape)),

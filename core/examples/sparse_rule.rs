@@ -6,10 +6,11 @@
 //! (LeNet-5's, `nnzip_core::kernels::sparse_conv`).
 //!
 //! `cargo run --release -p nnzip-core --example sparse_rule [RUNS] [LAYER NAME PART]`, or with
-//! `.nnz` files after RUNS: each whole model on the default path against every layer dense.
+//! `.nnz` files after RUNS: each whole model on the default path against every layer dense
+//! (and with `separate` among them, against its sparse layers unfused too).
 
 use nnzip_core::format::{NnzWriter, TensorData, TensorRecord};
-use nnzip_core::kernels::{KernelChoice, SparseKernel};
+use nnzip_core::kernels::{KernelChoice, SparseChains, SparseKernel};
 use nnzip_core::metadata::{InputSpec, Metadata};
 use nnzip_core::onnx::proto as pb;
 use nnzip_core::{LoadOptions, Model, Tensor};
@@ -134,9 +135,9 @@ fn median(mut t: Vec<Duration>) -> f64 {
 }
 
 /// The median µs of `runs` runs of each model on `x`, one after the other in turn (after 5
-/// untimed rounds), so that a busy machine slows both alike.
-fn alternate(models: &[Model; 2], x: &Tensor, runs: usize) -> [f64; 2] {
-    let mut times = [Vec::new(), Vec::new()];
+/// untimed rounds), so that a busy machine slows them alike.
+fn alternate<const N: usize>(models: &[Model; N], x: &Tensor, runs: usize) -> [f64; N] {
+    let mut times: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::new());
     for i in 0..runs + 5 {
         for (m, t) in models.iter().zip(times.iter_mut()) {
             let start = Instant::now();
@@ -156,23 +157,27 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// A whole model at batch 1, as the phone library loads it: the default path (the rule) and
-/// every layer dense, alternating; medians, weight bytes in memory, the file's bytes.
-fn whole_model(path: &str, runs: usize) {
+/// A whole model at batch 1, as the phone library loads it: the default path (the rule, chains
+/// of sparse layers fused) and every layer dense, alternating, and with `separate` also the
+/// default path with each sparse layer its own operator (a third model in turn: it shares the
+/// caches with the other two); medians, weight bytes in memory, the file's bytes.
+fn whole_model(path: &str, runs: usize, separate: bool) {
     let bytes = std::fs::read(path).expect("the model file reads");
-    let load = |sparse| {
+    let load = |sparse, sparse_chains| {
         let options = LoadOptions {
             batch: Some(1),
             kernels: Some(KernelChoice {
                 sparse,
+                sparse_chains,
                 ..KernelChoice::default()
             }),
             ..LoadOptions::default()
         };
         Model::from_bytes_with(&bytes, &options).expect("the model loads")
     };
-    let models = [load(SparseKernel::Auto), load(SparseKernel::Dense)];
-    let shape: Vec<usize> = models[0]
+    let default = load(SparseKernel::Auto, SparseChains::Fused);
+    let dense = load(SparseKernel::Dense, SparseChains::Fused);
+    let shape: Vec<usize> = default
         .metadata()
         .input
         .shape
@@ -184,15 +189,29 @@ fn whole_model(path: &str, runs: usize) {
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0) - 1.0)
         .collect();
     let x = Tensor::from_shape(&shape, &x).expect("input");
-    let [sparse, dense] = alternate(&models, &x, runs);
-    let [sb, db] = [&models[0], &models[1]].map(|m| m.weight_bytes());
+    let chains = default.sparse_chains();
+    let (sb, db) = (default.weight_bytes(), dense.weight_bytes());
+    let (layers, convolutions) = (
+        default.sparse_kernels().len(),
+        default.sparse_conv_kernels().len(),
+    );
+    let (times, separate) = if separate {
+        let models = [
+            default,
+            dense,
+            load(SparseKernel::Auto, SparseChains::Separate),
+        ];
+        let [s, d, p] = alternate(&models, &x, runs);
+        ([s, d], format!(" / {p:.2}"))
+    } else {
+        (alternate(&[default, dense], &x, runs), String::new())
+    };
+    let [sparse, dense] = times;
     println!(
-        "| {path} | {} | {} products, {} convolutions | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2} µs | {:.2} |",
+        "| {path} | {} | {layers} products ({chains:?} fused), {convolutions} convolutions | {sb} / {db} ({:.2}× the file) | {sparse:.2} / {dense:.2}{separate} µs | {:.2} |",
         bytes.len(),
-        models[0].sparse_kernels().len(),
-        models[0].sparse_conv_kernels().len(),
         sb as f64 / bytes.len() as f64,
-        dense / sparse
+        dense / sparse,
     );
 }
 
@@ -204,14 +223,17 @@ fn main() {
         .skip(2)
         .filter(|a| a.ends_with(".nnz"))
         .collect();
+    // `separate` among the arguments also times the sparse layers of chains one by one.
+    let separate = std::env::args().any(|a| a == "separate");
     if !files.is_empty() {
         println!("load average at the start: {}", load_average());
         println!(
-            "| model | file bytes | sparse layers | weight bytes, default / dense | batch-1 latency, default / dense | dense / default |"
+            "| model | file bytes | sparse layers | weight bytes, default / dense | batch-1 latency, default / dense{} | dense / default |",
+            if separate { " / chains separate" } else { "" }
         );
         println!("|---|---|---|---|---|---|");
         for f in &files {
-            whole_model(f, runs);
+            whole_model(f, runs, separate);
         }
         println!("load average at the end: {}", load_average());
         return;

@@ -130,16 +130,41 @@ impl Model {
     }
 
     /// The kernel of each matrix product running on nnzip's sparse kernel
-    /// ([`crate::kernels::sparse`]): `avx2+fma`, `neon` or `portable`, in plan order.
+    /// ([`crate::kernels::sparse`]): `avx2+fma`, `neon` or `portable`, in plan order (the
+    /// layers of a fused chain each in their place).
     pub fn sparse_kernels(&self) -> Vec<&'static str> {
         use crate::kernels::sparse::SparseMatMul;
+        use crate::kernels::sparse::chain::SparseChain;
         self.runs
             .plan()
             .model()
             .nodes()
             .iter()
-            .filter_map(|n| n.op_as::<SparseMatMul>())
-            .map(SparseMatMul::kernel_name)
+            .flat_map(
+                |n| match (n.op_as::<SparseMatMul>(), n.op_as::<SparseChain>()) {
+                    (Some(op), _) => vec![op.kernel_name()],
+                    (None, Some(chain)) => chain
+                        .layers()
+                        .iter()
+                        .map(SparseMatMul::kernel_name)
+                        .collect(),
+                    (None, None) => Vec::new(),
+                },
+            )
+            .collect()
+    }
+
+    /// How many sparse products run fused in chains ([`crate::kernels::sparse::chain`]), one
+    /// count per chain, in plan order.
+    pub fn sparse_chains(&self) -> Vec<usize> {
+        use crate::kernels::sparse::chain::SparseChain;
+        self.runs
+            .plan()
+            .model()
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<SparseChain>())
+            .map(|c| c.layers().len())
             .collect()
     }
 

@@ -445,3 +445,347 @@ fn the_rule_leaves_efficientnet_dense_and_takes_the_lenet_presets() {
         assert!(prefers_sparse(kept, n, k, 1), "{n}×{k} at {density}");
     }
 }
+
+/// A perceptron of pruned `Gemm` layers (`transB`), each with its bias, a ReLU after each but
+/// the last: the sparse products of such a chain run fused in one operator
+/// (`nnzip_core::kernels::sparse::chain`).
+struct Perceptron {
+    /// Inputs, then each layer's outputs.
+    widths: Vec<usize>,
+    /// Percent of weights kept, per layer.
+    densities: Vec<u32>,
+    shared: usize,
+    range_coded: bool,
+    /// Whether the first layer's output (after its ReLU) is also a model output.
+    first_is_output: bool,
+    seed: u64,
+}
+
+/// A layer's `[n, k]` weight and its bias.
+type Dense = (Vec<f32>, Vec<f32>);
+
+impl Perceptron {
+    fn layers(&self) -> usize {
+        self.widths.len() - 1
+    }
+
+    /// The model and each layer's weight and bias.
+    fn nnz(&self) -> (Vec<u8>, Vec<Dense>) {
+        let mut records = Vec::new();
+        let mut dense = Vec::new();
+        let mut nodes = Vec::new();
+        let value = |i: usize| {
+            if i == 0 {
+                "x".to_string()
+            } else {
+                format!("x{i}")
+            }
+        };
+        for i in 0..self.layers() {
+            let case = Case {
+                layer: Layer::GemmTransB,
+                n: self.widths[i + 1],
+                k: self.widths[i],
+                density: self.densities[i],
+                shared: self.shared,
+                range_coded: self.range_coded,
+                scaled: false,
+                relu: false,
+                seed: self.seed + 10 * i as u64,
+            };
+            let (w, mut record) = case.weight();
+            record.name = format!("w{i}");
+            records.push(record);
+            let bias = values(case.n, case.seed + 2);
+            records.push(TensorRecord {
+                name: format!("b{i}"),
+                shape: vec![case.n as u64],
+                data: TensorData::RawF32(bias.clone()),
+                row_scales: None,
+            });
+            dense.push((w, bias));
+            let last = i + 1 == self.layers();
+            let sum = if last {
+                "y".to_string()
+            } else {
+                format!("s{i}")
+            };
+            nodes.push(pb::NodeProto {
+                name: format!("fc{i}"),
+                op_type: "Gemm".into(),
+                input: vec![value(i), format!("w{i}"), format!("b{i}")],
+                output: vec![sum.clone()],
+                attribute: vec![pb::AttributeProto {
+                    name: "transB".into(),
+                    r#type: pb::attribute_proto::AttributeType::Int as i32,
+                    i: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            if !last {
+                nodes.push(pb::NodeProto {
+                    name: format!("relu{i}"),
+                    op_type: "Relu".into(),
+                    input: vec![sum],
+                    output: vec![value(i + 1)],
+                    ..Default::default()
+                });
+            }
+        }
+        let dims = |w: usize| vec![-1, w as i64];
+        let mut outputs = vec![pb::ValueInfoProto::float(
+            "y",
+            &dims(self.widths[self.layers()]),
+        )];
+        if self.first_is_output {
+            outputs.push(pb::ValueInfoProto::float("x1", &dims(self.widths[1])));
+        }
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                name: "perceptron".into(),
+                node: nodes,
+                input: vec![pb::ValueInfoProto::float("x", &dims(self.widths[0]))],
+                output: outputs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let metadata = Metadata {
+            model_name: "perceptron".into(),
+            input: InputSpec {
+                name: "x".into(),
+                shape: dims(self.widths[0]),
+            },
+            ..Default::default()
+        };
+        let mut w = NnzWriter::new(metadata, proto.encode_to_vec());
+        for record in records {
+            w.push(record).unwrap();
+        }
+        (w.to_bytes().unwrap(), dense)
+    }
+
+    /// The exact outputs of every layer for the input `x` (one sample), and the bound on each
+    /// computed output's distance from them. A layer of `K` inputs computes from inputs that are
+    /// themselves within `e_c` of the exact ones: its sum rounds to within `(K + 1) · ε ·
+    /// (|b| + Σ|w_c| (|x_c| + e_c))` of the sum of what it computed from, which is within
+    /// `Σ|w_c| e_c` of the exact sum; a ReLU moves neither bound.
+    fn reference(&self, dense: &[Dense], x: &[f32]) -> Vec<(Vec<f64>, Vec<f64>)> {
+        let mut values: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let mut errors = vec![0f64; x.len()];
+        let mut out = Vec::new();
+        for (i, (w, b)) in dense.iter().enumerate() {
+            let (n, k) = (self.widths[i + 1], self.widths[i]);
+            let (mut next, mut bound) = (vec![0f64; n], vec![0f64; n]);
+            for r in 0..n {
+                let (mut sum, mut size, mut carried) =
+                    (f64::from(b[r]), f64::from(b[r]).abs(), 0.0);
+                for c in 0..k {
+                    let wc = f64::from(w[r * k + c]);
+                    sum += wc * values[c];
+                    size += wc.abs() * (values[c].abs() + errors[c]);
+                    carried += wc.abs() * errors[c];
+                }
+                let last = i + 1 == self.layers();
+                next[r] = if last { sum } else { sum.max(0.0) };
+                bound[r] = (k + 1) as f64 * f64::from(f32::EPSILON) * size + carried + 1e-30;
+            }
+            out.push((next.clone(), bound.clone()));
+            values = next;
+            errors = bound;
+        }
+        out
+    }
+
+    /// Loads with `kernel`, checks which layers run sparse and how they are fused, runs
+    /// `inputs` as one batch, checks every output within the bound.
+    fn check(&self, kernel: SparseKernel, inputs: &[Vec<f32>], chains: &[usize]) {
+        let (bytes, dense) = self.nnz();
+        let options = LoadOptions {
+            kernels: Some(KernelChoice {
+                sparse: kernel,
+                ..KernelChoice::default()
+            }),
+            ..LoadOptions::default()
+        };
+        let model = Model::from_bytes_with(&bytes, &options).unwrap();
+        let what = format!("{:?} at {:?}% {kernel:?}", self.widths, self.densities);
+        let expected_kernels = match kernel {
+            SparseKernel::Dense => vec![],
+            SparseKernel::Portable => vec!["portable"; self.layers()],
+            _ => vec![vector_kernel(); self.layers()],
+        };
+        assert_eq!(model.sparse_kernels(), expected_kernels, "{what}");
+        assert_eq!(model.sparse_chains(), chains, "{what}");
+        let batch = inputs.len();
+        let k = self.widths[0];
+        let x: Vec<f32> = inputs.concat();
+        let outputs = model
+            .run_all(vec![Tensor::from_shape(&[batch, k], &x).unwrap()])
+            .unwrap();
+        let want: Vec<_> = inputs.iter().map(|x| self.reference(&dense, x)).collect();
+        // The last layer's output, and the first's where the graph exports it.
+        let exported = [self.layers() - 1]
+            .into_iter()
+            .chain(self.first_is_output.then_some(0));
+        for (output, layer) in outputs.iter().zip(exported) {
+            let got = output.try_as_plain_ram().unwrap();
+            let got = got.as_slice::<f32>().unwrap();
+            let width = self.widths[layer + 1];
+            assert_eq!(got.len(), batch * width, "{what}");
+            for (s, sample) in want.iter().enumerate() {
+                let (exact, bound) = &sample[layer];
+                for r in 0..width {
+                    let g = f64::from(got[s * width + r]);
+                    assert!(
+                        (g - exact[r]).abs() <= bound[r],
+                        "{what} sample {s} layer {layer} output {r}: {g} vs {} (bound {:e})",
+                        exact[r],
+                        bound[r]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Inputs of `k` values: random, all zero, and mostly zero (as a ReLU's output or a dark
+/// image's pixels).
+fn chain_inputs(k: usize, seed: u64) -> Vec<Vec<f32>> {
+    let random = values(k, seed);
+    let mostly_zero = random
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % 5 == 0 { v } else { 0.0 })
+        .collect();
+    vec![random, vec![0.0; k], mostly_zero]
+}
+
+/// LeNet-300-100's shape at the preset's densities and odd shapes at several densities, as a
+/// fused chain (vector and portable kernels) and dense, batch 1 and 3, within the propagated
+/// bound.
+#[test]
+fn fused_chains_agree_with_the_reference_within_the_propagated_bound() {
+    let perceptrons = [
+        (vec![784, 300, 100, 10], vec![3, 6, 25], 16, true),
+        (vec![19, 37, 8, 1], vec![25, 100, 100], 200, true),
+        (vec![33, 9, 17], vec![3, 50], 0, false),
+        (vec![100, 300, 12, 40, 7], vec![10, 0, 25, 60], 16, false),
+    ];
+    for (seed, (widths, densities, shared, range_coded)) in perceptrons.into_iter().enumerate() {
+        let p = Perceptron {
+            widths,
+            densities,
+            shared,
+            range_coded,
+            first_is_output: false,
+            seed: 100 + 7 * seed as u64,
+        };
+        let inputs = chain_inputs(p.widths[0], p.seed + 5);
+        let whole = [p.layers()];
+        for kernel in [SparseKernel::Sparse, SparseKernel::Portable] {
+            for input in &inputs {
+                p.check(kernel, std::slice::from_ref(input), &whole);
+            }
+            p.check(kernel, &inputs, &whole);
+        }
+        p.check(SparseKernel::Dense, &inputs, &[]);
+    }
+}
+
+/// A layer whose output is also a model output ends no chain there: the products after it
+/// fuse, it runs on its own, and both outputs are right.
+#[test]
+fn a_product_whose_output_is_exported_is_not_fused_into_the_next() {
+    let p = Perceptron {
+        widths: vec![50, 40, 30, 20],
+        densities: vec![10, 10, 10],
+        shared: 16,
+        range_coded: true,
+        first_is_output: true,
+        seed: 41,
+    };
+    let inputs = chain_inputs(50, 42);
+    p.check(SparseKernel::Sparse, &inputs, &[2]);
+    p.check(SparseKernel::Sparse, &inputs[..1], &[2]);
+}
+
+/// The rule's choice breaks chains: a dense layer between sparse ones leaves those on each side
+/// unfused, and the LeNet-300-100 preset's three layers fuse into one.
+#[test]
+fn the_rule_fuses_the_lenet300_preset_and_breaks_chains_at_dense_layers() {
+    let lenet = Perceptron {
+        widths: vec![784, 300, 100, 10],
+        densities: vec![3, 6, 25],
+        shared: 16,
+        range_coded: true,
+        first_is_output: false,
+        seed: 3,
+    };
+    let inputs = chain_inputs(784, 4);
+    lenet.check(SparseKernel::Auto, &inputs, &[3]);
+    let broken = Perceptron {
+        widths: vec![784, 300, 100, 10],
+        densities: vec![3, 90, 25],
+        shared: 16,
+        range_coded: true,
+        first_is_output: false,
+        seed: 5,
+    };
+    let (bytes, _) = broken.nnz();
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.sparse_kernels().len(), 2);
+    assert!(model.sparse_chains().is_empty());
+}
+
+/// Fused, a chain gives the very bits its layers give run one by one (each layer keeps its
+/// kernel and epilogue), batch 1 and 3.
+#[test]
+fn a_fused_chain_gives_the_bits_of_its_layers_run_separately() {
+    use nnzip_core::kernels::SparseChains;
+    let p = Perceptron {
+        widths: vec![784, 300, 100, 10],
+        densities: vec![3, 6, 25],
+        shared: 16,
+        range_coded: true,
+        first_is_output: false,
+        seed: 77,
+    };
+    let (bytes, _) = p.nnz();
+    let load = |sparse_chains| {
+        let options = LoadOptions {
+            kernels: Some(KernelChoice {
+                sparse: SparseKernel::Sparse,
+                sparse_chains,
+                ..KernelChoice::default()
+            }),
+            ..LoadOptions::default()
+        };
+        Model::from_bytes_with(&bytes, &options).unwrap()
+    };
+    let (fused, separate) = (load(SparseChains::Fused), load(SparseChains::Separate));
+    assert_eq!(fused.sparse_chains(), [3]);
+    assert!(separate.sparse_chains().is_empty());
+    assert_eq!(separate.sparse_kernels().len(), 3);
+    assert_eq!(fused.weight_bytes(), separate.weight_bytes());
+    let inputs = chain_inputs(784, 78);
+    for batch in [&inputs[..1], &inputs[..]] {
+        let x = Tensor::from_shape(&[batch.len(), 784], &batch.concat()).unwrap();
+        let bits = |m: &Model| {
+            let y = m.run(x.clone()).unwrap();
+            let y = y.try_as_plain_ram().unwrap();
+            y.as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&fused), bits(&separate));
+    }
+}

@@ -9,7 +9,8 @@
 //! order differs, so the logits agree to rounding and rank the same classes.
 
 use nnzip_core::kernels::{
-    DepthwiseKernel, KernelChoice, PointwiseKernel, SparseKernel, StemConvKernel, use_nnzip_kernels,
+    DepthwiseKernel, KernelChoice, PointwiseKernel, SparseChains, SparseKernel, StemConvKernel,
+    use_nnzip_kernels,
 };
 use nnzip_core::{LoadOptions, Model, Tensor};
 use nnzip_e2e::{random_input, shared, tensor_values};
@@ -24,6 +25,7 @@ const TRACT: KernelChoice = KernelChoice {
     stem_conv: StemConvKernel::Tract,
     pointwise: PointwiseKernel::Tract,
     sparse: SparseKernel::Dense,
+    sparse_chains: SparseChains::Separate,
 };
 
 fn load(nnz: &[u8], kernels: KernelChoice, batch: Option<usize>) -> Model {

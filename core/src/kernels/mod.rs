@@ -19,14 +19,16 @@
 //!   128-point rows, instead of im2col and a matrix product.
 //! - [`sparse`]: fully connected layers and 1×1 convolutions whose constant weights are mostly
 //!   zeros (pruned), run from their kept weights only, where a rule from measured densities
-//!   says it is faster than tract's dense product.
+//!   says it is faster than tract's dense product; consecutive ones on vectors (a multilayer
+//!   perceptron's layers with their ReLUs) fused into one operator ([`sparse::chain`]).
 //! - [`sparse_conv`]: k×k convolutions (group 1, channel-first) with a pruned constant kernel,
 //!   run from their kept weights only, each adding its shifted input plane, where a rule from
 //!   measured densities says it is faster than tract's dense convolution.
 //!
 //! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
 //! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
-//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV` and `NNZIP_SPARSE` ([`KernelChoice::from_env`]).
+//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV`, `NNZIP_SPARSE` and `NNZIP_SPARSE_CHAINS`
+//! ([`KernelChoice::from_env`]).
 
 mod cpu;
 pub mod depthwise;
@@ -97,6 +99,17 @@ pub enum SparseKernel {
     Dense,
 }
 
+/// Whether consecutive sparse fully connected layers run as one operator
+/// ([`sparse::chain`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparseChains {
+    /// Fused: one plan step for the chain.
+    #[default]
+    Fused,
+    /// Each layer its own operator (to time layers one by one, or the fusion's gain).
+    Separate,
+}
+
 /// The kernels [`use_nnzip_kernels`] puts in place.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelChoice {
@@ -108,6 +121,8 @@ pub struct KernelChoice {
     pub pointwise: PointwiseKernel,
     /// Products and k×k convolutions with pruned constant weights.
     pub sparse: SparseKernel,
+    /// Chains of sparse fully connected layers.
+    pub sparse_chains: SparseChains,
 }
 
 /// An environment variable holding a value this build does not know.
@@ -125,7 +140,8 @@ pub struct UnknownKernel {
 impl KernelChoice {
     /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|planes|portable|tract`,
     /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=direct|tract` and
-    /// `NNZIP_SPARSE=auto|sparse|portable|dense` where they are set.
+    /// `NNZIP_SPARSE=auto|sparse|portable|dense` and `NNZIP_SPARSE_CHAINS=fused|separate`
+    /// where they are set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -192,6 +208,19 @@ impl KernelChoice {
                 }
             };
         }
+        if let Some(value) = lookup("NNZIP_SPARSE_CHAINS") {
+            choice.sparse_chains = match value.trim() {
+                "fused" => SparseChains::Fused,
+                "separate" => SparseChains::Separate,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_SPARSE_CHAINS",
+                        value,
+                        expected: "fused, separate",
+                    });
+                }
+            };
+        }
         Ok(choice)
     }
 }
@@ -240,6 +269,9 @@ pub fn use_nnzip_kernels_with(
             patch.apply(model)?;
         }
     }
+    if choice.sparse_chains == SparseChains::Fused {
+        sparse::chain::fuse_chains(model)?;
+    }
     model.compact()
 }
 
@@ -248,6 +280,8 @@ pub fn use_nnzip_kernels_with(
 pub fn held_weight_bytes(op: &dyn TypedOp) -> Option<usize> {
     let op = op.as_op();
     if let Some(op) = op.downcast_ref::<sparse::SparseMatMul>() {
+        Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<sparse::chain::SparseChain>() {
         Some(op.bytes())
     } else if let Some(op) = op.downcast_ref::<sparse_conv::SparseConv>() {
         Some(op.bytes())
@@ -327,6 +361,17 @@ mod tests {
             err.to_string().contains("auto, sparse, portable, dense"),
             "{err}"
         );
+        assert_eq!(portable.sparse_chains, SparseChains::Fused);
+        for (value, chains) in [
+            ("fused", SparseChains::Fused),
+            ("separate", SparseChains::Separate),
+        ] {
+            let choice =
+                KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE_CHAINS", value)])).unwrap();
+            assert_eq!(choice.sparse_chains, chains);
+        }
+        let err = KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE_CHAINS", "one")])).unwrap_err();
+        assert!(err.to_string().contains("fused, separate"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Epilogue {
 impl Epilogue {
     /// Applies to `out`, `rows` planes of `plane` values.
     pub fn apply(&self, out: &mut [f32], plane: usize) {
+        if plane == 1 {
+            return self.apply_to_vector(out);
+        }
         if plane == 0 {
             return;
         }
@@ -31,6 +34,28 @@ impl Epilogue {
             if self.relu {
                 values.iter_mut().for_each(|v| *v = v.max(0.0));
             }
+        }
+    }
+
+    /// Applies to `out`, one value per row: a loop per case without a branch per value, which
+    /// the compiler vectorises (a fully connected layer's epilogue runs on every output).
+    fn apply_to_vector(&self, out: &mut [f32]) {
+        match (&self.bias, self.relu) {
+            (Some(bias), true) => out
+                .iter_mut()
+                .zip(bias)
+                .for_each(|(v, b)| *v = (*v + b).max(0.0)),
+            (Some(bias), false) => out.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
+            (None, true) => out.iter_mut().for_each(|v| *v = v.max(0.0)),
+            (None, false) => {}
+        }
+        if let Some(bias) = &self.bias
+            && bias.len() < out.len()
+            && self.relu
+        {
+            // Rows without a bias value (none in a graph the rewrite accepts) still take the
+            // ReLU, as `apply` gives them.
+            out[bias.len()..].iter_mut().for_each(|v| *v = v.max(0.0));
         }
     }
 

@@ -8,8 +8,13 @@
 //! leaves the graph, so its memory is freed once the model is optimised. The compact form is
 //! built from the decoder's entries ([`crate::format::SparseEntries`]: positions and codebook
 //! indices as the file stores them) when the constant is the expansion of one of them, and
-//! from the dense constant otherwise (a raw tensor, a model read from ONNX).
+//! from the dense constant otherwise (a raw tensor, a model read from ONNX). A run of such
+//! products on vectors, each the only consumer of the one before, then becomes one
+//! [`chain::SparseChain`].
 
+pub mod chain;
+#[cfg(test)]
+mod column_walk;
 pub mod epilogue;
 pub mod layout;
 mod rows;
@@ -108,8 +113,9 @@ impl SparseMatMul {
         self.weights.bytes() + self.epilogue.bias.as_ref().map_or(0, |b| 4 * b.len())
     }
 
-    fn eval_f32(&self, input: &Tensor) -> TractResult<Tensor> {
-        let shape = input.shape();
+    /// Checks that `shape` has the values this product sums along its summed axes, and
+    /// returns the values per column after them (the plane: 1 for a fully connected layer).
+    fn check_input(&self, shape: &[usize]) -> TractResult<usize> {
         let end = self.axis + self.summed;
         ensure!(
             shape.len() >= end
@@ -118,10 +124,23 @@ impl SparseMatMul {
             self.weights.columns,
             self.axis
         );
-        let outer: usize = shape[..self.axis].iter().product();
-        let plane: usize = shape[end..].iter().product();
+        Ok(shape[end..].iter().product())
+    }
+
+    /// `y = W x` then the epilogue, for one vector `x` of `W`'s columns.
+    #[inline]
+    fn vector(&self, x: &[f32], y: &mut [f32]) {
+        rows::dot(&self.weights, self.path, x, y);
+        self.epilogue.apply(y, 1);
+    }
+
+    fn eval_f32(&self, input: &Tensor) -> TractResult<Tensor> {
+        let shape = input.shape();
+        let plane = self.check_input(shape)?;
         let out_shape = self.output_shape(shape);
-        let mut output = Tensor::zero::<f32>(&out_shape)?;
+        // SAFETY: f32 has no invalid bit patterns, and every output is written below: `dot`
+        // writes each row, `axpy` fills each row's plane before adding to it.
+        let mut output = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
         let input = input.try_as_plain_ram()?;
         let x = input.as_slice::<f32>()?;
         let (k, n) = (self.weights.columns * plane, self.weights.rows * plane);
@@ -131,13 +150,13 @@ impl SparseMatMul {
         {
             let mut plain = output.try_as_plain_ram_mut()?;
             let y = plain.as_slice_mut::<f32>()?;
-            for (x, y) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)).take(outer) {
+            for (x, y) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
                 if plane == 1 {
-                    rows::dot(&self.weights, self.path, x, y);
+                    self.vector(x, y);
                 } else {
                     rows::axpy(&self.weights, self.path, plane, x, y);
+                    self.epilogue.apply(y, plane);
                 }
-                self.epilogue.apply(y, plane);
             }
         }
         Ok(output)
