@@ -543,15 +543,7 @@ impl TensorView<'_> {
         let values = self.payload.get(4 + 2 * scales.len()..).ok_or_else(|| {
             NnzError::bad_tensor(&self.name, "payload shorter than its row scales")
         })?;
-        decode_payload(&self.name, self.encoding, values, out)?;
-        // `rows` = the first dimension (checked), so rows divide the elements evenly.
-        let row_len = out.len() / scales.len().max(1);
-        if row_len > 0 {
-            for (row, &s) in out.chunks_exact_mut(row_len).zip(scales.iter()) {
-                row.iter_mut().for_each(|v| *v *= s);
-            }
-        }
-        Ok(())
+        decode_payload_scaled(&self.name, self.encoding, values, Some(scales), out)
     }
     /// Decodes into a new vector.
     pub fn decode(&self) -> Result<Vec<f32>> {
@@ -643,7 +635,32 @@ pub fn decode_payload(
     payload: &[u8],
     out: &mut [f32],
 ) -> Result<()> {
+    decode_payload_scaled(name, encoding, payload, None, out)
+}
+
+/// Multiplies each row of `values` (rows of `row_len` values, the first being row `first_row`)
+/// by its scale.
+fn scale_rows(values: &mut [f32], first_row: usize, row_len: usize, scales: &[f32]) {
+    for (row, &s) in values.chunks_mut(row_len).zip(&scales[first_row..]) {
+        row.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
+/// As [`decode_payload`], each row of the result (one index of the first dimension:
+/// `out.len() / scales.len()` values, `scales.len()` dividing the element count) multiplied by
+/// its scale where `scales` are given. A shared-dense tensor is scaled as it is decoded, a
+/// chunk of rows at a time while they are in the cache.
+fn decode_payload_scaled(
+    name: &str,
+    encoding: Encoding,
+    payload: &[u8],
+    scales: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
     let n = out.len();
+    // Values per row, and whole rows per decoded chunk (at least one).
+    let row_len = scales.map_or(n, |s| n / s.len().max(1)).max(1);
+    let chunk = SYMBOL_CHUNK.div_ceil(row_len) * row_len;
     let tensor_err = |e: NnzError| match e {
         NnzError::BadTensor { .. } => e,
         other => NnzError::bad_tensor(name, other.to_string()),
@@ -678,13 +695,13 @@ pub fn decode_payload(
             if n > 0 {
                 let dec = HuffmanDecoder::new(&table).map_err(tensor_err)?;
                 let mut r = BitReader::new(s);
-                let mut symbols = vec![0u16; n.min(SYMBOL_CHUNK)];
-                for chunk in out.chunks_mut(SYMBOL_CHUNK) {
-                    let symbols = &mut symbols[..chunk.len()];
-                    dec.decode_symbols(&mut r, symbols).map_err(tensor_err)?;
-                    for (o, &sym) in chunk.iter_mut().zip(symbols.iter()) {
-                        // Symbols are < table size ≤ codebook size: the index is always in range.
-                        *o = cb.get(sym as usize).copied().unwrap_or(0.0);
+                // Symbols are < table size ≤ codebook size: the index is always in range.
+                let value = |sym: u16| cb.get(usize::from(sym)).copied().unwrap_or(0.0);
+                for (i, values) in out.chunks_mut(chunk).enumerate() {
+                    dec.decode_mapped(&mut r, values, value)
+                        .map_err(tensor_err)?;
+                    if let Some(scales) = scales {
+                        scale_rows(values, i * chunk / row_len, row_len, scales);
                     }
                 }
             }
@@ -696,7 +713,16 @@ pub fn decode_payload(
                     *o = value;
                 }
             })?;
+            if let Some(scales) = scales {
+                scale_rows(out, 0, row_len, scales);
+            }
         }
+    }
+    if matches!(encoding, Encoding::RawF32 | Encoding::RawF16)
+        && let Some(scales) = scales
+    {
+        // The parser refuses row scales on a raw tensor; scaled all the same if one got here.
+        scale_rows(out, 0, row_len, scales);
     }
     if c.remaining() != 0 {
         return Err(NnzError::bad_tensor(
