@@ -6,7 +6,7 @@ use crate::error::{NnzError, Result};
 use crate::format::decode::{read_header_unverified, verify_checksum};
 use crate::format::{DecodeLimits, NnzReader, SparseEntries};
 use crate::graph::parse_model_proto;
-use crate::kernels::{KernelChoice, use_nnzip_kernels_with};
+use crate::kernels::{KernelChoice, use_nnzip_kernels_with, use_pointwise_kernel_before_declutter};
 use crate::metadata::Metadata;
 use crate::preprocess;
 use crate::run_states::RunStates;
@@ -383,18 +383,26 @@ fn build_typed_model(
     ))
 }
 
-/// Declutters (tract's passes as [`crate::declutter`] chooses them), puts the convolutions on
-/// nnzip's kernels where `kernels` says so (a rewrite that needs the decluttered graph; the
-/// sparse kernel takes the decoder's `kept` weights), then optimises for this machine and plans.
+/// Declutters (tract's passes as [`crate::declutter`] chooses them; the pointwise convolutions
+/// put on nnzip's kernel before it where it can), puts the other convolutions on nnzip's kernels
+/// where `kernels` says so (a rewrite that needs the decluttered graph; the sparse kernel takes
+/// the decoder's `kept` weights), then optimises for this machine and plans.
 fn optimise(
     mut model: TypedModel,
     kernels: &KernelChoice,
     kept: &[SparseEntries],
 ) -> Result<Arc<TypedSimplePlan>> {
     let tract = |e: TractError| NnzError::model(format!("tract cannot optimise this graph: {e:#}"));
+    let kernels_error =
+        |e: TractError| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}"));
+    // Where the declutter leaves tract's axis-change pass out, the pointwise convolutions are
+    // taken before it (a shorter declutter); where it runs the pass, after it, as the pass
+    // moves layouts only through tract's own operators.
+    if !crate::declutter::suggests_layout_change(&model).map_err(tract)? {
+        use_pointwise_kernel_before_declutter(&mut model, kernels).map_err(kernels_error)?;
+    }
     crate::declutter::declutter(&mut model).map_err(tract)?;
-    use_nnzip_kernels_with(&mut model, kernels, kept)
-        .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
+    use_nnzip_kernels_with(&mut model, kernels, kept).map_err(kernels_error)?;
     model.optimize().map_err(tract)?;
     model.into_runnable().map_err(tract)
 }

@@ -17,6 +17,7 @@
 //! Each output is the bias, then one multiply-add per input channel in channel order (fused on
 //! the vector paths); tract sums in its own order, so results agree with its to rounding.
 
+pub(super) mod before_declutter;
 #[cfg(target_arch = "x86_64")]
 mod by_pixel;
 mod panels;
