@@ -911,12 +911,53 @@ impl SparseEntries {
             )));
         }
         out.fill(0.0);
-        for j in 0..self.positions.len() {
-            if let Some(o) = out.get_mut(self.positions[j] as usize) {
-                *o = self.value(j);
+        match &self.row_scales {
+            None => {
+                for (&p, &i) in self.positions.iter().zip(&self.indices) {
+                    if let Some(o) = out.get_mut(p as usize) {
+                        *o = self.codebook[usize::from(i)];
+                    }
+                }
+            }
+            Some(scales) => {
+                let mut rows = RowOf::new(self.row_len());
+                for (&p, &i) in self.positions.iter().zip(&self.indices) {
+                    if let Some(o) = out.get_mut(p as usize) {
+                        *o = self.codebook[usize::from(i)] * scales[rows.of(p as usize)];
+                    }
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// The row of a position, for positions met mostly in increasing order: a division only where
+/// the row changes, as expanding or reading a tensor's entries meets every kept weight at load.
+struct RowOf {
+    row_len: usize,
+    row: usize,
+    /// The first position of `row`.
+    start: usize,
+}
+
+impl RowOf {
+    /// Rows of `row_len` positions (0 is taken as 1).
+    fn new(row_len: usize) -> Self {
+        RowOf {
+            row_len: row_len.max(1),
+            row: 0,
+            start: 0,
+        }
+    }
+
+    /// The row of `position`: `position / row_len`.
+    fn of(&mut self, position: usize) -> usize {
+        if position < self.start || position - self.start >= self.row_len {
+            self.row = position / self.row_len;
+            self.start = self.row * self.row_len;
+        }
+        self.row
     }
 }
 
@@ -944,12 +985,12 @@ impl TensorView<'_> {
             None => self.payload,
         };
         let rows = self.shape.first().copied().unwrap_or(1).max(1) as usize;
-        let row_len = n / rows;
+        let mut row_of = RowOf::new(n / rows);
         let scales = self.row_scales.as_deref();
         let mut c = Cursor::new(values, 0);
         let (mut positions, mut indices) = (Vec::new(), Vec::new());
         let codebook = walk_sparse(&mut c, &self.name, self.encoding, n, |pos, value, idx| {
-            let scale = scales.map_or(1.0, |s| s.get(pos / row_len.max(1)).copied().unwrap_or(0.0));
+            let scale = scales.map_or(1.0, |s| s.get(row_of.of(pos)).copied().unwrap_or(0.0));
             if value * scale != 0.0 {
                 // `pos < n ≤ u32::MAX`.
                 positions.push(pos as u32);
@@ -974,5 +1015,26 @@ impl TensorView<'_> {
             positions,
             indices,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowOf;
+
+    /// The row of every position, met in increasing order, backwards and at random, equals
+    /// `position / row_len`, for rows of 1, 3 and 7 positions (and 0, taken as 1).
+    #[test]
+    fn row_of_a_position_in_any_order() {
+        for row_len in [0usize, 1, 3, 7] {
+            let mut rows = RowOf::new(row_len);
+            let positions: Vec<usize> = (0..50)
+                .chain((0..50).rev())
+                .chain((0..50).map(|i| i * 37 % 61))
+                .collect();
+            for p in positions {
+                assert_eq!(rows.of(p), p / row_len.max(1), "{row_len}, {p}");
+            }
+        }
     }
 }
