@@ -175,7 +175,11 @@ fn pointwise_convolutions_before_the_declutter_give_the_same_plan() {
         let (early, late) = (loader_plan(&nnz, true), loader_plan(&nnz, false));
         assert_eq!(operators(&early), operators(&late), "{name}");
         assert!(
-            operators(&early).get("NnzipPointwiseConv").copied().unwrap_or(0) > 0,
+            operators(&early)
+                .get("NnzipPointwiseConv")
+                .copied()
+                .unwrap_or(0)
+                > 0,
             "{name}: {:?}",
             operators(&early)
         );
