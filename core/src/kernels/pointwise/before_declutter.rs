@@ -19,11 +19,11 @@ use tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_core::ops::math::{Max, Min};
 
 /// The patch replacing `node`, a `Conv`, and the clamp following it with a [`PointwiseConv`];
-/// `None` where the convolution is not pointwise (1×1, stride 1, dilation 1, no padding, group
-/// 1) over channel-first f32 data with concrete channels and planes of at least [`MIN_PIXELS`],
-/// with a constant OIHW kernel and a constant bias, and also where the long way could end
-/// differently: the sparse kernel may take it (`choice` or the rule), or a constant arithmetic
-/// operator follows it (tract's declutter might fold it into the bias).
+/// `None` where the convolution is not pointwise (1×1, stride and dilation 1, no padding, one
+/// group) over channel-first f32 data with concrete channels and planes of at least
+/// [`MIN_PIXELS`], with a constant OIHW kernel and a constant bias, and also where the long way
+/// could end differently: the sparse kernel may take it (`choice` or the rule), or a constant
+/// arithmetic operator follows it (tract's declutter might fold it into the bias).
 pub(in crate::kernels) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
