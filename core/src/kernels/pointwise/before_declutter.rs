@@ -11,19 +11,18 @@
 //! results bit for bit). Convolutions this module leaves alone go the long way as before.
 
 use super::{Clamp, MIN_PIXELS, OutputAxis, PointwiseConv, PointwiseLayout};
-use crate::kernels::successors::single_binary_consumer;
 use crate::kernels::{KernelChoice, PointwiseKernel, SparseKernel, constant, sparse};
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::cnn::{Conv, KernelFormat};
-use tract_core::ops::math::{Max, Min};
 
 /// The patch replacing `node`, a `Conv`, and the clamp following it with a [`PointwiseConv`];
 /// `None` where the convolution is not pointwise (1×1, stride and dilation 1, no padding, one
 /// group) over channel-first f32 data with concrete channels and planes of at least
 /// [`MIN_PIXELS`], with a constant OIHW kernel and a constant bias, and also where the long way
-/// could end differently: the sparse kernel may take it (`choice` or the rule), or a constant
-/// arithmetic operator follows it (tract's declutter might fold it into the bias).
+/// could end differently: the sparse kernel may take it (`choice` or the rule). An arithmetic
+/// operator after the convolution (an unfused batch normalisation) stays as it is, as on the
+/// long way: tract's `Conv` declutter turns a 1×1 convolution into an `EinSum` before it looks
+/// at the arithmetic that follows (mobile-tiny: the same plan either way).
 pub(in crate::kernels) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
@@ -45,9 +44,6 @@ pub(in crate::kernels) fn replacement(
         if sparse::finite_nonzero_count_at_most(weights, most).is_some() {
             return Ok(None);
         }
-    }
-    if followed_by_constant_arithmetic(model, node)? {
-        return Ok(None);
     }
     let (clamp, clamp_nodes): (Option<Clamp>, Vec<usize>) = super::following_clamp(model, node)?;
     let last = clamp_nodes.last().copied().unwrap_or(node.id);
@@ -176,17 +172,4 @@ impl PointwiseParts {
             bias,
         }))
     }
-}
-
-/// Whether the only consumer of `node`'s output is a binary arithmetic operator other than the
-/// clamp's `Max` and `Min` with a constant (a batch normalisation left unfused, say), which
-/// tract's declutter might fold into the convolution's bias on the long way.
-fn followed_by_constant_arithmetic(model: &TypedModel, node: &TypedNode) -> TractResult<bool> {
-    let Some((next, other)) = single_binary_consumer(model, OutletId::new(node.id, 0))? else {
-        return Ok(false);
-    };
-    let Some(bin) = next.op_as::<TypedBinOp>() else {
-        return Ok(false);
-    };
-    Ok(!bin.0.is::<Max>() && !bin.0.is::<Min>() && constant(model, other)?.is_some())
 }
