@@ -1,6 +1,7 @@
 //! Where the load-to-ready time of a `.nnz` file goes, pass by pass, as `Model::from_bytes`
 //! runs them: verifying the file (CRC-32, metadata, graph inflate), parsing the graph's ONNX
-//! protobuf, decoding the weights, translating ONNX into tract's typed model, tract's
+//! protobuf, decoding the weights, translating ONNX into tract's typed model, nnzip's
+//! pointwise convolutions taken before the declutter (the loader's chains only), tract's
 //! declutter, nnzip's kernel rewrite, tract's optimise (codegen) and building the plan. Each
 //! pass is timed in a fresh chain; the median of RUNS chains is printed, beside the median of
 //! `Model::from_bytes` itself. The weights are decoded here on one thread; the loader decodes
@@ -12,15 +13,16 @@
 //! (every pass, as loads ran before). Below the table, each declutter is broken down by tract's
 //! passes: the time each spent looking for patches, applying them, and how many it applied,
 //! over all rounds of one load (medians over the loads); what is left is tract's compaction
-//! between passes.
+//! between passes. Then each pass's patches by the operator of the node they started from
+//! (the last word of tract's patch context), with what they cost, search and apply together.
 //!
 //! `cargo run --release -p nnzip-core --example load_passes -- FILE.nnz [RUNS] [BATCH]`
 //! (BATCH fixes the input's batch as `LoadOptions::batch` does; default: dynamic)
 
-use nnzip_core::declutter::declutter_for_load;
+use nnzip_core::declutter::{declutter_for_load, suggests_layout_change};
 use nnzip_core::format::NnzReader;
 use nnzip_core::graph::parse_model_proto;
-use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels};
+use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels, use_pointwise_kernel_before_declutter};
 use nnzip_core::onnx::typed_model_from_onnx;
 use nnzip_core::{LoadOptions, Model};
 use std::sync::{Arc, Mutex};
@@ -29,11 +31,12 @@ use tract_core::internal::TypedModelPatch;
 use tract_core::optim::{Optimizer, OptimizerSession, TypedPass};
 use tract_onnx::prelude::*;
 
-const PASSES: [&str; 8] = [
+const PASSES: [&str; 9] = [
     "verify",
     "parse graph",
     "decode",
     "translate",
+    "pointwise early",
     "declutter",
     "nnzip rewrite",
     "optimise",
@@ -50,13 +53,13 @@ enum Declutter {
 }
 
 /// One load, pass by pass: the seconds each took, and the costs of the declutter's passes.
-type Chain = ([f64; 8], Vec<PassCost>);
+type Chain = ([f64; 9], Vec<PassCost>);
 
 /// One load, pass by pass, with `declutter`.
 fn one_chain(bytes: &[u8], batch: Option<usize>, declutter: Declutter) -> TractResult<Chain> {
-    let mut times = [0f64; 8];
+    let mut times = [0f64; 9];
     let mut t = Instant::now();
-    let mut lap = |i: usize, times: &mut [f64; 8]| {
+    let mut lap = |i: usize, times: &mut [f64; 9]| {
         times[i] = t.elapsed().as_secs_f64();
         t = Instant::now();
     };
@@ -75,18 +78,25 @@ fn one_chain(bytes: &[u8], batch: Option<usize>, declutter: Declutter) -> TractR
     lap(2, &mut times);
     let mut model = typed_model_from_onnx(&proto, weights, batch)?;
     lap(3, &mut times);
+    let choice = KernelChoice::from_env()?;
+    // As the loader: the pointwise convolutions before its declutter where that runs without
+    // tract's axis-change pass; tract's whole declutter as loads ran before.
+    if declutter == Declutter::Loader && !suggests_layout_change(&model)? {
+        use_pointwise_kernel_before_declutter(&mut model, &choice)?;
+    }
+    lap(4, &mut times);
     let optimizer = match declutter {
         Declutter::Loader => declutter_for_load(&model)?,
         Declutter::Tract => Optimizer::declutter(),
     };
     timed(optimizer).optimize(&mut model)?;
-    lap(4, &mut times);
-    use_nnzip_kernels(&mut model, &KernelChoice::from_env()?)?;
     lap(5, &mut times);
-    model.optimize()?;
+    use_nnzip_kernels(&mut model, &choice)?;
     lap(6, &mut times);
-    let plan = model.into_runnable()?;
+    model.optimize()?;
     lap(7, &mut times);
+    let plan = model.into_runnable()?;
+    lap(8, &mut times);
     drop(plan);
     let costs = DECLUTTER_COSTS.with(|c| c.lock().expect("costs lock").clone());
     Ok((times, costs))
@@ -99,6 +109,9 @@ struct PassCost {
     searching: Duration,
     applying: Duration,
     patches: usize,
+    /// Patches and the time they took (search and apply), by the operator of the node they
+    /// started from (the last word of tract's patch context).
+    by_op: std::collections::BTreeMap<String, (usize, Duration)>,
 }
 
 /// One of tract's declutter passes, timed: `next` is the search for a patch; the time from a
@@ -109,6 +122,8 @@ struct TimedPass {
     index: usize,
     costs: Arc<Mutex<Vec<PassCost>>>,
     returned_patch_at: Option<Instant>,
+    /// The operator the patch being applied started from, and its search time.
+    applying_op: Option<(String, Duration)>,
 }
 
 impl TimedPass {
@@ -129,7 +144,16 @@ impl TypedPass for TimedPass {
         model: &TypedModel,
     ) -> TractResult<Option<TypedModelPatch>> {
         if let Some(at) = self.returned_patch_at.take() {
-            self.charge(|c| c.applying += at.elapsed());
+            let applied = at.elapsed();
+            let op = self.applying_op.take();
+            self.charge(|c| {
+                c.applying += applied;
+                if let Some((op, searched)) = op {
+                    let entry = c.by_op.entry(op).or_default();
+                    entry.0 += 1;
+                    entry.1 += searched + applied;
+                }
+            });
         }
         let t = Instant::now();
         let patch = self.inner.next(session, model)?;
@@ -138,7 +162,14 @@ impl TypedPass for TimedPass {
             c.searching += searched;
             c.patches += patch.is_some() as usize;
         });
-        if patch.is_some() {
+        if let Some(p) = &patch {
+            let op = p
+                .context
+                .last()
+                .and_then(|c| c.split_whitespace().last())
+                .unwrap_or("?")
+                .to_string();
+            self.applying_op = Some((op, searched));
             self.returned_patch_at = Some(Instant::now());
         }
         Ok(patch)
@@ -180,6 +211,7 @@ fn timed(declutter: Optimizer) -> Optimizer {
                     index,
                     costs: costs.clone(),
                     returned_patch_at: None,
+                    applying_op: None,
                 }) as Box<dyn TypedPass>
             })
             .collect(),
@@ -208,8 +240,27 @@ fn print_declutter_passes(title: &str, chains: &[Chain]) {
         let name: String = cost.name.chars().take(24).collect();
         println!("{name:<24} {search:>9.2} {apply:>9.2} {:>8}", cost.patches);
     }
-    let declutter = median(chains.iter().map(|(t, _)| t[4] * 1e3).collect());
+    let declutter = median(chains.iter().map(|(t, _)| t[5] * 1e3).collect());
     println!("{:<24} {:>9.2}", "between passes", declutter - sum);
+    // The patches of the first load by the operator they started from (every load patches
+    // the same nodes); times are the medians over the loads.
+    println!("{title}: patches by the operator they started from (pass: op, patches, ms)");
+    for (i, cost) in chains[0].1.iter().enumerate() {
+        for (op, (count, _)) in &cost.by_op {
+            let ms = median(
+                chains
+                    .iter()
+                    .map(|(_, c)| {
+                        c[i].by_op
+                            .get(op)
+                            .map_or(0.0, |(_, d)| d.as_secs_f64() * 1e3)
+                    })
+                    .collect(),
+            );
+            let name: String = cost.name.chars().take(24).collect();
+            println!("  {name:<24} {op:<28} {count:>5} {ms:>8.2}");
+        }
+    }
 }
 
 fn main() -> TractResult<()> {

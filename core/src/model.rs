@@ -6,7 +6,7 @@ use crate::error::{NnzError, Result};
 use crate::format::decode::{read_header_unverified, verify_checksum};
 use crate::format::{DecodeLimits, NnzReader, SparseEntries};
 use crate::graph::parse_model_proto;
-use crate::kernels::{KernelChoice, use_nnzip_kernels_with};
+use crate::kernels::{KernelChoice, use_nnzip_kernels_with, use_pointwise_kernel_before_declutter};
 use crate::metadata::Metadata;
 use crate::preprocess;
 use crate::run_states::RunStates;
@@ -29,6 +29,11 @@ pub struct LoadOptions {
     /// (the default) takes nnzip's, except where the environment variables `NNZIP_DEPTHWISE`
     /// or `NNZIP_STEM_CONV` say otherwise ([`KernelChoice::from_env`]).
     pub kernels: Option<KernelChoice>,
+    /// Most threads decoding the weights: `None` (the default) one per CPU this process may
+    /// run on, at most four; `Some(1)` the calling thread only (as does `Some(0)`). Files with
+    /// little to decode are decoded on the calling thread whatever this says: starting threads
+    /// would cost more than it saves.
+    pub decode_threads: Option<usize>,
 }
 
 /// A decoded, optimised, runnable model. `Send + Sync`: one instance serves many threads, each
@@ -351,8 +356,10 @@ fn read_graph_and_weights(bytes: &[u8], options: &LoadOptions) -> Result<Loaded>
             Some(batch) => batch_to_fix(&reader.metadata().input.shape, batch)?,
             None => None,
         };
-        let (model, kept) =
-            guard_panics("read the graph", || build_typed_model(&reader, fixed_batch))?;
+        let threads = decode_threads(options.decode_threads);
+        let (model, kept) = guard_panics("read the graph", || {
+            build_typed_model(&reader, fixed_batch, threads)
+        })?;
         Ok(Loaded {
             metadata: reader.metadata().clone(),
             model,
@@ -392,9 +399,10 @@ fn guard_panics<T>(step: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 fn build_typed_model(
     reader: &NnzReader<'_>,
     batch: Option<usize>,
+    threads: usize,
 ) -> Result<(TypedModel, Vec<SparseEntries>)> {
     let proto = parse_model_proto(reader.graph())?;
-    let (tensors, kept) = decode_tensors(reader.tensors())?;
+    let (tensors, kept) = decode_tensors(reader.tensors(), threads)?;
     let weights = reader
         .tensors()
         .iter()
@@ -408,18 +416,26 @@ fn build_typed_model(
     ))
 }
 
-/// Declutters (tract's passes as [`crate::declutter`] chooses them), puts the convolutions on
-/// nnzip's kernels where `kernels` says so (a rewrite that needs the decluttered graph; the
-/// sparse kernel takes the decoder's `kept` weights), then optimises for this machine and plans.
+/// Declutters (tract's passes as [`crate::declutter`] chooses them; the pointwise convolutions
+/// put on nnzip's kernel before it where it can), puts the other convolutions on nnzip's kernels
+/// where `kernels` says so (a rewrite that needs the decluttered graph; the sparse kernel takes
+/// the decoder's `kept` weights), then optimises for this machine and plans.
 fn optimise(
     mut model: TypedModel,
     kernels: &KernelChoice,
     kept: &[SparseEntries],
 ) -> Result<Arc<TypedSimplePlan>> {
     let tract = |e: TractError| NnzError::model(format!("tract cannot optimise this graph: {e:#}"));
+    let kernels_error =
+        |e: TractError| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}"));
+    // Where the declutter leaves tract's axis-change pass out, the pointwise convolutions are
+    // taken before it (a shorter declutter); where it runs the pass, after it, as the pass
+    // moves layouts only through tract's own operators.
+    if !crate::declutter::suggests_layout_change(&model).map_err(tract)? {
+        use_pointwise_kernel_before_declutter(&mut model, kernels).map_err(kernels_error)?;
+    }
     crate::declutter::declutter(&mut model).map_err(tract)?;
-    use_nnzip_kernels_with(&mut model, kernels, kept)
-        .map_err(|e| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}")))?;
+    use_nnzip_kernels_with(&mut model, kernels, kept).map_err(kernels_error)?;
     model.optimize().map_err(tract)?;
     model.into_runnable().map_err(tract)
 }
@@ -459,18 +475,30 @@ fn decode_work(view: &crate::format::TensorView<'_>) -> usize {
     }
 }
 
-/// At most this many decoding threads (phones have 4–8 cores; the decoder is memory-light).
+/// At most this many decoding threads by default (phones have 4–8 cores; the decoder is
+/// memory-light).
 const MAX_DECODE_THREADS: usize = 4;
+
+/// The most threads to decode on, as [`LoadOptions::decode_threads`] says (at least 1).
+fn decode_threads(option: Option<usize>) -> usize {
+    let threads = option.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_DECODE_THREADS)
+    });
+    threads.max(1)
+}
 
 /// Decodes every tensor of the file into a tract tensor of its shape, each straight into its
 /// final buffer, and returns, beside them, the kept weights of its sparse tensors as the
 /// decoder read them (for [`crate::kernels::sparse`], which runs from them; a sparse tensor is
 /// entropy-decoded once, into its entries, and expanded from them). Tensors are independent,
-/// so a large file is decoded on several threads, largest tensors first (the entropy decoders
-/// are serial within a tensor). The error reported is that of the first failing tensor in file
-/// order, whatever the threads' timing.
+/// so a large file is decoded on up to `threads` threads, largest tensors first (the entropy
+/// decoders are serial within a tensor). The error reported is that of the first failing tensor
+/// in file order, whatever the threads' timing.
 fn decode_tensors(
     views: &[crate::format::TensorView<'_>],
+    threads: usize,
 ) -> Result<(Vec<Tensor>, Vec<SparseEntries>)> {
     let mut tensors = views
         .iter()
@@ -500,10 +528,7 @@ fn decode_tensors(
             }
         };
     let total: usize = views.iter().map(decode_work).sum();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(MAX_DECODE_THREADS)
-        .min(views.len());
+    let threads = threads.min(views.len());
     if total < PARALLEL_DECODE_MIN_ELEMENTS || threads < 2 {
         for (i, (tensor, kept)) in tensors.iter_mut().zip(entries.iter_mut()).enumerate() {
             decode_one(i, tensor, kept)?;
@@ -891,20 +916,25 @@ mod tests {
         let bytes = w.to_bytes().unwrap();
         let reader = NnzReader::parse(&bytes).unwrap();
         let views = reader.tensors().to_vec();
-        let (tensors, _) = decode_tensors(&views).unwrap();
-        for (view, tensor) in views.iter().zip(&tensors) {
-            let got = tensor.try_as_plain_ram().unwrap();
-            assert_eq!(got.as_slice::<f32>().unwrap(), &view.decode().unwrap()[..]);
-        }
-        // Tensors 1 and 3 lose the end of their payloads: tensor 1 is the one named.
-        for _ in 0..5 {
-            let mut bad = views.clone();
-            for k in [3, 1] {
-                bad[k].payload = &bad[k].payload[..bad[k].payload.len() / 2];
+        for threads in [1, 2, 3, 8] {
+            let (tensors, _) = decode_tensors(&views, threads).unwrap();
+            for (view, tensor) in views.iter().zip(&tensors) {
+                let got = tensor.try_as_plain_ram().unwrap();
+                assert_eq!(got.as_slice::<f32>().unwrap(), &view.decode().unwrap()[..]);
             }
-            let err = decode_tensors(&bad).unwrap_err().to_string();
-            assert!(err.contains("'t1'"), "{err}");
+            // Tensors 1 and 3 lose the end of their payloads: tensor 1 is the one named.
+            for _ in 0..5 {
+                let mut bad = views.clone();
+                for k in [3, 1] {
+                    bad[k].payload = &bad[k].payload[..bad[k].payload.len() / 2];
+                }
+                let err = decode_tensors(&bad, threads).unwrap_err().to_string();
+                assert!(err.contains("'t1'"), "{threads} threads: {err}");
+            }
         }
+        assert_eq!(decode_threads(Some(0)), 1);
+        assert_eq!(decode_threads(Some(6)), 6);
+        assert!((1..=MAX_DECODE_THREADS).contains(&decode_threads(None)));
     }
 
     /// `y = x + w` with `w` a raw tensor of `n` weights held by the file.

@@ -3,12 +3,14 @@
 //! against tract's own `declutter()`, the path loads took before: on every shared model and on
 //! `nnzip init mobile-tiny`, packed losslessly and planned for batch 1 as the phone does, the
 //! same kernels put in place after either, the logits agree within 1e-6 of the largest
-//! (measured on x86_64: identical, bit for bit).
+//! (measured on x86_64: identical, bit for bit). The pointwise convolutions the loader takes
+//! before its declutter give the plan and the logits of the long way (declutter, then the
+//! rewrite), bit for bit.
 
 use nnzip_core::declutter::{declutter_for_load, suggests_layout_change};
 use nnzip_core::format::NnzReader;
 use nnzip_core::graph::parse_model_proto;
-use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels};
+use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels, use_pointwise_kernel_before_declutter};
 use nnzip_core::onnx::typed_model_from_onnx;
 use nnzip_core::{LoadOptions, Model, Tensor};
 use nnzip_e2e::{random_input, shared, tensor_values};
@@ -124,4 +126,73 @@ fn the_axis_change_pass_runs_only_where_a_layout_is_asked_for() {
     // tract-linalg 0.23 has a channel-last depthwise kernel on these two only.
     let channel_last_depthwise = cfg!(any(target_arch = "aarch64", target_arch = "wasm32"));
     assert_eq!(asks, channel_last_depthwise);
+}
+
+/// The loader's plan with its pointwise convolutions taken `before` its declutter or after it
+/// (with the other kernels), for batch 1.
+fn loader_plan(nnz: &[u8], before: bool) -> TypedModel {
+    let mut model = translated(nnz);
+    let choice = KernelChoice::default();
+    if before {
+        use_pointwise_kernel_before_declutter(&mut model, &choice).unwrap();
+    }
+    declutter_for_load(&model)
+        .unwrap()
+        .optimize(&mut model)
+        .unwrap();
+    use_nnzip_kernels(&mut model, &choice).unwrap();
+    model.optimize().unwrap();
+    model
+}
+
+/// The operators of a plan by name, counted.
+fn operators(model: &TypedModel) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for node in model.nodes() {
+        *counts.entry(node.op.name().to_string()).or_default() += 1;
+    }
+    counts
+}
+
+/// Where the axis-change pass stays out (x86_64), the pointwise convolutions taken before the
+/// declutter leave the same operators as taking them after it, and the same logits bit for bit,
+/// on EfficientNet-Lite0 (32 of them) and mobile-tiny.
+#[test]
+fn pointwise_convolutions_before_the_declutter_give_the_same_plan() {
+    let tmp = std::env::temp_dir().join(format!("nnzip-pointwise-{}.onnx", std::process::id()));
+    write_model(&build(Architecture::MobileTiny, 3), &tmp).unwrap();
+    let tiny = std::fs::read(&tmp).unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    let effnet = std::fs::read(shared("models/efficientnet_lite0.onnx")).unwrap();
+    for (name, onnx, shape) in [
+        ("efficientnet_lite0", effnet, &[1, 3, 224, 224][..]),
+        ("mobile-tiny", tiny, &[1, 1, 28, 28]),
+    ] {
+        let nnz = packed(&onnx);
+        if suggests_layout_change(&translated(&nnz)).unwrap() {
+            continue; // the loader takes them after the axis-change pass there
+        }
+        let (early, late) = (loader_plan(&nnz, true), loader_plan(&nnz, false));
+        assert_eq!(operators(&early), operators(&late), "{name}");
+        assert!(
+            operators(&early)
+                .get("NnzipPointwiseConv")
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "{name}: {:?}",
+            operators(&early)
+        );
+        let (early, late) = (
+            early.into_runnable().unwrap(),
+            late.into_runnable().unwrap(),
+        );
+        for seed in 0..2 {
+            let input = random_input(shape, seed);
+            let got = tensor_values(&early.run(tvec!(input.clone().into())).unwrap()[0]);
+            let want = tensor_values(&late.run(tvec!(input.into())).unwrap()[0]);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{name}");
+        }
+    }
 }

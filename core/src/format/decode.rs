@@ -543,15 +543,7 @@ impl TensorView<'_> {
         let values = self.payload.get(4 + 2 * scales.len()..).ok_or_else(|| {
             NnzError::bad_tensor(&self.name, "payload shorter than its row scales")
         })?;
-        decode_payload(&self.name, self.encoding, values, out)?;
-        // `rows` = the first dimension (checked), so rows divide the elements evenly.
-        let row_len = out.len() / scales.len().max(1);
-        if row_len > 0 {
-            for (row, &s) in out.chunks_exact_mut(row_len).zip(scales.iter()) {
-                row.iter_mut().for_each(|v| *v *= s);
-            }
-        }
-        Ok(())
+        decode_payload_scaled(&self.name, self.encoding, values, Some(scales), out)
     }
     /// Decodes into a new vector.
     pub fn decode(&self) -> Result<Vec<f32>> {
@@ -643,7 +635,32 @@ pub fn decode_payload(
     payload: &[u8],
     out: &mut [f32],
 ) -> Result<()> {
+    decode_payload_scaled(name, encoding, payload, None, out)
+}
+
+/// Multiplies each row of `values` (rows of `row_len` values, the first being row `first_row`)
+/// by its scale.
+fn scale_rows(values: &mut [f32], first_row: usize, row_len: usize, scales: &[f32]) {
+    for (row, &s) in values.chunks_mut(row_len).zip(&scales[first_row..]) {
+        row.iter_mut().for_each(|v| *v *= s);
+    }
+}
+
+/// As [`decode_payload`], each row of the result (one index of the first dimension:
+/// `out.len() / scales.len()` values, `scales.len()` dividing the element count) multiplied by
+/// its scale where `scales` are given. A shared-dense tensor is scaled as it is decoded, a
+/// chunk of rows at a time while they are in the cache.
+fn decode_payload_scaled(
+    name: &str,
+    encoding: Encoding,
+    payload: &[u8],
+    scales: Option<&[f32]>,
+    out: &mut [f32],
+) -> Result<()> {
     let n = out.len();
+    // Values per row, and whole rows per decoded chunk (at least one).
+    let row_len = scales.map_or(n, |s| n / s.len().max(1)).max(1);
+    let chunk = SYMBOL_CHUNK.div_ceil(row_len) * row_len;
     let tensor_err = |e: NnzError| match e {
         NnzError::BadTensor { .. } => e,
         other => NnzError::bad_tensor(name, other.to_string()),
@@ -678,13 +695,13 @@ pub fn decode_payload(
             if n > 0 {
                 let dec = HuffmanDecoder::new(&table).map_err(tensor_err)?;
                 let mut r = BitReader::new(s);
-                let mut symbols = vec![0u16; n.min(SYMBOL_CHUNK)];
-                for chunk in out.chunks_mut(SYMBOL_CHUNK) {
-                    let symbols = &mut symbols[..chunk.len()];
-                    dec.decode_symbols(&mut r, symbols).map_err(tensor_err)?;
-                    for (o, &sym) in chunk.iter_mut().zip(symbols.iter()) {
-                        // Symbols are < table size ≤ codebook size: the index is always in range.
-                        *o = cb.get(sym as usize).copied().unwrap_or(0.0);
+                // Symbols are < table size ≤ codebook size: the index is always in range.
+                let value = |sym: u16| cb.get(usize::from(sym)).copied().unwrap_or(0.0);
+                for (i, values) in out.chunks_mut(chunk).enumerate() {
+                    dec.decode_mapped(&mut r, values, value)
+                        .map_err(tensor_err)?;
+                    if let Some(scales) = scales {
+                        scale_rows(values, i * chunk / row_len, row_len, scales);
                     }
                 }
             }
@@ -696,7 +713,16 @@ pub fn decode_payload(
                     *o = value;
                 }
             })?;
+            if let Some(scales) = scales {
+                scale_rows(out, 0, row_len, scales);
+            }
         }
+    }
+    if matches!(encoding, Encoding::RawF32 | Encoding::RawF16)
+        && let Some(scales) = scales
+    {
+        // The parser refuses row scales on a raw tensor; scaled all the same if one got here.
+        scale_rows(out, 0, row_len, scales);
     }
     if c.remaining() != 0 {
         return Err(NnzError::bad_tensor(
@@ -885,12 +911,53 @@ impl SparseEntries {
             )));
         }
         out.fill(0.0);
-        for j in 0..self.positions.len() {
-            if let Some(o) = out.get_mut(self.positions[j] as usize) {
-                *o = self.value(j);
+        match &self.row_scales {
+            None => {
+                for (&p, &i) in self.positions.iter().zip(&self.indices) {
+                    if let Some(o) = out.get_mut(p as usize) {
+                        *o = self.codebook[usize::from(i)];
+                    }
+                }
+            }
+            Some(scales) => {
+                let mut rows = RowOf::new(self.row_len());
+                for (&p, &i) in self.positions.iter().zip(&self.indices) {
+                    if let Some(o) = out.get_mut(p as usize) {
+                        *o = self.codebook[usize::from(i)] * scales[rows.of(p as usize)];
+                    }
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// The row of a position, for positions met mostly in increasing order: a division only where
+/// the row changes, as expanding or reading a tensor's entries meets every kept weight at load.
+struct RowOf {
+    row_len: usize,
+    row: usize,
+    /// The first position of `row`.
+    start: usize,
+}
+
+impl RowOf {
+    /// Rows of `row_len` positions (0 is taken as 1).
+    fn new(row_len: usize) -> Self {
+        RowOf {
+            row_len: row_len.max(1),
+            row: 0,
+            start: 0,
+        }
+    }
+
+    /// The row of `position`: `position / row_len`.
+    fn of(&mut self, position: usize) -> usize {
+        if position < self.start || position - self.start >= self.row_len {
+            self.row = position / self.row_len;
+            self.start = self.row * self.row_len;
+        }
+        self.row
     }
 }
 
@@ -918,12 +985,12 @@ impl TensorView<'_> {
             None => self.payload,
         };
         let rows = self.shape.first().copied().unwrap_or(1).max(1) as usize;
-        let row_len = n / rows;
+        let mut row_of = RowOf::new(n / rows);
         let scales = self.row_scales.as_deref();
         let mut c = Cursor::new(values, 0);
         let (mut positions, mut indices) = (Vec::new(), Vec::new());
         let codebook = walk_sparse(&mut c, &self.name, self.encoding, n, |pos, value, idx| {
-            let scale = scales.map_or(1.0, |s| s.get(pos / row_len.max(1)).copied().unwrap_or(0.0));
+            let scale = scales.map_or(1.0, |s| s.get(row_of.of(pos)).copied().unwrap_or(0.0));
             if value * scale != 0.0 {
                 // `pos < n ≤ u32::MAX`.
                 positions.push(pos as u32);
@@ -948,5 +1015,26 @@ impl TensorView<'_> {
             positions,
             indices,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowOf;
+
+    /// The row of every position, met in increasing order, backwards and at random, equals
+    /// `position / row_len`, for rows of 1, 3 and 7 positions (and 0, taken as 1).
+    #[test]
+    fn row_of_a_position_in_any_order() {
+        for row_len in [0usize, 1, 3, 7] {
+            let mut rows = RowOf::new(row_len);
+            let positions: Vec<usize> = (0..50)
+                .chain((0..50).rev())
+                .chain((0..50).map(|i| i * 37 % 61))
+                .collect();
+            for p in positions {
+                assert_eq!(rows.of(p), p / row_len.max(1), "{row_len}, {p}");
+            }
+        }
     }
 }

@@ -193,8 +193,8 @@ pub struct HuffmanDecoder {
     first_index: [u32; MAX_CODE_LEN as usize + 1],
     count: [u32; MAX_CODE_LEN as usize + 1],
     sorted: Vec<u16>,
-    /// [`HuffmanDecoder::decode_symbols`]'s pair table, built on its first long call.
-    pairs: std::cell::OnceCell<Vec<PairEntry>>,
+    /// [`HuffmanDecoder::decode_mapped`]'s multi-symbol table, built on its first long call.
+    multi: std::cell::OnceCell<Vec<MultiEntry>>,
 }
 
 impl HuffmanDecoder {
@@ -250,7 +250,7 @@ impl HuffmanDecoder {
             first_index,
             count,
             sorted,
-            pairs: std::cell::OnceCell::new(),
+            multi: std::cell::OnceCell::new(),
         })
     }
 
@@ -297,60 +297,77 @@ impl HuffmanDecoder {
     }
 }
 
-/// Bits looked up at once by [`HuffmanDecoder::decode_symbols`]'s pair table.
-const PAIR_BITS: u32 = 12;
-/// Streams shorter than this are decoded one symbol at a time: building the pair table
-/// (2^[`PAIR_BITS`] entries) would cost more than it saves.
-const PAIR_MIN_SYMBOLS: usize = 512;
+/// Bits looked up at once by [`HuffmanDecoder::decode_mapped`]'s table.
+const MULTI_BITS: u32 = 12;
+/// Whole codes one entry of that table holds at most.
+const MULTI_SYMBOLS: usize = 3;
+/// Lookups between two refills: after a refill at least 57 bits are buffered (or the whole rest
+/// of the stream), which covers four lookups of [`MULTI_BITS`].
+const LOOKUPS_PER_REFILL: usize = 4;
+/// Streams shorter than this are decoded one symbol at a time: building the table
+/// (2^[`MULTI_BITS`] entries, three primary lookups each) costs about as much as it saves on a
+/// few thousand symbols.
+const MULTI_MIN_SYMBOLS: usize = 4096;
 
-/// One entry of the pair table: up to two whole codes found in the next [`PAIR_BITS`] bits.
+/// One entry of the multi-symbol table: the whole codes the next [`MULTI_BITS`] bits start with,
+/// up to [`MULTI_SYMBOLS`] of them.
 #[derive(Debug, Clone, Copy, Default)]
-struct PairEntry {
-    symbols: [u16; 2],
-    /// Symbols decoded (0 = the first code is longer than the table: take the slow path).
+struct MultiEntry {
+    /// The decoded symbols; those past `count` are 0.
+    symbols: [u16; MULTI_SYMBOLS],
+    /// Symbols decoded (0 = the first code is longer than the primary table: take the slow
+    /// path).
     count: u8,
     /// Bits they take together.
     bits: u8,
 }
 
 impl HuffmanDecoder {
-    /// Decodes `out.len()` symbols into `out`. The same result and errors as calling
-    /// [`HuffmanDecoder::decode`] once per symbol, several times faster on long streams: one
-    /// lookup resolves up to two short codes, the buffer is refilled once per four lookups, and
-    /// reading past the end is checked once at the end (the reader counts it, see [`BitReader`]).
+    /// Decodes `out.len()` symbols into `out`: the same result and errors as calling
+    /// [`HuffmanDecoder::decode`] once per symbol.
     pub fn decode_symbols(&self, r: &mut BitReader<'_>, out: &mut [u16]) -> Result<()> {
-        if out.len() < PAIR_MIN_SYMBOLS {
-            for o in out.iter_mut() {
-                *o = self.decode(r)?;
-            }
-            return Ok(());
-        }
-        let pairs = self.pairs.get_or_init(|| self.pair_table());
+        self.decode_mapped(r, out, |s| s)
+    }
+
+    /// Decodes `out.len()` symbols and writes `map(symbol)` of each into `out` (a codebook
+    /// lookup, say, so that the values go straight to their buffer). The same result and errors
+    /// as calling [`HuffmanDecoder::decode`] once per symbol, several times faster on long
+    /// streams: one lookup resolves up to three short codes, the buffer is refilled once per
+    /// four lookups, and reading past the end is checked once at the end (the reader counts it,
+    /// see [`BitReader`]). `map` must accept every symbol of the table's alphabet and 0: a
+    /// lookup of fewer codes than the table's most fills the slots after them with `map(0)`,
+    /// which the next symbols overwrite.
+    pub fn decode_mapped<T: Copy>(
+        &self,
+        r: &mut BitReader<'_>,
+        out: &mut [T],
+        map: impl Fn(u16) -> T,
+    ) -> Result<()> {
         let n = out.len();
         let mut i = 0;
-        // Each lookup writes two slots, so the loop stops one short of the end.
-        while i + 1 < n {
-            // After a refill at least 57 bits are buffered (or the whole rest of the stream), so
-            // four lookups of ≤ 12 bits need no further refill.
-            r.refill();
-            for _ in 0..4 {
-                if i + 1 >= n {
-                    break;
+        if n >= MULTI_MIN_SYMBOLS {
+            let table = self.multi.get_or_init(|| self.multi_table());
+            // Each lookup writes MULTI_SYMBOLS slots: stop while a whole round of them fits.
+            while i + MULTI_SYMBOLS * LOOKUPS_PER_REFILL <= n {
+                r.refill();
+                for _ in 0..LOOKUPS_PER_REFILL {
+                    let e = table[r.peek(MULTI_BITS) as usize];
+                    if e.count == 0 {
+                        out[i] = map(self.decode(r)?);
+                        i += 1;
+                        break; // `decode` may have used most of the buffer: refill.
+                    }
+                    let slots = &mut out[i..i + MULTI_SYMBOLS];
+                    for (slot, &symbol) in slots.iter_mut().zip(&e.symbols) {
+                        *slot = map(symbol);
+                    }
+                    r.consume(u32::from(e.bits));
+                    i += usize::from(e.count);
                 }
-                let e = pairs[r.peek(PAIR_BITS) as usize];
-                if e.count == 0 {
-                    out[i] = self.decode(r)?;
-                    i += 1;
-                    break; // `decode` may have used most of the buffer: refill.
-                }
-                out[i] = e.symbols[0];
-                out[i + 1] = e.symbols[1];
-                r.consume(u32::from(e.bits));
-                i += usize::from(e.count);
             }
         }
-        if i < n {
-            out[i] = self.decode(r)?;
+        for slot in &mut out[i..] {
+            *slot = map(self.decode(r)?);
         }
         if r.overrun() {
             return Err(NnzError::malformed(
@@ -360,39 +377,40 @@ impl HuffmanDecoder {
         Ok(())
     }
 
-    /// For every [`PAIR_BITS`]-bit window: the one or two whole codes it starts with.
-    fn pair_table(&self) -> Vec<PairEntry> {
-        let single = |window: u32, avail: u32| -> Option<(u16, u8)> {
-            // Codes of up to `primary_bits` bits come from the primary table.
+    /// For every [`MULTI_BITS`]-bit window: the whole codes it starts with, up to
+    /// [`MULTI_SYMBOLS`], each found in the primary table (codes longer than it end the entry;
+    /// a window starting with one gets no symbol).
+    fn multi_table(&self) -> Vec<MultiEntry> {
+        let mask = (1u32 << MULTI_BITS) - 1;
+        // The code a window starts with, its low bits read as zeros where the primary table
+        // resolves fewer bits than the window holds (or more: its bits are then the window's
+        // top ones).
+        let first = |window: u32| -> (u16, u8) {
             let pb = u32::from(self.primary_bits);
-            if avail < pb {
-                // Fewer bits than the primary table resolves: only codes that fit count.
-                let key = (window << (pb - avail)) as usize;
-                let (s, l) = self.primary[key];
-                return (l > 0 && u32::from(l) <= avail).then_some((s, l));
-            }
-            let (s, l) = self.primary[(window >> (avail - pb)) as usize];
-            (l > 0).then_some((s, l))
+            let key = if pb <= MULTI_BITS {
+                window >> (MULTI_BITS - pb)
+            } else {
+                window << (pb - MULTI_BITS)
+            };
+            self.primary[key as usize]
         };
-        (0..1u32 << PAIR_BITS)
-            .map(|w| match single(w, PAIR_BITS) {
-                None => PairEntry::default(),
-                Some((s0, l0)) => {
-                    let rest = PAIR_BITS - u32::from(l0);
-                    let tail = w & ((1 << rest) - 1);
-                    match (rest > 0).then(|| single(tail, rest)).flatten() {
-                        Some((s1, l1)) => PairEntry {
-                            symbols: [s0, s1],
-                            count: 2,
-                            bits: l0 + l1,
-                        },
-                        None => PairEntry {
-                            symbols: [s0, 0],
-                            count: 1,
-                            bits: l0,
-                        },
+        (0..1u32 << MULTI_BITS)
+            .map(|window| {
+                let mut entry = MultiEntry::default();
+                let (mut rest, mut used) = (window, 0u32);
+                while usize::from(entry.count) < MULTI_SYMBOLS {
+                    let (symbol, len) = first(rest);
+                    // A code that reaches past the window's bits is read from zeros: not whole.
+                    if len == 0 || used + u32::from(len) > MULTI_BITS {
+                        break;
                     }
+                    entry.symbols[usize::from(entry.count)] = symbol;
+                    entry.count += 1;
+                    used += u32::from(len);
+                    rest = (rest << len) & mask;
                 }
+                entry.bits = used as u8;
+                entry
             })
             .collect()
     }
@@ -527,8 +545,11 @@ mod tests {
             (5, 24, 4097),
             (32, 24, 5000),
             (32, 6, 3001),
+            (32, 6, 9001),
             (300, 24, 7000),
             (300, 9, 2500),
+            (300, 9, 6000),
+            (300, 14, 4096),
         ] {
             let freqs: Vec<u64> = (0..alphabet)
                 .map(|i| 1 + (1u64 << (20 - (i.min(19) as u32))) / (1 + i as u64))

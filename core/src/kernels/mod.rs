@@ -275,6 +275,36 @@ pub fn use_nnzip_kernels_with(
     model.compact()
 }
 
+/// Puts nnzip's pointwise kernel in place of the 1×1 convolutions of `model` as the ONNX reader
+/// wired it, before tract's declutter, where `choice` runs that kernel and nothing else could
+/// take them on the long way ([`pointwise::before_declutter`]): tract's declutter then has no
+/// `Conv` of theirs to turn into an `EinSum` and reshapes, and [`use_nnzip_kernels_with`] after
+/// it nothing to fold back. Call it before a declutter without tract's axis-change pass (the
+/// loader's where no operator asks for a layout change, [`crate::declutter`]): that pass moves
+/// layouts through the operators it knows, which nnzip's are not.
+pub fn use_pointwise_kernel_before_declutter(
+    model: &mut TypedModel,
+    choice: &KernelChoice,
+) -> TractResult<()> {
+    let mut replaced = false;
+    for id in model.eval_order()? {
+        let node = &model.nodes[id];
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        if let Some(patch) = pointwise::before_declutter::replacement(model, node, conv, choice)? {
+            patch.apply(model)?;
+            replaced = true;
+        }
+    }
+    if replaced {
+        // The replaced nodes and their kernels' constants go now rather than at the declutter's
+        // first compaction.
+        model.compact()?;
+    }
+    Ok(())
+}
+
 /// Bytes of weights `op` holds inside itself where it is one of nnzip's operators (its kernel in
 /// the layout it runs from, its bias), `None` for any other operator.
 pub fn held_weight_bytes(op: &dyn TypedOp) -> Option<usize> {

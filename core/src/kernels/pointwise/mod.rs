@@ -17,6 +17,7 @@
 //! Each output is the bias, then one multiply-add per input channel in channel order (fused on
 //! the vector paths); tract sums in its own order, so results agree with its to rounding.
 
+pub(super) mod before_declutter;
 #[cfg(target_arch = "x86_64")]
 mod by_pixel;
 mod panels;
@@ -130,13 +131,24 @@ impl PointwiseConv {
         );
         let k = weights.len() / rows;
         let tile_rows = kernel(portable, layout.pixels, k, rows).rows;
-        let (panels, padded_bias) = panels::lay_out(weights, bias, k, tile_rows);
+        // SAFETY: f32 has no invalid bit patterns, and `lay_out_into` writes every value.
+        // Laid out in place rather than copied in: this runs over every pointwise weight at
+        // each load.
+        let mut panels =
+            unsafe { Tensor::uninitialized::<f32>(&[panels::panels_len(rows, k, tile_rows)])? };
+        panels::lay_out_into(
+            weights,
+            k,
+            tile_rows,
+            panels.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
+        let padded_bias = panels::padded_bias(bias, tile_rows);
         Ok(PointwiseConv {
             k,
             rows,
             layout,
             tile_rows,
-            weights: Tensor::from_shape(&[panels.len()], &panels)?.into_arc_tensor(),
+            weights: panels.into_arc_tensor(),
             bias: Tensor::from_shape(&[padded_bias.len()], &padded_bias)?.into_arc_tensor(),
             clamp,
             portable,

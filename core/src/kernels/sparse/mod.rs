@@ -272,6 +272,12 @@ fn density(w: &SparseRows) -> f64 {
 /// density that `core/examples/sparse_rule.rs` measures (the sweep, its command and the
 /// break-even points are in `docs/PERFORMANCE.md`).
 pub fn prefers_sparse(kept: usize, rows: usize, columns: usize, plane: usize) -> bool {
+    kept <= most_kept(rows, columns, plane)
+}
+
+/// The most kept weights at which [`prefers_sparse`] takes a `rows × columns` product meeting
+/// `plane` values per weight and run.
+pub fn most_kept(rows: usize, columns: usize, plane: usize) -> usize {
     let weights = rows.saturating_mul(columns);
     let limit = if plane > 1 {
         PLANE_DENSITY_LIMIT
@@ -280,7 +286,8 @@ pub fn prefers_sparse(kept: usize, rows: usize, columns: usize, plane: usize) ->
     } else {
         GEMV_DENSITY_LIMIT
     };
-    kept as f64 <= limit * weights as f64
+    // `kept as f64 <= limit · weights` for a whole `kept`.
+    (limit * weights as f64).floor() as usize
 }
 
 /// Densest fully connected layer the sparse path takes by default (batch 1).
@@ -348,19 +355,21 @@ pub(super) fn replacement(
     let columns = weights.len() / rows.max(1);
     let dense = weights.try_as_plain_ram()?;
     let dense = dense.as_slice::<f32>()?;
-    let Some(kept) = finite_nonzero_count(dense) else {
-        return Ok(None);
-    };
-    let decoded = decoded.iter().find(|e| expands_to(e, dense, kept));
     let plane = data.shape[axis + summed..]
         .iter()
         .map(|d| d.to_usize().ok())
         .product::<Option<usize>>()
         .unwrap_or(usize::MAX);
-    // Decided before the compact form is built: a dense layer costs one scan, not a build.
-    if choice == SparseKernel::Auto && !prefers_sparse(kept, rows, columns, plane) {
+    // Decided before the compact form is built, and by default ([`prefers_sparse`]) as soon as
+    // the count passes the rule's limit: a dense layer costs part of one scan, not a build.
+    let most = match choice {
+        SparseKernel::Auto => most_kept(rows, columns, plane),
+        _ => usize::MAX,
+    };
+    let Some(kept) = finite_nonzero_count_at_most(dense, most) else {
         return Ok(None);
-    }
+    };
+    let decoded = decoded.iter().find(|e| expands_to(e, dense, kept));
     let built = match decoded {
         Some(entries) => SparseRows::from_entries(entries, rows, columns, transposed),
         None => SparseRows::from_dense(dense, rows, columns, transposed),
@@ -413,19 +422,39 @@ pub(in crate::kernels) fn expands_to(
 }
 
 /// How many of `dense`'s values are not zero, or `None` if one is not finite (such a layer
-/// stays on the dense path). One pass for both, in blocks of 16 without a branch per value so that it vectorises: the
-/// rule's count runs over every weight of every product at load.
+/// stays on the dense path).
+#[cfg(test)]
 pub(in crate::kernels) fn finite_nonzero_count(dense: &[f32]) -> Option<usize> {
-    let (blocks, tail) = dense.as_chunks::<16>();
+    finite_nonzero_count_at_most(dense, usize::MAX)
+}
+
+/// Values [`finite_nonzero_count_at_most`] counts between two looks at its running count.
+const COUNT_STRETCH: usize = 1024;
+
+/// How many of `dense`'s values are not zero, where every value is finite and at most `most` are
+/// not zero; `None` otherwise (such a layer stays on the dense path). One pass for both, in
+/// blocks of 16 without a branch per value so that it vectorises, and it stops once more than
+/// `most` values are counted: the rule's count runs over the weights of every product at load,
+/// and a dense layer passes the rule's limit after a fraction of its weights.
+pub(in crate::kernels) fn finite_nonzero_count_at_most(
+    dense: &[f32],
+    most: usize,
+) -> Option<usize> {
     let mut nonzero = 0usize;
-    let mut finite = true;
-    for block in blocks {
-        nonzero += block.iter().map(|v| u32::from(*v != 0.0)).sum::<u32>() as usize;
-        finite &= block.iter().fold(true, |all, v| all & v.is_finite());
+    for stretch in dense.chunks(COUNT_STRETCH) {
+        let (blocks, tail) = stretch.as_chunks::<16>();
+        let mut finite = true;
+        for block in blocks {
+            nonzero += block.iter().map(|v| u32::from(*v != 0.0)).sum::<u32>() as usize;
+            finite &= block.iter().fold(true, |all, v| all & v.is_finite());
+        }
+        nonzero += tail.iter().filter(|v| **v != 0.0).count();
+        finite &= tail.iter().all(|v| v.is_finite());
+        if !finite || nonzero > most {
+            return None;
+        }
     }
-    nonzero += tail.iter().filter(|v| **v != 0.0).count();
-    finite &= tail.iter().all(|v| v.is_finite());
-    finite.then_some(nonzero)
+    Some(nonzero)
 }
 
 /// Where an `EinSum` sums its data against a constant: the data axes summed.
@@ -516,7 +545,7 @@ fn product_axes(
 
 #[cfg(test)]
 mod tests {
-    use super::finite_nonzero_count;
+    use super::{finite_nonzero_count, finite_nonzero_count_at_most, most_kept, prefers_sparse};
 
     /// The count of blocks and tail alike, and any non-finite value anywhere refuses.
     #[test]
@@ -539,5 +568,36 @@ mod tests {
             }
         }
         assert_eq!(finite_nonzero_count(&[-0.0; 20]), Some(0));
+    }
+
+    /// The bounded count gives the whole count up to its bound and refuses beyond it, wherever
+    /// in the tensor the bound is passed (inside a stretch, at its end, in the tail).
+    #[test]
+    fn the_bounded_count_stops_past_its_bound_only() {
+        for len in [0usize, 15, 16, 1000, 1024, 1025, 3000] {
+            let dense: Vec<f32> = (0..len)
+                .map(|i| if i % 4 == 0 { 1.5 } else { 0.0 })
+                .collect();
+            let count = dense.iter().filter(|v| **v != 0.0).count();
+            assert_eq!(finite_nonzero_count_at_most(&dense, count), Some(count));
+            assert_eq!(
+                finite_nonzero_count_at_most(&dense, usize::MAX),
+                Some(count)
+            );
+            if count > 0 {
+                assert_eq!(
+                    finite_nonzero_count_at_most(&dense, count - 1),
+                    None,
+                    "{len}"
+                );
+                assert_eq!(finite_nonzero_count_at_most(&dense, 0), None, "{len}");
+            }
+        }
+        // The rule's bound is its limit: a layer at it is taken, one weight more is not.
+        for (rows, columns, plane) in [(100, 1280, 1), (10, 50, 1), (96, 32, 12544)] {
+            let most = most_kept(rows, columns, plane);
+            assert!(prefers_sparse(most, rows, columns, plane));
+            assert!(!prefers_sparse(most + 1, rows, columns, plane));
+        }
     }
 }

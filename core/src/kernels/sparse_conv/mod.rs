@@ -37,7 +37,13 @@ pub const CONV_DENSITY_LIMIT: f64 = 0.5;
 /// Whether the sparse path runs a convolution with `kept` of its `weights` kernel weights
 /// faster than tract's dense one.
 pub fn prefers_sparse_conv(kept: usize, weights: usize) -> bool {
-    kept as f64 <= CONV_DENSITY_LIMIT * weights as f64
+    kept <= most_kept_conv(weights)
+}
+
+/// The most kept weights at which [`prefers_sparse_conv`] takes a kernel of `weights` weights.
+pub fn most_kept_conv(weights: usize) -> usize {
+    // `kept as f64 <= limit · weights` for a whole `kept`.
+    (CONV_DENSITY_LIMIT * weights as f64).floor() as usize
 }
 
 /// The operator: a group-1 convolution of channel-first f32 planes with a kernel held as
@@ -299,7 +305,13 @@ pub(super) fn replacement(
     };
     let dense = parts.kernel.try_as_plain_ram()?;
     let dense = dense.as_slice::<f32>()?;
-    let Some(kept) = super::sparse::finite_nonzero_count(dense) else {
+    // By default the count stops once the rule's limit is passed: a dense kernel costs part
+    // of one scan.
+    let most = match choice {
+        SparseKernel::Auto => most_kept_conv(dense.len()),
+        _ => usize::MAX,
+    };
+    let Some(kept) = super::sparse::finite_nonzero_count_at_most(dense, most) else {
         return Ok(None);
     };
     if parts.bias.iter().any(|v| !v.is_finite()) {
@@ -308,9 +320,6 @@ pub(super) fn replacement(
     let decoded = decoded
         .iter()
         .find(|e| super::sparse::expands_to(e, dense, kept));
-    if choice == SparseKernel::Auto && !prefers_sparse_conv(kept, dense.len()) {
-        return Ok(None);
-    }
     let built = match decoded {
         Some(entries) => KeptTaps::from_entries(entries, parts.kernel_shape, &layout),
         None => KeptTaps::from_dense(dense, parts.kernel_shape, &layout),
