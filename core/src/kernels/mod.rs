@@ -333,6 +333,28 @@ fn tensor_bytes(tensors: &[&Tensor]) -> usize {
         .sum()
 }
 
+/// A patch putting `op` in place of `node` and of the nodes after it that `op` takes in
+/// (`absorbed`, in graph order: a bias `Add`, a clamp's `Max` and `Min`): `op` reads `node`'s
+/// first input, and the consumers of the last of them read `op`'s output.
+fn replace_absorbing(
+    model: &TypedModel,
+    node: &TypedNode,
+    patch_name: &str,
+    op: impl Into<Box<dyn TypedOp>>,
+    absorbed: &[usize],
+) -> TractResult<TypedModelPatch> {
+    let last = absorbed.last().copied().unwrap_or(node.id);
+    let mut patch = TypedModelPatch::new(patch_name);
+    let input = patch.tap_model(model, node.inputs[0])?;
+    let wire = patch.wire_node(&node.name, op, &[input])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
+    patch.obliterate(node.id)?;
+    for &id in absorbed {
+        patch.obliterate(id)?;
+    }
+    Ok(patch)
+}
+
 /// The constant value of `outlet`, if it has one.
 fn constant(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Arc<Tensor>>> {
     Ok(model.outlet_fact(outlet)?.konst.clone())

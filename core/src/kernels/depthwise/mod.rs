@@ -332,15 +332,8 @@ pub(super) fn replacement(
             ..op
         })
     };
-    let last = clamp_nodes.last().copied().unwrap_or(node.id);
-    let mut patch = TypedModelPatch::new("nnzip depthwise convolution");
-    let input = patch.tap_model(model, node.inputs[0])?;
-    let wire = patch.wire_node(&node.name, op, &[input])?[0];
-    patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-    patch.obliterate(node.id)?;
-    for id in clamp_nodes {
-        patch.obliterate(id)?;
-    }
+    let patch =
+        super::replace_absorbing(model, node, "nnzip depthwise convolution", op, &clamp_nodes)?;
     Ok(Some(patch))
 }
 

@@ -46,7 +46,6 @@ pub(in crate::kernels) fn replacement(
         }
     }
     let (clamp, clamp_nodes): (Option<Clamp>, Vec<usize>) = super::following_clamp(model, node)?;
-    let last = clamp_nodes.last().copied().unwrap_or(node.id);
     let op = PointwiseConv::new(
         parts.layout,
         weights,
@@ -54,14 +53,8 @@ pub(in crate::kernels) fn replacement(
         clamp,
         choice.pointwise == PointwiseKernel::Portable,
     )?;
-    let mut patch = TypedModelPatch::new("nnzip pointwise convolution (before declutter)");
-    let input = patch.tap_model(model, node.inputs[0])?;
-    let wire = patch.wire_node(&node.name, op, &[input])?[0];
-    patch.shunt_outside(model, OutletId::new(last, 0), wire)?;
-    patch.obliterate(node.id)?;
-    for id in clamp_nodes {
-        patch.obliterate(id)?;
-    }
+    let name = "nnzip pointwise convolution (before declutter)";
+    let patch = crate::kernels::replace_absorbing(model, node, name, op, &clamp_nodes)?;
     Ok(Some(patch))
 }
 

@@ -47,9 +47,6 @@ pub(in crate::kernels) fn replacement(
         None => vec![0.0; rows],
     };
     let (clamp, clamp_nodes) = following_clamp(model, last)?;
-    if let Some(&id) = clamp_nodes.last() {
-        last = &model.nodes[id];
-    }
     fused.extend(clamp_nodes);
     let weights = weights.try_as_plain_ram()?;
     let op = PointwiseConv::new(
@@ -59,14 +56,8 @@ pub(in crate::kernels) fn replacement(
         clamp,
         kernel_choice == PointwiseKernel::Portable,
     )?;
-    let mut patch = TypedModelPatch::new("nnzip pointwise convolution");
-    let input = patch.tap_model(model, node.inputs[0])?;
-    let wire = patch.wire_node(&node.name, op, &[input])?[0];
-    patch.shunt_outside(model, OutletId::new(last.id, 0), wire)?;
-    patch.obliterate(node.id)?;
-    for id in fused {
-        patch.obliterate(id)?;
-    }
+    let patch =
+        crate::kernels::replace_absorbing(model, node, "nnzip pointwise convolution", op, &fused)?;
     Ok(Some(patch))
 }
 
