@@ -6,18 +6,35 @@
 //! `NNZIP_DEPTHWISE=padded|portable|tract`, `NNZIP_POINTWISE=tiled|portable|tract`,
 //! `NNZIP_STEM_CONV=direct|tract`.
 //!
-//! `cargo run --release -p nnzip-core --example op_profile -- MODEL.onnx [RUNS] [TOP] [SHAPE]`
+//! A `.nnz` file is profiled as the core loads it (its own ONNX reader, batch-norm folding and
+//! declutter), an ONNX model through tract-onnx's reader and declutter.
+//!
+//! `cargo run --release -p nnzip-core --example op_profile -- MODEL.onnx|FILE.nnz [RUNS] [TOP] [SHAPE]`
 //! (SHAPE defaults to 1,3,224,224; `taskset -c 0` to pin it)
 
 use nnzip_core::kernels::{KernelChoice, use_nnzip_kernels};
+use nnzip_core::{LoadOptions, Model};
 use std::collections::HashMap;
 use std::time::Instant;
 use tract_onnx::prelude::*;
 
-const USAGE: &str = "usage: op_profile MODEL.onnx [RUNS] [TOP] [SHAPE, default 1,3,224,224]
+const USAGE: &str =
+    "usage: op_profile MODEL.onnx|FILE.nnz [RUNS] [TOP] [SHAPE, default 1,3,224,224]
 environment: NNZIP_DEPTHWISE=padded|portable|tract (default padded)
              NNZIP_POINTWISE=tiled|portable|tract (default tiled)
              NNZIP_STEM_CONV=direct|tract (default direct)";
+
+/// tract's optimised plan of the ONNX model at `path` for input `shape`, with nnzip's kernels.
+fn onnx_plan(path: &str, shape: &[usize]) -> TractResult<Arc<TypedSimplePlan>> {
+    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    model.set_input_fact(0, f32::fact(shape).into())?;
+    let kernels = KernelChoice::from_env()?;
+    let mut model = model.into_typed()?.into_decluttered()?;
+    use_nnzip_kernels(&mut model, &kernels)?;
+    model.optimize()?;
+    println!("{kernels:?}");
+    model.into_runnable()
+}
 
 fn main() -> TractResult<()> {
     let mut args = std::env::args().skip(1);
@@ -33,14 +50,18 @@ fn main() -> TractResult<()> {
         .split(',')
         .map(|d| d.parse())
         .collect::<Result<_, _>>()?;
-    let mut model = tract_onnx::onnx().model_for_path(&path)?;
-    model.set_input_fact(0, f32::fact(&shape).into())?;
-    let kernels = KernelChoice::from_env()?;
-    let mut model = model.into_typed()?.into_decluttered()?;
-    use_nnzip_kernels(&mut model, &kernels)?;
-    model.optimize()?;
-    println!("{kernels:?}");
-    let plan = model.into_runnable()?;
+    let plan = if path.ends_with(".nnz") {
+        // The plan the core loads, batch 1 (its own reader, folds and declutter).
+        let options = LoadOptions {
+            batch: Some(shape[0]),
+            ..LoadOptions::default()
+        };
+        let model = Model::from_bytes_with(&std::fs::read(&path)?, &options)?;
+        println!("{:?}", KernelChoice::from_env()?);
+        model.plan().clone()
+    } else {
+        onnx_plan(&path, &shape)?
+    };
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n as u64)
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0) - 1.0)

@@ -19,6 +19,8 @@ pub mod classify;
 #[cfg(feature = "runtime")]
 pub mod declutter;
 pub mod error;
+#[cfg(feature = "runtime")]
+pub mod fold_channel_affine;
 pub mod format;
 pub mod graph;
 #[cfg(feature = "runtime")]

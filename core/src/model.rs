@@ -120,6 +120,12 @@ impl Model {
         self.file_bytes
     }
 
+    /// The optimised tract plan this model runs: for profiling and inspection (which operator
+    /// runs each node, their facts). Running it directly skips the input checks of [`Model::run`].
+    pub fn plan(&self) -> &Arc<TypedSimplePlan> {
+        self.runs.plan()
+    }
+
     /// Bytes of the weights the plan holds in memory: its constants, the matrices tract packed
     /// into its matrix products, and the weights nnzip's operators hold inside themselves
     /// ([`crate::kernels::held_weight_bytes`]: sparse products and convolutions in their compact
@@ -416,10 +422,12 @@ fn build_typed_model(
     ))
 }
 
-/// Declutters (tract's passes as [`crate::declutter`] chooses them; the pointwise convolutions
-/// put on nnzip's kernel before it where it can), puts the other convolutions on nnzip's kernels
-/// where `kernels` says so (a rewrite that needs the decluttered graph; the sparse kernel takes
-/// the decoder's `kept` weights), then optimises for this machine and plans.
+/// Folds per-channel scales and shifts (unfused batch norms) into the convolutions before them
+/// ([`crate::fold_channel_affine`]), declutters (tract's passes as [`crate::declutter`] chooses
+/// them; the pointwise convolutions put on nnzip's kernel before it where it can), puts the
+/// other convolutions on nnzip's kernels where `kernels` says so (a rewrite that needs the
+/// decluttered graph; the sparse kernel takes the decoder's `kept` weights), then optimises for
+/// this machine and plans.
 fn optimise(
     mut model: TypedModel,
     kernels: &KernelChoice,
@@ -428,6 +436,7 @@ fn optimise(
     let tract = |e: TractError| NnzError::model(format!("tract cannot optimise this graph: {e:#}"));
     let kernels_error =
         |e: TractError| NnzError::model(format!("cannot put nnzip's kernels in place: {e:#}"));
+    crate::fold_channel_affine::fold_channel_affine(&mut model).map_err(tract)?;
     // Where the declutter leaves tract's axis-change pass out, the pointwise convolutions are
     // taken before it (a shorter declutter); where it runs the pass, after it, as the pass
     // moves layouts only through tract's own operators.
