@@ -2,8 +2,8 @@
 //!
 //! Along a plane's rows a vector holds adjacent points: a 7- or 14-point row fills a vector
 //! and a part of another, and every plane pays for its padded copy, its strided phases and its
-//! ragged last vector. Across channels every lane holds work. So the planes of [`BLOCK`]
-//! channels are transposed to channel-innermost in a scratch buffer, run through
+//! ragged last vector. Across channels every lane holds work. So the planes of a block of
+//! channels ([`ChannelBlocks::channels`]) are transposed to channel-innermost in a scratch buffer, run through
 //! [`channel_runs`] (which skips the taps outside the image, no padding), and the
 //! block's outputs transposed back into their planes. The transposes move each input and output
 //! value twice, against 9 to 25 multiply-adds per output value.
@@ -14,9 +14,10 @@ use super::transpose::transpose;
 use std::cell::RefCell;
 
 /// Channels run together: four vectors of eight, so that the channel-last kernel's edge points
-/// keep four independent sums (with two, a 5x5 window's chain of multiply-adds waits on each
-/// one's latency).
-pub(super) const BLOCK: usize = 32;
+/// keep four independent sums on AVX2 (with two, a 5x5 window's chain of multiply-adds waits on
+/// each one's latency). Two vectors of sixteen on AVX-512: blocks of 64 channels there were no
+/// faster (docs/PERFORMANCE.md).
+const BLOCK: usize = 32;
 
 /// The most values a block's input and output images may hold. Measured on Zen 4
 /// (`depthwise_layouts`, docs/PERFORMANCE.md): blocks won on EfficientNet-Lite0's planes up to
@@ -34,8 +35,8 @@ pub(super) struct AllChannels<'a> {
     pub clamp: Option<(f32, f32)>,
 }
 
-/// The channel-last layout of one block of [`BLOCK`] channels, built once with the operator,
-/// and the kernel running it.
+/// The channel-last layout of one block of channels, built once with the operator, and the
+/// kernel running it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ChannelBlocks {
     layout: ChannelsLastLayout,
@@ -57,7 +58,7 @@ impl ChannelBlocks {
         let plane_values =
             (shape.h.checked_mul(shape.w)?).checked_add(shape.oh.checked_mul(shape.ow)?)?;
         if !cfg!(target_arch = "x86_64")
-            || channel_runs::best_for_this_cpu().0 == "portable"
+            || channel_runs::best_for_this_cpu(BLOCK).0 == "portable"
             || plane_values.checked_mul(BLOCK)? > MAX_BLOCK_VALUES
         {
             return None;
@@ -67,8 +68,14 @@ impl ChannelBlocks {
         })
     }
 
+    /// Channels in a block.
+    pub(super) fn channels(&self) -> usize {
+        self.layout.channels
+    }
+
     /// The planes `first..` (as many as `out` holds whole output planes, channel `p %
-    /// channels` for plane `p`) of `input` (every input plane), in blocks of [`BLOCK`] planes
+    /// channels` for plane `p`) of `input` (every input plane), in blocks of
+    /// [`channels`](Self::channels) planes
     /// and a last one of fewer. Returns how many planes it computed: all but a last run of
     /// fewer than a vector's channels, left for the caller.
     pub(super) fn run(
@@ -82,20 +89,20 @@ impl ChannelBlocks {
         let (in_plane, out_plane) = (s.h * s.w, s.oh * s.ow);
         let taps = self.layout.taps();
         let planes = out.len() / out_plane;
-        let run = channel_runs::best_for_this_cpu().1;
+        let block = self.channels();
         SCRATCH.with_borrow_mut(|scratch| {
-            let need = BLOCK * (in_plane + out_plane + taps + 1);
+            let need = block * (in_plane + out_plane + taps + 1);
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
-            let (image, rest) = scratch.split_at_mut(BLOCK * in_plane);
-            let (hwc_out, rest) = rest.split_at_mut(BLOCK * out_plane);
-            let (block_taps, block_bias) = rest.split_at_mut(BLOCK * taps);
+            let (image, rest) = scratch.split_at_mut(block * in_plane);
+            let (hwc_out, rest) = rest.split_at_mut(block * out_plane);
+            let (block_taps, block_bias) = rest.split_at_mut(block * taps);
             let mut done = 0;
             while done < planes {
-                let n = BLOCK.min(planes - done);
+                let n = block.min(planes - done);
                 let partial;
-                let layout = if n == BLOCK {
+                let layout = if n == block {
                     &self.layout
                 } else {
                     match ChannelsLastLayout::new(*s, n) {
@@ -116,9 +123,11 @@ impl ChannelBlocks {
                     clamp: weights.clamp,
                 };
                 let (image, hwc_out) = (&image[..n * in_plane], &mut hwc_out[..n * out_plane]);
+                // A last block may be narrower than the widest vector.
+                let run: RowsFn = channel_runs::best_for_this_cpu(n).1;
                 // SAFETY: the weights, image and output hold what `layout` (of `n` channels)
-                // says; `run` is an implementation this CPU runs.
-                unsafe { (run as RowsFn)(layout, &block, image, hwc_out, 0) };
+                // says; `run` is an implementation this CPU runs on `n` channels.
+                unsafe { run(layout, &block, image, hwc_out, 0) };
                 let dst = &mut out[done * out_plane..][..n * out_plane];
                 transpose(hwc_out, n, out_plane, n, dst, out_plane);
                 done += n;

@@ -1,0 +1,331 @@
+//! One channel's plane on AVX-512, by tiles of output rows: each input vector loaded once is
+//! multiplied into every output row of the tile whose window covers its row.
+//!
+//! The padded plane kernel ([`plane`](super::plane)) loads one input vector per tap and output
+//! vector, and rebuilds the place of each of its jobs with a division. Here a tile holds `R`
+//! output rows of `V` vectors (up to 16 accumulators); the tile walks the padded input rows it
+//! covers, loads the `V` vectors of each tap column once, and adds them into each of its rows
+//! that the row falls in, with that row's tap weight: at stride 1 a 5x5 window's input row is
+//! loaded once for up to five output rows. Rows of the padding are skipped (they add zeros), and
+//! the last vector of a row is stored under a mask: a vector is sixteen points, more than a
+//! 7- or 14-point row, so the lanes past the row are computed but not written.
+//!
+//! Each output is the bias, then the taps of the rows inside the input in kernel order (rows,
+//! then columns): the padded plane kernel's order with its zero rows left out.
+
+use super::geometry::{MAX_LANES, PaddedLayout};
+use super::plane::fill_phases;
+
+/// Lanes of a vector.
+#[cfg(target_arch = "x86_64")]
+const LANES: usize = 16;
+
+/// Whether the tiles take planes of `layout`: vertical dilation 1 (an input row then holds one
+/// tap row for each output row it falls in), and windows 3 or 5 columns wide (each tile is
+/// compiled for its width, so that an input row's columns stay in registers).
+pub(super) fn takes(layout: &PaddedLayout) -> bool {
+    layout.shape.dilations[0] == 1 && matches!(layout.shape.kernel[1], 3 | 5)
+}
+
+/// One plane, as [`PlaneFn`](super::plane::PlaneFn), on AVX-512.
+///
+/// # Safety
+/// As [`PlaneFn`](super::plane::PlaneFn); [`takes`] holds for `layout`, and the CPU has
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn plane_avx512(
+    layout: &PaddedLayout,
+    src: &[f32],
+    scratch: &mut [f32],
+    taps: &[f32],
+    bias: f32,
+    clamp: Option<(f32, f32)>,
+    out: &mut [f32],
+) {
+    unsafe { fill(layout, scratch, src) };
+    let shape = &layout.shape;
+    debug_assert!(takes(layout));
+    debug_assert!(scratch.len() >= layout.scratch_len() && taps.len() == layout.taps());
+    debug_assert!(out.len() == shape.oh * shape.ow);
+    let plane = Plane {
+        layout,
+        scratch: &*scratch,
+        taps,
+        bias,
+        clamp,
+        out: out.as_mut_ptr(),
+    };
+    let vectors = shape.ow.div_ceil(LANES);
+    // Wider tiles where the row has the vectors: fewer weights per multiply-add. A 5-column
+    // window's tiles are at most two vectors wide: 16 sums and 10 input vectors fill the 32
+    // registers.
+    let widest = if shape.kernel[1] == 3 { 4 } else { 2 };
+    let mut v0 = 0;
+    while v0 < vectors {
+        let v = (vectors - v0).min(widest);
+        // SAFETY: vectors `v0..v0 + v` are in the row; the rest as this function's contract.
+        unsafe {
+            match (shape.kernel[1], v) {
+                (3, 4) => plane.columns::<4>(v0, tile_4x4::<3>),
+                (3, 3) => plane.columns::<5>(v0, tile_3x5::<3>),
+                (3, 2) => plane.columns::<8>(v0, tile_2x8::<3>),
+                (3, _) => plane.columns::<16>(v0, tile_1x16::<3>),
+                (_, 2) => plane.columns::<8>(v0, tile_2x8::<5>),
+                _ => plane.columns::<16>(v0, tile_1x16::<5>),
+            }
+        }
+        v0 += v;
+    }
+}
+
+/// Copies one input plane into the padded scratch buffer, as [`plane::fill`](super::plane::fill)
+/// does, with the rows' last values moved under a mask: a row of 7, 14 or 28 values is one or
+/// two vector moves instead of a call to `memcpy` or a value at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F; `scratch` holds `layout.scratch_len()` values and `src` a plane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn fill(layout: &PaddedLayout, scratch: &mut [f32], src: &[f32]) {
+    let shape = &layout.shape;
+    let (h, w) = (shape.h, shape.w);
+    let [pt, pl] = shape.pad_top_left;
+    let (s, len) = (shape.strides[1], layout.phase_len);
+    assert!(scratch.len() >= layout.scratch_len() && src.len() >= h * w);
+    for r in pt..layout.rows.min(pt + h) {
+        let src = &src[(r - pt) * w..][..w];
+        let dst = &mut scratch[r * layout.pitch..][..layout.pitch];
+        // SAFETY: each move stays in its row: `src` holds `w` values, `dst` `s` phases of `len`.
+        unsafe {
+            match s {
+                // Padded column j is input column j - pl.
+                1 => copy(
+                    src.as_ptr(),
+                    dst.as_mut_ptr().add(pl.min(len)),
+                    w.min(len.saturating_sub(pl)),
+                ),
+                2 => fill_two_phases(src, dst, pl, len),
+                _ => fill_phases(src, dst, pl, s, len),
+            }
+        }
+    }
+}
+
+/// The first `n` lanes (all from sixteen).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn lanes(n: usize) -> u16 {
+    if n >= LANES {
+        u16::MAX
+    } else {
+        (1u16 << n) - 1
+    }
+}
+
+/// `n` values from `src` to `dst`, a vector at a time, the last one under a mask.
+///
+/// # Safety
+/// Both hold `n` values; the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn copy(src: *const f32, dst: *mut f32, n: usize) {
+    use std::arch::x86_64::*;
+    let mut i = 0;
+    while i < n {
+        let m = lanes(n - i);
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m, src.add(i));
+            _mm512_mask_storeu_ps(dst.add(i), m, v);
+        }
+        i += LANES;
+    }
+}
+
+/// One row at stride 2, as [`plane::fill`](super::plane::fill)'s: input column 2m is padded
+/// column 2m + pl, the odd one the next; with an even pl they are column m + pl/2 of phases 0 and
+/// 1, with an odd one column m + pl/2 of phase 1 and m + pl/2 + 1 of phase 0. Sixteen of each
+/// at a time, from 32 input values under a mask.
+///
+/// # Safety
+/// `dst` holds two phases of `len` values; the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fill_two_phases(src: &[f32], dst: &mut [f32], pl: usize, len: usize) {
+    use std::arch::x86_64::*;
+    let w = src.len();
+    let a = pl / 2;
+    let ((even_phase, even_j), (odd_phase, odd_j)) = if pl.is_multiple_of(2) {
+        ((0, a), (1, a))
+    } else {
+        ((1, a), (0, a + 1))
+    };
+    let evens = w.div_ceil(2).min(len.saturating_sub(even_j));
+    let odds = (w / 2).min(len.saturating_sub(odd_j));
+    let (even_at, odd_at) = (even_phase * len + even_j, odd_phase * len + odd_j);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    unsafe {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let mut m = 0;
+        while m < evens.max(odds) {
+            // Input columns 2m.. (at most 32, those left in the row).
+            let left = w - 2 * m;
+            let lo = _mm512_maskz_loadu_ps(lanes(left), s.add(2 * m));
+            let hi = _mm512_maskz_loadu_ps(lanes(left.saturating_sub(LANES)), s.add(2 * m + LANES));
+            let e = _mm512_permutex2var_ps(lo, even, hi);
+            let o = _mm512_permutex2var_ps(lo, odd, hi);
+            _mm512_mask_storeu_ps(d.add(even_at + m), lanes(evens.saturating_sub(m)), e);
+            _mm512_mask_storeu_ps(d.add(odd_at + m), lanes(odds.saturating_sub(m)), o);
+            m += LANES;
+        }
+    }
+}
+
+/// One plane's data as the tiles read it.
+#[cfg(target_arch = "x86_64")]
+struct Plane<'a> {
+    layout: &'a PaddedLayout,
+    scratch: &'a [f32],
+    taps: &'a [f32],
+    bias: f32,
+    clamp: Option<(f32, f32)>,
+    out: *mut f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Plane<'_> {
+    /// The output vectors from `v0` (as many as `tile` computes) of every row, `R` rows at a
+    /// time by `tile`.
+    ///
+    /// # Safety
+    /// As [`plane_avx512`]; `tile` computes `R` rows of vectors that are in a row from `v0`, for
+    /// the plane's window width.
+    #[inline(always)]
+    unsafe fn columns<const R: usize>(&self, v0: usize, tile: TileFn) {
+        let oh = self.layout.shape.oh;
+        let mut oy = 0;
+        while oy < oh {
+            let rows = (oh - oy).min(R);
+            // SAFETY: as this function's contract, rows `oy..oy + rows` are in the plane.
+            unsafe { tile(self, oy, rows, v0) };
+            oy += rows;
+        }
+    }
+
+    /// The tile's sums, clamped where the op has bounds, to output rows `oy..oy + rows` from
+    /// column `x0`; the lanes past the row's end are not written.
+    ///
+    /// # Safety
+    /// As [`Plane::tile`].
+    #[inline(always)]
+    unsafe fn store<const V: usize, const R: usize>(
+        &self,
+        acc: &[[std::arch::x86_64::__m512; V]; R],
+        oy: usize,
+        rows: usize,
+        x0: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let ow = self.layout.shape.ow;
+        unsafe {
+            let bounds = self
+                .clamp
+                .map(|(low, high)| (_mm512_set1_ps(low), _mm512_set1_ps(high)));
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let dst = self.out.add((oy + r) * ow);
+                for (v, &a) in acc.iter().enumerate() {
+                    // As the other kernels' clamp: `a` second, so a NaN passes through.
+                    let a = match bounds {
+                        Some((low, high)) => _mm512_min_ps(high, _mm512_max_ps(low, a)),
+                        None => a,
+                    };
+                    let x = x0 + v * LANES;
+                    let lanes = (ow - x).min(LANES);
+                    let mask = ((1u32 << lanes) - 1) as u16;
+                    _mm512_mask_storeu_ps(dst.add(x), mask, a);
+                }
+            }
+        }
+    }
+}
+
+/// Computes output rows `oy..oy + rows` (at most the tile's), vectors `v0..` (the tile's
+/// width) of a plane.
+#[cfg(target_arch = "x86_64")]
+type TileFn = unsafe fn(&Plane, usize, usize, usize);
+
+/// Defines a tile of `$v` vectors by the rows `$r`, for windows `KW` columns wide: each of the
+/// tile's rows spelled out, so that every sum is a register (a loop over them, unrolled or not,
+/// kept them in memory). Each padded input row's `KW · $v` vectors are loaded once, then added
+/// into every row of the tile whose window holds it.
+macro_rules! tile {
+    ($name:ident, $v:literal, [$($r:literal),+]) => {
+        /// # Safety
+        /// As [`Plane::columns`]: rows `oy..oy + rows` and vectors `v0..v0 + $v` are in the
+        /// plane, whose window is `KW` columns wide.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $name<const KW: usize>(plane: &Plane, oy: usize, rows: usize, v0: usize) {
+            use std::arch::x86_64::*;
+            const R: usize = [$($r),+].len();
+            let layout = plane.layout;
+            let s = &layout.shape;
+            let kh = s.kernel[0];
+            debug_assert!(s.kernel[1] == KW);
+            let sh = s.strides[0];
+            let pt = s.pad_top_left[0];
+            let x0 = v0 * LANES;
+            unsafe {
+                let b = _mm512_set1_ps(plane.bias);
+                let mut acc = [[b; $v]; R];
+                // Padded rows `first..first + span` are under the tile's windows; those
+                // holding input are `pt..pt + h`.
+                let first = oy * sh;
+                let span = (rows - 1) * sh + kh;
+                let (lo, hi) = (pt.max(first), (pt + s.h).min(first + span));
+                let base = plane.scratch.as_ptr().add(x0);
+                let offsets = &layout.tap_offsets[..KW];
+                for p in lo..hi {
+                    let i = p - first;
+                    let row = base.add(p * layout.pitch);
+                    // Column kx of the window at its place in the padded row (its phase and
+                    // shift).
+                    let mut x = [[_mm512_setzero_ps(); $v]; KW];
+                    for (x, &off) in x.iter_mut().zip(offsets) {
+                        for (v, x) in x.iter_mut().enumerate() {
+                            *x = _mm512_loadu_ps(row.add(off + v * LANES));
+                        }
+                    }
+                    $(
+                        // Output row r reads padded row first + r·sh at tap row ky.
+                        let ky = i.wrapping_sub($r * sh);
+                        if $r < rows && ky < kh {
+                            let w = plane.taps.as_ptr().add(ky * KW);
+                            for (kx, x) in x.iter().enumerate() {
+                                let w = _mm512_set1_ps(*w.add(kx));
+                                for (a, &x) in acc[$r].iter_mut().zip(x) {
+                                    *a = _mm512_fmadd_ps(x, w, *a);
+                                }
+                            }
+                        }
+                    )+
+                }
+                plane.store::<$v, R>(&acc, oy, rows, x0);
+            }
+        }
+    };
+}
+
+tile!(tile_4x4, 4, [0, 1, 2, 3]);
+tile!(tile_3x5, 3, [0, 1, 2, 3, 4]);
+tile!(tile_2x8, 2, [0, 1, 2, 3, 4, 5, 6, 7]);
+tile!(
+    tile_1x16,
+    1,
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+);
+
+// The scratch rows hold a whole vector from every output column a row has.
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(LANES <= MAX_LANES);
