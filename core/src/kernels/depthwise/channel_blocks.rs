@@ -9,7 +9,8 @@
 //! value twice, against 9 to 25 multiply-adds per output value.
 
 use super::channel_runs::{self, ChannelsLastLayout, RowsFn, Weights};
-use super::geometry::PlaneShape;
+use super::geometry::{PaddedLayout, PlaneShape};
+use super::plane;
 use super::transpose::transpose;
 use std::cell::RefCell;
 
@@ -50,16 +51,23 @@ thread_local! {
 
 impl ChannelBlocks {
     /// The blocks for planes of `shape`, or `None` where a block's images would be too large
-    /// ([`MAX_BLOCK_VALUES`]), the channel-last kernel does not take the shape, or the CPU is
-    /// not an x86_64 one with AVX2+FMA: the portable kernel is no faster than the padded planes,
-    /// and on aarch64 (whose plans hold channel-last depthwise convolutions from 16 channels)
-    /// the transposes are element by element and the trade is not measured.
+    /// ([`MAX_BLOCK_VALUES`]), the channel-last kernel does not take the shape, the CPU is not
+    /// an x86_64 one with AVX2+FMA (the portable kernel is no faster than the padded planes, and
+    /// on aarch64, whose plans hold channel-last depthwise convolutions from 16 channels, the
+    /// transposes are element by element and the trade is not measured), or the padded planes
+    /// run on AVX-512 tiles with output rows of more than half a vector (8 points): the tiles
+    /// were faster than the blocks' transposes on EfficientNet-Lite0's 14x14 outputs, the
+    /// blocks faster on its 7x7 ones, where the tiles leave 9 of 16 lanes idle
+    /// (docs/PERFORMANCE.md).
     pub(super) fn new(shape: PlaneShape) -> Option<ChannelBlocks> {
         let plane_values =
             (shape.h.checked_mul(shape.w)?).checked_add(shape.oh.checked_mul(shape.ow)?)?;
+        let on_tiles =
+            PaddedLayout::new(shape).is_some_and(|l| plane::best_for_this_cpu(&l).0 == "AVX-512");
         if !cfg!(target_arch = "x86_64")
             || channel_runs::best_for_this_cpu(BLOCK).0 == "portable"
             || plane_values.checked_mul(BLOCK)? > MAX_BLOCK_VALUES
+            || (on_tiles && shape.ow > 8)
         {
             return None;
         }

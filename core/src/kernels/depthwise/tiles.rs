@@ -57,6 +57,10 @@ pub(super) unsafe fn plane_avx512(
         out: out.as_mut_ptr(),
     };
     let vectors = shape.ow.div_ceil(LANES);
+    // SAFETY: as this function's contract.
+    if vectors == 1 && unsafe { plane.narrow() } {
+        return;
+    }
     // Wider tiles where the row has the vectors: fewer weights per multiply-add. A 5-column
     // window's tiles are at most two vectors wide: 16 sums and 10 input vectors fill the 32
     // registers.
@@ -195,6 +199,30 @@ struct Plane<'a> {
 
 #[cfg(target_arch = "x86_64")]
 impl Plane<'_> {
+    /// A plane whose rows are one vector, by [`narrow_tile`]s of 14, 7 or 8 rows (the last one
+    /// moved up to end at the last row, where they do not divide the rows); `false` where the
+    /// plane has fewer than 7 rows, left to the other tiles.
+    ///
+    /// # Safety
+    /// As [`plane_avx512`]; a row is one vector.
+    #[inline(always)]
+    unsafe fn narrow(&self) -> bool {
+        let oh = self.layout.shape.oh;
+        let (rows, tile): (usize, NarrowFn) = match oh {
+            _ if oh.is_multiple_of(14) => (14, narrow_14),
+            _ if oh.is_multiple_of(7) => (7, narrow_7),
+            8.. => (8, narrow_8),
+            _ => return false,
+        };
+        let mut oy = 0;
+        while oy < oh {
+            // SAFETY: rows `oy..oy + rows` are in the plane (rows <= oh).
+            unsafe { tile(self, oy.min(oh - rows)) };
+            oy += rows;
+        }
+        true
+    }
+
     /// The output vectors from `v0` (as many as `tile` computes) of every row, `R` rows at a
     /// time by `tile`.
     ///
@@ -316,6 +344,44 @@ macro_rules! tile {
         }
     };
 }
+
+/// Computes output rows `oy..` (as many as the tile's) of a plane whose rows are one vector.
+#[cfg(target_arch = "x86_64")]
+type NarrowFn = unsafe fn(&Plane, usize);
+
+/// Defines a tile of the rows `$r`, one vector each, for planes of narrow rows (7 or 14 points):
+/// for each tap in kernel order, its weight times the tap's input vector of each row, padding
+/// rows included (zeros), so that the tile takes no branch: one multiply-add with its load per
+/// row and tap.
+macro_rules! narrow_tile {
+    ($name:ident, [$($r:literal),+]) => {
+        /// # Safety
+        /// As [`Plane::narrow`]: rows `oy..oy + R` are in the plane.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $name(plane: &Plane, oy: usize) {
+            use std::arch::x86_64::*;
+            const R: usize = [$($r),+].len();
+            let layout = plane.layout;
+            // From one output row's first padded row to the next's.
+            let step = layout.shape.strides[0] * layout.pitch;
+            unsafe {
+                let mut acc = [[_mm512_set1_ps(plane.bias)]; R];
+                let base = plane.scratch.as_ptr().add(oy * step);
+                for (&off, &w) in layout.tap_offsets.iter().zip(plane.taps) {
+                    let at = base.add(off);
+                    let w = _mm512_set1_ps(w);
+                    $( acc[$r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(at.add($r * step)), w, acc[$r][0]); )+
+                }
+                plane.store::<1, R>(&acc, oy, R, 0);
+            }
+        }
+    };
+}
+
+narrow_tile!(narrow_14, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+narrow_tile!(narrow_8, [0, 1, 2, 3, 4, 5, 6, 7]);
+narrow_tile!(narrow_7, [0, 1, 2, 3, 4, 5, 6]);
 
 tile!(tile_4x4, 4, [0, 1, 2, 3]);
 tile!(tile_3x5, 3, [0, 1, 2, 3, 4]);
