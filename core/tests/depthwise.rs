@@ -256,9 +256,9 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
 
 /// The vector kernel an op's `info` must name on this machine: NEON on every aarch64 CPU
 /// (phones, and `scripts/test-arm64.sh` under qemu); on x86_64 AVX-512 where the CPU has it and
-/// the kernel takes the case (the channel-last kernel from 16 channels, blocks of channels
-/// always, the padded planes' tiles of rows at vertical dilation 1 on windows 3 or 5 columns
-/// wide), else AVX2+FMA where the CPU has it.
+/// the kernel takes the case (the channel-last kernel from 16 channels, the padded planes'
+/// tiles of rows at vertical dilation 1 on windows 3 or 5 columns wide; blocks of channels run
+/// AVX2), else AVX2+FMA where the CPU has it.
 fn vector_kernel(case: &Case, info: &str) -> &'static str {
     if cfg!(target_arch = "aarch64") {
         return "NEON";
@@ -268,7 +268,7 @@ fn vector_kernel(case: &Case, info: &str) -> &'static str {
         let wide = if case.channels_last {
             case.c >= 16
         } else {
-            info.contains("blocks") || (case.dilation.0 == 1 && matches!(case.k.1, 3 | 5))
+            !info.contains("blocks") && case.dilation.0 == 1 && matches!(case.k.1, 3 | 5)
         };
         if wide && std::is_x86_feature_detected!("avx512f") {
             return "AVX-512";

@@ -15,10 +15,14 @@ use super::transpose::transpose;
 use std::cell::RefCell;
 
 /// Channels run together: four vectors of eight, so that the channel-last kernel's edge points
-/// keep four independent sums on AVX2 (with two, a 5x5 window's chain of multiply-adds waits on
-/// each one's latency). Two vectors of sixteen on AVX-512: blocks of 64 channels there were no
-/// faster (docs/PERFORMANCE.md).
+/// keep four independent sums (with two, a 5x5 window's chain of multiply-adds waits on each
+/// one's latency).
 const BLOCK: usize = 32;
+
+/// The widest vectors the blocks run on: AVX2's eight lanes also where the CPU has AVX-512.
+/// Two vectors of sixteen per block took 1.05-1.12 times AVX2's time on EfficientNet-Lite0's
+/// 7x7 layers, blocks of 64 channels were no faster (docs/PERFORMANCE.md).
+const BLOCK_LANES: usize = 8;
 
 /// The most values a block's input and output images may hold. Measured on Zen 4
 /// (`depthwise_layouts`, docs/PERFORMANCE.md): blocks won on EfficientNet-Lite0's planes up to
@@ -55,19 +59,18 @@ impl ChannelBlocks {
     /// an x86_64 one with AVX2+FMA (the portable kernel is no faster than the padded planes, and
     /// on aarch64, whose plans hold channel-last depthwise convolutions from 16 channels, the
     /// transposes are element by element and the trade is not measured), or the padded planes
-    /// run on AVX-512 tiles with output rows of more than half a vector (8 points): the tiles
-    /// were faster than the blocks' transposes on EfficientNet-Lite0's 14x14 outputs, the
-    /// blocks faster on its 7x7 ones, where the tiles leave 9 of 16 lanes idle
-    /// (docs/PERFORMANCE.md).
+    /// run on AVX-512 tiles: in EfficientNet-Lite0 the tiles took 0.5-0.9 of the blocks' time
+    /// on every layer the blocks took before (docs/PERFORMANCE.md), the blocks' two transposes
+    /// costing more than the tiles' idle lanes.
     pub(super) fn new(shape: PlaneShape) -> Option<ChannelBlocks> {
         let plane_values =
             (shape.h.checked_mul(shape.w)?).checked_add(shape.oh.checked_mul(shape.ow)?)?;
         let on_tiles =
             PaddedLayout::new(shape).is_some_and(|l| plane::best_for_this_cpu(&l).0 == "AVX-512");
         if !cfg!(target_arch = "x86_64")
-            || channel_runs::best_for_this_cpu(BLOCK).0 == "portable"
+            || channel_runs::best_for_this_cpu(BLOCK_LANES).0 == "portable"
             || plane_values.checked_mul(BLOCK)? > MAX_BLOCK_VALUES
-            || (on_tiles && shape.ow > 8)
+            || on_tiles
         {
             return None;
         }
@@ -79,6 +82,11 @@ impl ChannelBlocks {
     /// Channels in a block.
     pub(super) fn channels(&self) -> usize {
         self.layout.channels
+    }
+
+    /// The name of the instruction set the blocks run on.
+    pub(super) fn kernel_name(&self) -> &'static str {
+        channel_runs::best_for_this_cpu(BLOCK_LANES).0
     }
 
     /// The planes `first..` (as many as `out` holds whole output planes, channel `p %
@@ -98,6 +106,7 @@ impl ChannelBlocks {
         let taps = self.layout.taps();
         let planes = out.len() / out_plane;
         let block = self.channels();
+        let run: RowsFn = channel_runs::best_for_this_cpu(BLOCK_LANES).1;
         SCRATCH.with_borrow_mut(|scratch| {
             let need = block * (in_plane + out_plane + taps + 1);
             if scratch.len() < need {
@@ -131,10 +140,9 @@ impl ChannelBlocks {
                     clamp: weights.clamp,
                 };
                 let (image, hwc_out) = (&image[..n * in_plane], &mut hwc_out[..n * out_plane]);
-                // A last block may be narrower than the widest vector.
-                let run: RowsFn = channel_runs::best_for_this_cpu(n).1;
                 // SAFETY: the weights, image and output hold what `layout` (of `n` channels)
-                // says; `run` is an implementation this CPU runs on `n` channels.
+                // says; `run` is an implementation this CPU runs, its vectors no wider than `n`
+                // (a layout has at least `BLOCK_LANES` channels).
                 unsafe { run(layout, &block, image, hwc_out, 0) };
                 let dst = &mut out[done * out_plane..][..n * out_plane];
                 transpose(hwc_out, n, out_plane, n, dst, out_plane);

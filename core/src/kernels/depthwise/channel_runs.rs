@@ -130,27 +130,28 @@ pub(super) struct Weights<'a> {
 /// row `oh`; the CPU has the instructions of the implementation.
 pub(super) type RowsFn = unsafe fn(&ChannelsLastLayout, &Weights, &[f32], &mut [f32], usize);
 
-/// The vector implementation this CPU runs best on `channels` channels, and its name: a
-/// vector must not be wider than the channels (AVX-512's sixteen lanes run from sixteen).
-pub(super) fn best_for_this_cpu(channels: usize) -> (&'static str, RowsFn) {
+/// The vector implementation this CPU runs best with vectors of at most `max_lanes` lanes, and
+/// its name: a vector must not be wider than the channels (AVX-512's sixteen lanes run from
+/// sixteen channels).
+pub(super) fn best_for_this_cpu(max_lanes: usize) -> (&'static str, RowsFn) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::kernels::cpu::{self, Isa};
         let widest = cpu::available().into_iter().next_back();
         match widest {
-            Some(Isa::Avx512) if channels >= 16 => (Isa::Avx512.name(), rows_avx512),
+            Some(Isa::Avx512) if max_lanes >= 16 => (Isa::Avx512.name(), rows_avx512),
             Some(Isa::Avx512 | Isa::Avx2Fma) => (Isa::Avx2Fma.name(), rows_avx2_fma),
             _ => (Isa::Portable.name(), rows_portable),
         }
     }
     #[cfg(target_arch = "aarch64")]
     {
-        let _ = channels;
+        let _ = max_lanes;
         ("NEON", rows_neon)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
-        let _ = channels;
+        let _ = max_lanes;
         ("portable", rows_portable)
     }
 }

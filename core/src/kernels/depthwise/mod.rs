@@ -217,7 +217,7 @@ impl Op for PaddedDepthwise {
         } else if let Some(blocks) = &self.blocks {
             format!(
                 "vector kernel ({}), channel-last by blocks of {} channels",
-                channel_runs::best_for_this_cpu(blocks.channels()).0,
+                blocks.kernel_name(),
                 blocks.channels()
             )
         } else {

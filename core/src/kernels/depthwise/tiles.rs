@@ -1,17 +1,25 @@
-//! One channel's plane on AVX-512, by tiles of output rows: each input vector loaded once is
-//! multiplied into every output row of the tile whose window covers its row.
+//! One channel's plane on AVX-512, by tiles of output rows.
 //!
 //! The padded plane kernel ([`plane`](super::plane)) loads one input vector per tap and output
-//! vector, and rebuilds the place of each of its jobs with a division. Here a tile holds `R`
-//! output rows of `V` vectors (up to 16 accumulators); the tile walks the padded input rows it
-//! covers, loads the `V` vectors of each tap column once, and adds them into each of its rows
-//! that the row falls in, with that row's tap weight: at stride 1 a 5x5 window's input row is
-//! loaded once for up to five output rows. Rows of the padding are skipped (they add zeros), and
-//! the last vector of a row is stored under a mask: a vector is sixteen points, more than a
-//! 7- or 14-point row, so the lanes past the row are computed but not written.
+//! vector, and rebuilds the place of each of its jobs with a division. Here the plane is padded
+//! as there (the rows' last values moved under a mask), then computed by one of three tiles:
+//!
+//! - rows of two vectors or more: a tile holds `R` output rows of `V` vectors (up to 16 sums),
+//!   walks the padded input rows it covers, loads the `V` vectors of each tap column once and
+//!   adds them into each of its rows that the row falls in, with that row's tap weight (at
+//!   stride 1 a 5x5 window's input row is loaded once for up to five output rows); rows of the
+//!   padding are skipped;
+//! - rows of one vector (9 to 16 points): a narrow tile of 7, 8 or 14 rows runs every tap over
+//!   every row, padding rows included, with no branch, one load and multiply-add per row and
+//!   tap (on 14x14 outputs the wide tile's per-row checks cost more than its sums);
+//! - rows of at most 8 points: the narrow tile on vectors of 8 lanes, whose loads split
+//!   across cache lines half as often.
+//!
+//! The last vector of a row is stored under a mask: a vector is more than a 7- or 14-point row,
+//! so the lanes past the row are computed but not written.
 //!
 //! Each output is the bias, then the taps of the rows inside the input in kernel order (rows,
-//! then columns): the padded plane kernel's order with its zero rows left out.
+//! then columns): the padded plane kernel's order (the wide tiles leave out its zero rows).
 
 use super::geometry::{MAX_LANES, PaddedLayout};
 use super::plane::fill_phases;
@@ -207,8 +215,11 @@ impl Plane<'_> {
     /// As [`plane_avx512`]; a row is one vector.
     #[inline(always)]
     unsafe fn narrow(&self) -> bool {
-        let oh = self.layout.shape.oh;
+        let (oh, ow) = (self.layout.shape.oh, self.layout.shape.ow);
+        let half = ow <= LANES / 2;
         let (rows, tile): (usize, NarrowFn) = match oh {
+            _ if half && oh.is_multiple_of(7) => (7, half_7),
+            8.. if half => (8, half_8),
             _ if oh.is_multiple_of(14) => (14, narrow_14),
             _ if oh.is_multiple_of(7) => (7, narrow_7),
             8.. => (8, narrow_8),
@@ -378,6 +389,53 @@ macro_rules! narrow_tile {
         }
     };
 }
+
+/// Defines a narrow tile of the rows `$r` for rows of at most 8 points, as `narrow_tile` on
+/// vectors of 8 lanes: the same multiply-adds as on 16 (one per row and tap), with loads of
+/// 32 bytes, which split across cache lines half as often as loads of 64.
+macro_rules! half_tile {
+    ($name:ident, [$($r:literal),+]) => {
+        /// # Safety
+        /// As [`Plane::narrow`]: rows `oy..oy + R` are in the plane, of at most 8 points.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $name(plane: &Plane, oy: usize) {
+            use std::arch::x86_64::*;
+            const R: usize = [$($r),+].len();
+            let layout = plane.layout;
+            let ow = layout.shape.ow;
+            let step = layout.shape.strides[0] * layout.pitch;
+            unsafe {
+                let mut acc = [_mm256_set1_ps(plane.bias); R];
+                let base = plane.scratch.as_ptr().add(oy * step);
+                for (&off, &w) in layout.tap_offsets.iter().zip(plane.taps) {
+                    let at = base.add(off);
+                    let w = _mm256_set1_ps(w);
+                    $( acc[$r] = _mm256_fmadd_ps(_mm256_loadu_ps(at.add($r * step)), w, acc[$r]); )+
+                }
+                // Lane i is stored where i < ow: its mask element has the sign bit set.
+                let mask = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(ow as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                for (r, &a) in acc.iter().enumerate() {
+                    // As the other kernels' clamp: `a` second, so a NaN passes through.
+                    let a = match plane.clamp {
+                        Some((low, high)) => _mm256_min_ps(
+                            _mm256_set1_ps(high),
+                            _mm256_max_ps(_mm256_set1_ps(low), a),
+                        ),
+                        None => a,
+                    };
+                    _mm256_maskstore_ps(plane.out.add((oy + r) * ow), mask, a);
+                }
+            }
+        }
+    };
+}
+
+half_tile!(half_8, [0, 1, 2, 3, 4, 5, 6, 7]);
+half_tile!(half_7, [0, 1, 2, 3, 4, 5, 6]);
 
 narrow_tile!(narrow_14, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
 narrow_tile!(narrow_8, [0, 1, 2, 3, 4, 5, 6, 7]);
