@@ -257,8 +257,9 @@ fn assert_close(what: &str, case: &Case, got: &[f32], want: &[f64], mag: &[f64])
 /// The vector kernel an op's `info` must name on this machine: NEON on every aarch64 CPU
 /// (phones, and `scripts/test-arm64.sh` under qemu); on x86_64 AVX-512 where the CPU has it and
 /// the kernel takes the case (the channel-last kernel from 16 channels, the padded planes'
-/// tiles of rows at vertical dilation 1 on windows 3 or 5 columns wide; blocks of channels run
-/// AVX2), else AVX2+FMA where the CPU has it.
+/// tiles of rows at vertical dilation 1 on windows 3 or 5 columns wide, as the op's plane
+/// shape in `info` has them after tract's normalisation; blocks of channels run AVX2), else
+/// AVX2+FMA where the CPU has it.
 fn vector_kernel(case: &Case, info: &str) -> &'static str {
     if cfg!(target_arch = "aarch64") {
         return "NEON";
@@ -268,7 +269,9 @@ fn vector_kernel(case: &Case, info: &str) -> &'static str {
         let wide = if case.channels_last {
             case.c >= 16
         } else {
-            !info.contains("blocks") && case.dilation.0 == 1 && matches!(case.k.1, 3 | 5)
+            let [_, kw] = plane_shape_pair(info, "kernel");
+            let [dh, _] = plane_shape_pair(info, "dilations");
+            !info.contains("blocks") && dh == 1 && matches!(kw, 3 | 5)
         };
         if wide && std::is_x86_feature_detected!("avx512f") {
             return "AVX-512";
@@ -277,6 +280,17 @@ fn vector_kernel(case: &Case, info: &str) -> &'static str {
     }
     let _ = (case, info);
     "portable"
+}
+
+/// The pair `name: [a, b]` of the plane shape an op's `info` shows.
+fn plane_shape_pair(info: &str, name: &str) -> [usize; 2] {
+    let start = info.find(&format!("{name}: [")).expect(name) + name.len() + 3;
+    let end = start + info[start..].find(']').expect(name);
+    let pair: Vec<usize> = info[start..end]
+        .split(", ")
+        .map(|v| v.parse().expect(name))
+        .collect();
+    [pair[0], pair[1]]
 }
 
 /// nnzip's kernel runs the case (checked on the plan) and matches the reference in both its
