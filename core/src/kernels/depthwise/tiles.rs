@@ -92,8 +92,9 @@ pub(super) unsafe fn plane_avx512(
 }
 
 /// Copies one input plane into the padded scratch buffer, as [`plane::fill`](super::plane::fill)
-/// does, with the rows' last values moved under a mask: a row of 7, 14 or 28 values is one or
-/// two vector moves instead of a call to `memcpy` or a value at a time.
+/// does, with the rows' last values moved under a mask computed once for the plane: a row of 7,
+/// 14 or 28 values is one or two vector moves instead of a call to `memcpy` or a value at a
+/// time.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `scratch` holds `layout.scratch_len()` values and `src` a plane.
@@ -105,20 +106,41 @@ unsafe fn fill(layout: &PaddedLayout, scratch: &mut [f32], src: &[f32]) {
     let [pt, pl] = shape.pad_top_left;
     let (s, len) = (shape.strides[1], layout.phase_len);
     assert!(scratch.len() >= layout.scratch_len() && src.len() >= h * w);
-    for r in pt..layout.rows.min(pt + h) {
-        let src = &src[(r - pt) * w..][..w];
-        let dst = &mut scratch[r * layout.pitch..][..layout.pitch];
-        // SAFETY: each move stays in its row: `src` holds `w` values, `dst` `s` phases of `len`.
-        unsafe {
-            match s {
-                // Padded column j is input column j - pl.
-                1 => copy(
-                    src.as_ptr(),
-                    dst.as_mut_ptr().add(pl.min(len)),
-                    w.min(len.saturating_sub(pl)),
-                ),
-                2 => fill_two_phases(src, dst, pl, len),
-                _ => fill_phases(src, dst, pl, s, len),
+    let rows = pt..layout.rows.min(pt + h);
+    let row = |r: usize| (r - pt) * w;
+    match s {
+        1 => {
+            // Padded column j is input column j - pl.
+            let (n, at) = (w.min(len.saturating_sub(pl)), pl.min(len));
+            let tail = lanes(n % LANES);
+            for r in rows {
+                // SAFETY: `n` values from the row's start are in both rows.
+                unsafe {
+                    copy(
+                        src.as_ptr().add(row(r)),
+                        scratch.as_mut_ptr().add(r * layout.pitch + at),
+                        n,
+                        tail,
+                    )
+                };
+            }
+        }
+        2 => {
+            let phases = TwoPhases::new(w, pl, len);
+            for r in rows {
+                // SAFETY: the input row holds `w` values, the scratch row two phases of `len`.
+                unsafe {
+                    phases.fill(
+                        src.as_ptr().add(row(r)),
+                        scratch.as_mut_ptr().add(r * layout.pitch),
+                    )
+                };
+            }
+        }
+        _ => {
+            for r in rows {
+                let dst = &mut scratch[r * layout.pitch..][..layout.pitch];
+                fill_phases(&src[row(r)..][..w], dst, pl, s, len);
             }
         }
     }
@@ -135,61 +157,102 @@ fn lanes(n: usize) -> u16 {
     }
 }
 
-/// `n` values from `src` to `dst`, a vector at a time, the last one under a mask.
+/// `n` values from `src` to `dst`, whole vectors, then the last `n % 16` under `tail`.
 ///
 /// # Safety
-/// Both hold `n` values; the CPU has AVX-512F.
+/// Both hold `n` values; `tail` is `lanes(n % 16)`; the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn copy(src: *const f32, dst: *mut f32, n: usize) {
+unsafe fn copy(src: *const f32, dst: *mut f32, n: usize, tail: u16) {
     use std::arch::x86_64::*;
     let mut i = 0;
-    while i < n {
-        let m = lanes(n - i);
-        unsafe {
-            let v = _mm512_maskz_loadu_ps(m, src.add(i));
-            _mm512_mask_storeu_ps(dst.add(i), m, v);
+    unsafe {
+        while i + LANES <= n {
+            _mm512_storeu_ps(dst.add(i), _mm512_loadu_ps(src.add(i)));
+            i += LANES;
         }
-        i += LANES;
+        if i < n {
+            let v = _mm512_maskz_loadu_ps(tail, src.add(i));
+            _mm512_mask_storeu_ps(dst.add(i), tail, v);
+        }
     }
 }
 
-/// One row at stride 2, as [`plane::fill`](super::plane::fill)'s: input column 2m is padded
-/// column 2m + pl, the odd one the next; with an even pl they are column m + pl/2 of phases 0 and
-/// 1, with an odd one column m + pl/2 of phase 1 and m + pl/2 + 1 of phase 0. Sixteen of each
-/// at a time, from 32 input values under a mask.
-///
-/// # Safety
-/// `dst` holds two phases of `len` values; the CPU has AVX-512F.
+/// Where a row's input columns go at stride 2, the same for every row of a plane: input column
+/// 2m is padded column 2m + pl, the odd one the next; with an even pl they are column m + pl/2
+/// of phases 0 and 1, with an odd one column m + pl/2 of phase 1 and m + pl/2 + 1 of phase 0.
+/// Sixteen of each at a time from 32 input values: `whole` such steps, then at most one under
+/// masks.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn fill_two_phases(src: &[f32], dst: &mut [f32], pl: usize, len: usize) {
-    use std::arch::x86_64::*;
-    let w = src.len();
-    let a = pl / 2;
-    let ((even_phase, even_j), (odd_phase, odd_j)) = if pl.is_multiple_of(2) {
-        ((0, a), (1, a))
-    } else {
-        ((1, a), (0, a + 1))
-    };
-    let evens = w.div_ceil(2).min(len.saturating_sub(even_j));
-    let odds = (w / 2).min(len.saturating_sub(odd_j));
-    let (even_at, odd_at) = (even_phase * len + even_j, odd_phase * len + odd_j);
-    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    unsafe {
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let mut m = 0;
-        while m < evens.max(odds) {
-            // Input columns 2m.. (at most 32, those left in the row).
+struct TwoPhases {
+    /// Where the even and the odd input columns start in a scratch row.
+    even_at: usize,
+    odd_at: usize,
+    /// Steps of 16 even and 16 odd values wholly inside the row and its phases.
+    whole: usize,
+    /// The last step's masks: its input values (first 16, next 16), its even and odd ones.
+    tail: Option<[u16; 4]>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl TwoPhases {
+    fn new(w: usize, pl: usize, len: usize) -> TwoPhases {
+        let a = pl / 2;
+        let ((even_phase, even_j), (odd_phase, odd_j)) = if pl.is_multiple_of(2) {
+            ((0, a), (1, a))
+        } else {
+            ((1, a), (0, a + 1))
+        };
+        let evens = w.div_ceil(2).min(len.saturating_sub(even_j));
+        let odds = (w / 2).min(len.saturating_sub(odd_j));
+        let whole = (w / (2 * LANES)).min(evens / LANES).min(odds / LANES);
+        let m = whole * LANES;
+        // Past the whole steps fewer than 16 even or odd values are left (or 32 input values).
+        let tail = (m < evens.max(odds)).then(|| {
             let left = w - 2 * m;
-            let lo = _mm512_maskz_loadu_ps(lanes(left), s.add(2 * m));
-            let hi = _mm512_maskz_loadu_ps(lanes(left.saturating_sub(LANES)), s.add(2 * m + LANES));
-            let e = _mm512_permutex2var_ps(lo, even, hi);
-            let o = _mm512_permutex2var_ps(lo, odd, hi);
-            _mm512_mask_storeu_ps(d.add(even_at + m), lanes(evens.saturating_sub(m)), e);
-            _mm512_mask_storeu_ps(d.add(odd_at + m), lanes(odds.saturating_sub(m)), o);
-            m += LANES;
+            [
+                lanes(left),
+                lanes(left.saturating_sub(LANES)),
+                lanes(evens - m),
+                lanes(odds.saturating_sub(m)),
+            ]
+        });
+        TwoPhases {
+            even_at: even_phase * len + even_j,
+            odd_at: odd_phase * len + odd_j,
+            whole,
+            tail,
+        }
+    }
+
+    /// One row from `src` into its scratch row at `dst`.
+    ///
+    /// # Safety
+    /// `src` holds the row's `w` values, `dst` two phases of `len` (as built); the CPU has
+    /// AVX-512F.
+    #[inline(always)]
+    unsafe fn fill(&self, src: *const f32, dst: *mut f32) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            let (e_dst, o_dst) = (dst.add(self.even_at), dst.add(self.odd_at));
+            for k in 0..self.whole {
+                let m = k * LANES;
+                let (lo, hi) = (
+                    _mm512_loadu_ps(src.add(2 * m)),
+                    _mm512_loadu_ps(src.add(2 * m + LANES)),
+                );
+                _mm512_storeu_ps(e_dst.add(m), _mm512_permutex2var_ps(lo, even, hi));
+                _mm512_storeu_ps(o_dst.add(m), _mm512_permutex2var_ps(lo, odd, hi));
+            }
+            if let Some([lo_mask, hi_mask, e_mask, o_mask]) = self.tail {
+                let m = self.whole * LANES;
+                let lo = _mm512_maskz_loadu_ps(lo_mask, src.add(2 * m));
+                let hi = _mm512_maskz_loadu_ps(hi_mask, src.add(2 * m + LANES));
+                _mm512_mask_storeu_ps(e_dst.add(m), e_mask, _mm512_permutex2var_ps(lo, even, hi));
+                _mm512_mask_storeu_ps(o_dst.add(m), o_mask, _mm512_permutex2var_ps(lo, odd, hi));
+            }
         }
     }
 }
