@@ -279,6 +279,19 @@ impl Plane<'_> {
     #[inline(always)]
     unsafe fn narrow(&self) -> bool {
         let (oh, ow) = (self.layout.shape.oh, self.layout.shape.ow);
+        let s = &self.layout.shape;
+        let whole: Option<WholeFn> = match (oh, ow > LANES / 2, s.strides, s.kernel) {
+            _ if s.dilations != [1, 1] => None,
+            (14, true, [1, 1], [3, 3]) => Some(rows14_k3_s1),
+            (14, true, [1, 1], [5, 5]) => Some(rows14_k5_s1),
+            (14, true, [2, 2], [3, 3]) => Some(rows14_k3_s2),
+            (7, false, [1, 1], [3, 3]) => Some(rows7_k3_s1),
+            _ => None,
+        };
+        if let Some(tile) = whole {
+            // SAFETY: the plane is as `tile` was compiled for (rows, width, stride, window).
+            return unsafe { tile(self) };
+        }
         let half = ow <= LANES / 2;
         let (rows, tile): (usize, NarrowFn) = match oh {
             _ if half && oh.is_multiple_of(7) => (7, half_7),
@@ -419,6 +432,10 @@ macro_rules! tile {
     };
 }
 
+/// Computes a whole plane of the rows, window and stride it was compiled for.
+#[cfg(target_arch = "x86_64")]
+type WholeFn = unsafe fn(&Plane) -> bool;
+
 /// Computes output rows `oy..` (as many as the tile's) of a plane whose rows are one vector.
 #[cfg(target_arch = "x86_64")]
 type NarrowFn = unsafe fn(&Plane, usize);
@@ -452,6 +469,151 @@ macro_rules! narrow_tile {
         }
     };
 }
+
+/// Defines a tile of a whole plane of the rows `$rows` (one vector each, stride 1, a `$k`x`$k`
+/// window without dilation), its schedule fixed when compiled: each padded row `$p` is loaded
+/// once per tap column and added into each output row whose window holds it (the row pairs
+/// are constants, so the compiler keeps only those), padding rows included. The narrow tiles
+/// load once per row and tap, `$k` times as often.
+macro_rules! whole_plane_tile {
+    ($name:ident, $k:literal, $s:literal, $rows:tt, [$($p:literal),+]) => {
+        /// # Safety
+        /// As [`Plane::narrow`]; the plane is as the tile was compiled for.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $name(plane: &Plane) -> bool {
+            use std::arch::x86_64::*;
+            let layout = plane.layout;
+            const R: usize = whole_plane_tile!(@count $rows);
+            debug_assert!(layout.shape.oh == R && layout.shape.kernel == [$k, $k]);
+            debug_assert!(layout.shape.strides[0] == $s);
+            let pitch = layout.pitch;
+            let offsets = &layout.tap_offsets[..$k];
+            let w = plane.taps.as_ptr();
+            unsafe {
+                let mut acc = [[_mm512_set1_ps(plane.bias)]; R];
+                let base = plane.scratch.as_ptr();
+                $( whole_plane_tile!(@row $k, $s, $p, $rows, acc, base, pitch, offsets, w); )+
+                plane.store::<1, R>(&acc, 0, R, 0);
+            }
+            true
+        }
+    };
+    (@count [$($r:literal),+]) => { [$($r),+].len() };
+    (@row $k:literal, $s:literal, $p:literal, [$($r:literal),+], $acc:ident, $base:ident, $pitch:ident, $offsets:ident, $w:ident) => {{
+        let row = $base.add($p * $pitch);
+        let mut x = [_mm512_setzero_ps(); $k];
+        for (x, &off) in x.iter_mut().zip($offsets) {
+            *x = _mm512_loadu_ps(row.add(off));
+        }
+        $(
+            // Output row r reads padded row p at tap row p - r·s.
+            if $p >= $r * $s && $p - $r * $s < $k {
+                let ky: usize = $p - $r * $s;
+                for (kx, &x) in x.iter().enumerate() {
+                    let wv = _mm512_set1_ps(*$w.add(ky * $k + kx));
+                    $acc[$r][0] = _mm512_fmadd_ps(x, wv, $acc[$r][0]);
+                }
+            }
+        )+
+    }};
+}
+
+/// As `whole_plane_tile`, on vectors of 8 lanes for rows of at most 8 points (as `half_tile`).
+macro_rules! whole_plane_half {
+    ($name:ident, $k:literal, $s:literal, $rows:tt, [$($p:literal),+]) => {
+        /// # Safety
+        /// As [`Plane::narrow`]; the plane is as the tile was compiled for.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn $name(plane: &Plane) -> bool {
+            use std::arch::x86_64::*;
+            let layout = plane.layout;
+            const R: usize = whole_plane_tile!(@count $rows);
+            debug_assert!(layout.shape.oh == R && layout.shape.kernel == [$k, $k]);
+            debug_assert!(layout.shape.strides[0] == $s && layout.shape.ow <= 8);
+            let (pitch, ow) = (layout.pitch, layout.shape.ow);
+            let offsets = &layout.tap_offsets[..$k];
+            let w = plane.taps.as_ptr();
+            unsafe {
+                let mut acc = [_mm256_set1_ps(plane.bias); R];
+                let base = plane.scratch.as_ptr();
+                $( whole_plane_half!(@row $k, $s, $p, $rows, acc, base, pitch, offsets, w); )+
+                // Lane i is stored where i < ow: its mask element has the sign bit set.
+                let mask = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(ow as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                for (r, &a) in acc.iter().enumerate() {
+                    // As the other kernels' clamp: `a` second, so a NaN passes through.
+                    let a = match plane.clamp {
+                        Some((low, high)) => _mm256_min_ps(
+                            _mm256_set1_ps(high),
+                            _mm256_max_ps(_mm256_set1_ps(low), a),
+                        ),
+                        None => a,
+                    };
+                    _mm256_maskstore_ps(plane.out.add(r * ow), mask, a);
+                }
+            }
+            true
+        }
+    };
+    (@row $k:literal, $s:literal, $p:literal, [$($r:literal),+], $acc:ident, $base:ident, $pitch:ident, $offsets:ident, $w:ident) => {{
+        let row = $base.add($p * $pitch);
+        let mut x = [_mm256_setzero_ps(); $k];
+        for (x, &off) in x.iter_mut().zip($offsets) {
+            *x = _mm256_loadu_ps(row.add(off));
+        }
+        $(
+            // Output row r reads padded row p at tap row p - r·s.
+            if $p >= $r * $s && $p - $r * $s < $k {
+                let ky: usize = $p - $r * $s;
+                for (kx, &x) in x.iter().enumerate() {
+                    let wv = _mm256_set1_ps(*$w.add(ky * $k + kx));
+                    $acc[$r] = _mm256_fmadd_ps(x, wv, $acc[$r]);
+                }
+            }
+        )+
+    }};
+}
+
+// EfficientNet-Lite0's planes of 14 and 7 output rows: its 14x14 layers and 28x28 3x3 one at
+// stride 2 on 16 lanes, its 7x7 3x3 one on 8. Its 7x7 5x5 planes (stride 1 or 2) were no faster
+// so than on the narrow tiles (depthwise_layouts: 0.98 and 1.1 of their time): with 25 weights
+// the sums cannot keep their weights in registers, and one broadcast per multiply-add is as
+// many loads as the narrow tiles' one input load.
+whole_plane_tile!(
+    rows14_k3_s1,
+    3,
+    1,
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+);
+whole_plane_tile!(
+    rows14_k5_s1,
+    5,
+    1,
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+);
+whole_plane_tile!(
+    rows14_k3_s2,
+    3,
+    2,
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+    [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        25, 26, 27, 28
+    ]
+);
+whole_plane_half!(
+    rows7_k3_s1,
+    3,
+    1,
+    [0, 1, 2, 3, 4, 5, 6],
+    [0, 1, 2, 3, 4, 5, 6, 7, 8]
+);
 
 /// Defines a narrow tile of the rows `$r` for rows of at most 8 points, as `narrow_tile` on
 /// vectors of 8 lanes: the same multiply-adds as on 16 (one per row and tap), with loads of
