@@ -283,6 +283,7 @@ fn vector_kernel(case: &Case, info: &str) -> &'static str {
 }
 
 /// The pair `name: [a, b]` of the plane shape an op's `info` shows.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn plane_shape_pair(info: &str, name: &str) -> [usize; 2] {
     let start = info.find(&format!("{name}: [")).expect(name) + name.len() + 3;
     let end = start + info[start..].find(']').expect(name);

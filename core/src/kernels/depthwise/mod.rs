@@ -27,6 +27,7 @@ mod channels_last;
 pub(in crate::kernels) mod geometry;
 pub(in crate::kernels) mod plane;
 pub(in crate::kernels) mod simd;
+#[cfg(target_arch = "x86_64")]
 mod tiles;
 mod transpose;
 
