@@ -4,7 +4,7 @@
 //! The convolutions run on nnzip's kernels as the core puts them in place
 //! (`nnzip_core::kernels`), unless the environment sends them back to tract's own path:
 //! `NNZIP_DEPTHWISE=padded|portable|tract`, `NNZIP_POINTWISE=tiled|portable|tract`,
-//! `NNZIP_STEM_CONV=direct|tract`.
+//! `NNZIP_STEM_CONV=tiled|portable|direct|tract`.
 //!
 //! `cargo run --release -p nnzip-core --example op_profile -- MODEL.onnx [RUNS] [TOP] [SHAPE]`
 //! (SHAPE defaults to 1,3,224,224; `taskset -c 0` to pin it)
@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 const USAGE: &str = "usage: op_profile MODEL.onnx [RUNS] [TOP] [SHAPE, default 1,3,224,224]
 environment: NNZIP_DEPTHWISE=padded|portable|tract (default padded)
              NNZIP_POINTWISE=tiled|portable|tract (default tiled)
-             NNZIP_STEM_CONV=direct|tract (default direct)";
+             NNZIP_STEM_CONV=tiled|portable|direct|tract (default tiled)";
 
 fn main() -> TractResult<()> {
     let mut args = std::env::args().skip(1);
