@@ -1,8 +1,9 @@
 //! The first layer of image models (few input channels, 3x3) on tract's direct spatial
-//! convolution, which nnzip's rewrite (`nnzip_core::kernels::stem`) puts in place for rows of 64
-//! points and more when each output has at most 36 inputs (tract itself takes it from 128-point
-//! rows), against a plain f64 reference and against tract's own choice, im2col with a matrix
-//! product (`StemConvKernel::Tract`), on random inputs: EfficientNet-Lite0's stem (3→32, stride
+//! convolution, which nnzip's rewrite (`nnzip_core::kernels::stem::direct_spatial`) puts in place
+//! with `StemConvKernel::Direct` (and by default where nnzip's own stem operator does not take
+//! the convolution) for rows of 64 points and more when each output has at most 36 inputs
+//! (tract itself takes it from 128-point rows), against a plain f64 reference and against
+//! tract's own choice, im2col with a matrix product (`StemConvKernel::Tract`), on random inputs: EfficientNet-Lite0's stem (3→32, stride
 //! 2, pads 0/1), stride 1, four input channels, output channels that are no multiple of four,
 //! rectangular planes. Wider reductions must stay on im2col (where the direct path measured
 //! slower).

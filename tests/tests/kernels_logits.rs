@@ -1,12 +1,12 @@
 //! The decoded model's logits with nnzip's convolution kernels (`nnzip_core::kernels`: the
-//! padded-plane depthwise kernel, the tiled pointwise kernel, the direct path for the narrow
-//! stem) against those of tract's own path (`KernelChoice` with all set to `Tract`): on `nnzip
-//! init mobile-tiny` (EfficientNet-Lite0's structure in small: a stride-2 stem and depthwise
-//! convolutions padded at the end only, 3x3 and 5x5, pointwise expansions and projections,
-//! ReLU6, residuals), on EfficientNet-Lite0 itself, where the rewrite is also checked to have put
-//! nnzip's operators in place of every depthwise and pointwise convolution and of the stem, and
-//! on the shared LeNets (which nnzip's kernels leave to tract: same logits). Only the summation
-//! order differs, so the logits agree to rounding and rank the same classes.
+//! padded-plane depthwise kernel, the tiled pointwise kernel, the stem kernel) against those of
+//! tract's own path (`KernelChoice` with all set to `Tract`): on `nnzip init mobile-tiny`
+//! (EfficientNet-Lite0's structure in small: a stride-2 stem and depthwise convolutions padded
+//! at the end only, 3x3 and 5x5, pointwise expansions and projections, ReLU6, residuals), on
+//! EfficientNet-Lite0 itself, where the rewrite is also checked to have put nnzip's operators in
+//! place of every depthwise and pointwise convolution and of the stem with its ReLU6, and on the
+//! shared LeNets (LeNet-5's first convolution on the stem kernel, the rest tract's). Only the
+//! summation order differs, so the logits agree to rounding and rank the same classes.
 
 use nnzip_core::kernels::{
     DepthwiseKernel, KernelChoice, PointwiseKernel, SparseChains, SparseKernel, StemConvKernel,
@@ -87,8 +87,10 @@ fn mobile_tiny_same_logits_as_tracts_path() {
     assert_same_logits(&nnz, &inputs, 10, 1e-5);
 }
 
-/// The shared LeNets: nothing in them is a convolution nnzip's kernels take (5x5 convolutions,
-/// fully connected layers), so the logits are tract's.
+/// The shared LeNets: LeNet-5's first convolution (1→20 5x5) runs on the stem kernel, its
+/// second (20→50 5x5) and the fully connected layers are tract's: the same logits to rounding
+/// (1e-5 of the largest), the same top 5. LeNet-300-100 has nothing nnzip's kernels take:
+/// tract's logits exactly.
 #[test]
 fn lenets_same_logits_as_tracts_path() {
     for (model, shape, seed) in [
@@ -105,7 +107,16 @@ fn lenets_same_logits_as_tracts_path() {
         let after = load(&nnz, KernelChoice::default(), None);
         let want = tensor_values(&before.run(input.clone()).unwrap());
         let got = tensor_values(&after.run(input).unwrap());
-        assert_eq!(got, want, "{model}");
+        if model.contains("lenet5") {
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let diff = nnzip_e2e::max_abs_diff(&got, &want);
+            assert!(diff <= 1e-5 * scale, "{model}: logits differ by {diff}");
+            for (w, g) in want.chunks(10).zip(got.chunks(10)) {
+                assert_eq!(top5(w), top5(g), "{model}");
+            }
+        } else {
+            assert_eq!(got, want, "{model}");
+        }
     }
 }
 
@@ -122,7 +133,7 @@ fn efficientnet_lite0_same_logits_as_tracts_path() {
 
 /// The rewrite on EfficientNet-Lite0 for batch 1: each of its 16 depthwise convolutions becomes
 /// nnzip's operator (channel-first or channel-last, whichever layout tract's declutter gave it),
-/// taking the ReLU6 after it, and its stem tract's direct spatial convolution. Its 32 pointwise
+/// taking the ReLU6 after it, and its stem nnzip's stem operator, taking its ReLU6 too. Its 32 pointwise
 /// convolutions (decluttered into an `EinSum` each) become nnzip's operator where their data is
 /// channel-first: all 32 on x86_64, where the only matrix product left once optimised is the
 /// fully connected classifier's. On aarch64 tract's declutter moves the data between the 15
@@ -158,15 +169,16 @@ fn efficientnet_lite0_runs_on_nnzips_kernels() {
     let pointwise = if cfg!(target_arch = "aarch64") { 2 } else { 32 };
     use_nnzip_kernels(&mut model, &KernelChoice::default()).unwrap();
     assert_eq!(ours_depthwise(&model), depthwise);
-    assert_eq!(count(&model, "DirectSpatialConv"), 1);
+    assert_eq!(count(&model, "NnzipStemConv"), 1);
     assert_eq!(count(&model, "NnzipPointwiseConv"), pointwise);
     assert_eq!(convs(&model), (0, others - 1));
     model.optimize().unwrap();
     assert_eq!(ours_depthwise(&model), depthwise);
     assert_eq!(count(&model, "NnzipPointwiseConv"), pointwise);
     assert_eq!(count(&model, "DepthWiseConv"), 0);
-    // The ReLU6 after each depthwise convolution is in its op; the stem's is left.
-    assert_eq!(count(&model, "OptBinChain(Max+Min)"), 1);
+    // The ReLU6 after each depthwise convolution and after the stem is in its op.
+    assert_eq!(count(&model, "OptBinChain(Max+Min)"), 0);
+    assert_eq!(count(&model, "DirectSpatialConv"), 0);
     assert_eq!(count(&model, "OptMatMul"), 1 + 32 - pointwise);
 }
 

@@ -14,9 +14,10 @@
 //!   in tiles of eight (AVX-512) or four (AVX2+FMA / NEON / plain Rust) output channels × a run
 //!   of pixels (on small x86_64 planes, output channels in the lanes × a few pixels), with a following ReLU or ReLU6 applied before the store, instead of tract's
 //!   packed matrix product.
-//! - [`stem`]: an image model's first convolution (few inputs per output point, rows of 64 to
-//!   127 points) on tract's direct spatial convolution, which tract itself takes only from
-//!   128-point rows, instead of im2col and a matrix product.
+//! - [`stem`]: an image model's first convolution (up to four input channels, k×k, any stride
+//!   and padding, channel-first), from a padded band of input rows by tiles of output channels ×
+//!   runs of points, with a following ReLU or ReLU6 applied before the store, instead of im2col
+//!   and a matrix product or tract's direct spatial convolution and a separate clamp.
 //! - [`sparse`]: fully connected layers and 1×1 convolutions whose constant weights are mostly
 //!   zeros (pruned), run from their kept weights only, where a rule from measured densities
 //!   says it is faster than tract's dense product; consecutive ones on vectors (a multilayer
@@ -73,11 +74,18 @@ pub enum PointwiseKernel {
     Tract,
 }
 
-/// Which kernel runs an image model's narrow first convolution.
+/// Which kernel runs an image model's first convolution.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StemConvKernel {
-    /// tract's direct spatial convolution, chosen by nnzip's rule for narrow rows.
+    /// nnzip's tiles over padded bands of input rows, vectorised for this CPU where they can
+    /// be; tract's direct spatial convolution by nnzip's rule for narrow rows where they do not
+    /// take the convolution.
     #[default]
+    Tiled,
+    /// The tiles in plain Rust, four lanes (NEON's layout) even where a vector kernel exists.
+    Portable,
+    /// tract's direct spatial convolution, chosen by nnzip's rule for narrow rows (the path
+    /// before nnzip's own tiles).
     Direct,
     /// tract's own choice (im2col and a matrix product for rows under 128 points).
     Tract,
@@ -139,7 +147,7 @@ pub struct UnknownKernel {
 
 impl KernelChoice {
     /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|planes|portable|tract`,
-    /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=direct|tract` and
+    /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=tiled|portable|direct|tract` and
     /// `NNZIP_SPARSE=auto|sparse|portable|dense` and `NNZIP_SPARSE_CHAINS=fused|separate`
     /// where they are set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
@@ -182,13 +190,15 @@ impl KernelChoice {
         }
         if let Some(value) = lookup("NNZIP_STEM_CONV") {
             choice.stem_conv = match value.trim() {
+                "tiled" => StemConvKernel::Tiled,
+                "portable" => StemConvKernel::Portable,
                 "direct" => StemConvKernel::Direct,
                 "tract" => StemConvKernel::Tract,
                 _ => {
                     return Err(UnknownKernel {
                         variable: "NNZIP_STEM_CONV",
                         value,
-                        expected: "direct, tract",
+                        expected: "tiled, portable, direct, tract",
                     });
                 }
             };
@@ -319,6 +329,8 @@ pub fn held_weight_bytes(op: &dyn TypedOp) -> Option<usize> {
         Some(op.bytes())
     } else if let Some(op) = op.downcast_ref::<depthwise::PaddedDepthwise>() {
         Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<stem::StemConv>() {
+        Some(op.bytes())
     } else {
         op.downcast_ref::<depthwise::ChannelsLastDepthwise>()
             .map(depthwise::ChannelsLastDepthwise::bytes)
@@ -392,7 +404,7 @@ mod tests {
         let portable =
             KernelChoice::from_lookup(lookup(&[("NNZIP_DEPTHWISE", "portable")])).unwrap();
         assert_eq!(portable.depthwise, DepthwiseKernel::Portable);
-        assert_eq!(portable.stem_conv, StemConvKernel::Direct);
+        assert_eq!(portable.stem_conv, StemConvKernel::Tiled);
         assert_eq!(portable.pointwise, PointwiseKernel::Tiled);
         let pointwise =
             KernelChoice::from_lookup(lookup(&[("NNZIP_POINTWISE", "portable")])).unwrap();
@@ -430,6 +442,9 @@ mod tests {
     fn unknown_values_are_named() {
         let err = KernelChoice::from_lookup(lookup(&[("NNZIP_STEM_CONV", "fast")])).unwrap_err();
         assert_eq!(err.variable, "NNZIP_STEM_CONV");
-        assert!(err.to_string().contains("direct, tract"), "{err}");
+        assert!(
+            err.to_string().contains("tiled, portable, direct, tract"),
+            "{err}"
+        );
     }
 }

@@ -2,21 +2,27 @@
 //!
 //! Along a plane's rows a vector holds adjacent points: a 7- or 14-point row fills a vector
 //! and a part of another, and every plane pays for its padded copy, its strided phases and its
-//! ragged last vector. Across channels every lane holds work. So the planes of [`BLOCK`]
-//! channels are transposed to channel-innermost in a scratch buffer, run through
+//! ragged last vector. Across channels every lane holds work. So the planes of a block of
+//! channels ([`ChannelBlocks::channels`]) are transposed to channel-innermost in a scratch buffer, run through
 //! [`channel_runs`] (which skips the taps outside the image, no padding), and the
 //! block's outputs transposed back into their planes. The transposes move each input and output
 //! value twice, against 9 to 25 multiply-adds per output value.
 
 use super::channel_runs::{self, ChannelsLastLayout, RowsFn, Weights};
-use super::geometry::PlaneShape;
+use super::geometry::{PaddedLayout, PlaneShape};
+use super::plane;
 use super::transpose::transpose;
 use std::cell::RefCell;
 
 /// Channels run together: four vectors of eight, so that the channel-last kernel's edge points
 /// keep four independent sums (with two, a 5x5 window's chain of multiply-adds waits on each
 /// one's latency).
-pub(super) const BLOCK: usize = 32;
+const BLOCK: usize = 32;
+
+/// The widest vectors the blocks run on: AVX2's eight lanes also where the CPU has AVX-512.
+/// Two vectors of sixteen per block took 1.05-1.12 times AVX2's time on EfficientNet-Lite0's
+/// 7x7 layers, blocks of 64 channels were no faster (docs/PERFORMANCE.md).
+const BLOCK_LANES: usize = 8;
 
 /// The most values a block's input and output images may hold. Measured on Zen 4
 /// (`depthwise_layouts`, docs/PERFORMANCE.md): blocks won on EfficientNet-Lite0's planes up to
@@ -34,8 +40,8 @@ pub(super) struct AllChannels<'a> {
     pub clamp: Option<(f32, f32)>,
 }
 
-/// The channel-last layout of one block of [`BLOCK`] channels, built once with the operator,
-/// and the kernel running it.
+/// The channel-last layout of one block of channels, built once with the operator, and the
+/// kernel running it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ChannelBlocks {
     layout: ChannelsLastLayout,
@@ -49,16 +55,22 @@ thread_local! {
 
 impl ChannelBlocks {
     /// The blocks for planes of `shape`, or `None` where a block's images would be too large
-    /// ([`MAX_BLOCK_VALUES`]), the channel-last kernel does not take the shape, or the CPU is
-    /// not an x86_64 one with AVX2+FMA: the portable kernel is no faster than the padded planes,
-    /// and on aarch64 (whose plans hold channel-last depthwise convolutions from 16 channels)
-    /// the transposes are element by element and the trade is not measured.
+    /// ([`MAX_BLOCK_VALUES`]), the channel-last kernel does not take the shape, the CPU is not
+    /// an x86_64 one with AVX2+FMA (the portable kernel is no faster than the padded planes, and
+    /// on aarch64, whose plans hold channel-last depthwise convolutions from 16 channels, the
+    /// transposes are element by element and the trade is not measured), or the padded planes
+    /// run on AVX-512 tiles: in EfficientNet-Lite0 the tiles took 0.5-0.9 of the blocks' time
+    /// on every layer the blocks took before (docs/PERFORMANCE.md), the blocks' two transposes
+    /// costing more than the tiles' idle lanes.
     pub(super) fn new(shape: PlaneShape) -> Option<ChannelBlocks> {
         let plane_values =
             (shape.h.checked_mul(shape.w)?).checked_add(shape.oh.checked_mul(shape.ow)?)?;
+        let on_tiles =
+            PaddedLayout::new(shape).is_some_and(|l| plane::best_for_this_cpu(&l).0 == "AVX-512");
         if !cfg!(target_arch = "x86_64")
-            || channel_runs::best_for_this_cpu().0 == "portable"
+            || channel_runs::best_for_this_cpu(BLOCK_LANES).0 == "portable"
             || plane_values.checked_mul(BLOCK)? > MAX_BLOCK_VALUES
+            || on_tiles
         {
             return None;
         }
@@ -67,8 +79,19 @@ impl ChannelBlocks {
         })
     }
 
+    /// Channels in a block.
+    pub(super) fn channels(&self) -> usize {
+        self.layout.channels
+    }
+
+    /// The name of the instruction set the blocks run on.
+    pub(super) fn kernel_name(&self) -> &'static str {
+        channel_runs::best_for_this_cpu(BLOCK_LANES).0
+    }
+
     /// The planes `first..` (as many as `out` holds whole output planes, channel `p %
-    /// channels` for plane `p`) of `input` (every input plane), in blocks of [`BLOCK`] planes
+    /// channels` for plane `p`) of `input` (every input plane), in blocks of
+    /// [`channels`](Self::channels) planes
     /// and a last one of fewer. Returns how many planes it computed: all but a last run of
     /// fewer than a vector's channels, left for the caller.
     pub(super) fn run(
@@ -82,20 +105,21 @@ impl ChannelBlocks {
         let (in_plane, out_plane) = (s.h * s.w, s.oh * s.ow);
         let taps = self.layout.taps();
         let planes = out.len() / out_plane;
-        let run = channel_runs::best_for_this_cpu().1;
+        let block = self.channels();
+        let run: RowsFn = channel_runs::best_for_this_cpu(BLOCK_LANES).1;
         SCRATCH.with_borrow_mut(|scratch| {
-            let need = BLOCK * (in_plane + out_plane + taps + 1);
+            let need = block * (in_plane + out_plane + taps + 1);
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
-            let (image, rest) = scratch.split_at_mut(BLOCK * in_plane);
-            let (hwc_out, rest) = rest.split_at_mut(BLOCK * out_plane);
-            let (block_taps, block_bias) = rest.split_at_mut(BLOCK * taps);
+            let (image, rest) = scratch.split_at_mut(block * in_plane);
+            let (hwc_out, rest) = rest.split_at_mut(block * out_plane);
+            let (block_taps, block_bias) = rest.split_at_mut(block * taps);
             let mut done = 0;
             while done < planes {
-                let n = BLOCK.min(planes - done);
+                let n = block.min(planes - done);
                 let partial;
-                let layout = if n == BLOCK {
+                let layout = if n == block {
                     &self.layout
                 } else {
                     match ChannelsLastLayout::new(*s, n) {
@@ -117,8 +141,9 @@ impl ChannelBlocks {
                 };
                 let (image, hwc_out) = (&image[..n * in_plane], &mut hwc_out[..n * out_plane]);
                 // SAFETY: the weights, image and output hold what `layout` (of `n` channels)
-                // says; `run` is an implementation this CPU runs.
-                unsafe { (run as RowsFn)(layout, &block, image, hwc_out, 0) };
+                // says; `run` is an implementation this CPU runs, its vectors no wider than `n`
+                // (a layout has at least `BLOCK_LANES` channels).
+                unsafe { run(layout, &block, image, hwc_out, 0) };
                 let dst = &mut out[done * out_plane..][..n * out_plane];
                 transpose(hwc_out, n, out_plane, n, dst, out_plane);
                 done += n;

@@ -24,6 +24,10 @@ const POINTS: usize = 8;
 /// Channel vectors of one edge point computed together.
 const EDGE_VECTORS: usize = 4;
 
+/// The fewest channels the kernel takes: a vector of AVX2's eight lanes (AVX-512's sixteen run
+/// from sixteen channels, [`best_for_this_cpu`]).
+const MIN_CHANNELS: usize = 8;
+
 /// The sizes of a channel-last depthwise convolution and where each of its taps reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct ChannelsLastLayout {
@@ -43,7 +47,7 @@ impl ChannelsLastLayout {
         let [kh, kw] = shape.kernel;
         let [sh, sw] = shape.strides;
         let [dh, dw] = shape.dilations;
-        if [kh, kw, sh, sw, dh, dw].contains(&0) || channels < super::geometry::MAX_LANES {
+        if [kh, kw, sh, sw, dh, dw].contains(&0) || channels < MIN_CHANNELS {
             return None;
         }
         // Every index the kernel forms fits an isize: a window corner's (at most a padding
@@ -126,21 +130,28 @@ pub(super) struct Weights<'a> {
 /// row `oh`; the CPU has the instructions of the implementation.
 pub(super) type RowsFn = unsafe fn(&ChannelsLastLayout, &Weights, &[f32], &mut [f32], usize);
 
-/// The vector implementation this CPU runs best, and its name.
-pub(super) fn best_for_this_cpu() -> (&'static str, RowsFn) {
+/// The vector implementation this CPU runs best with vectors of at most `max_lanes` lanes, and
+/// its name: a vector must not be wider than the channels (AVX-512's sixteen lanes run from
+/// sixteen channels).
+pub(super) fn best_for_this_cpu(max_lanes: usize) -> (&'static str, RowsFn) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return ("AVX2+FMA", rows_avx2_fma);
+        use crate::kernels::cpu::{self, Isa};
+        let widest = cpu::available().into_iter().next_back();
+        match widest {
+            Some(Isa::Avx512) if max_lanes >= 16 => (Isa::Avx512.name(), rows_avx512),
+            Some(Isa::Avx512 | Isa::Avx2Fma) => (Isa::Avx2Fma.name(), rows_avx2_fma),
+            _ => (Isa::Portable.name(), rows_portable),
         }
-        ("portable", rows_portable)
     }
     #[cfg(target_arch = "aarch64")]
     {
+        let _ = max_lanes;
         ("NEON", rows_neon)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
+        let _ = max_lanes;
         ("portable", rows_portable)
     }
 }
@@ -166,6 +177,18 @@ unsafe fn rows_avx2_fma(
     first_row: usize,
 ) {
     unsafe { rows::<super::simd::Avx2Fma>(layout, weights, image, out, first_row) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn rows_avx512(
+    layout: &ChannelsLastLayout,
+    weights: &Weights,
+    image: &[f32],
+    out: &mut [f32],
+    first_row: usize,
+) {
+    unsafe { rows::<super::simd::Avx512>(layout, weights, image, out, first_row) }
 }
 
 #[cfg(target_arch = "aarch64")]

@@ -115,7 +115,7 @@ impl ChannelsLastDepthwise {
         let run = if self.portable {
             channel_runs::rows_portable
         } else {
-            channel_runs::best_for_this_cpu().1
+            channel_runs::best_for_this_cpu(self.layout.channels).1
         };
         let cost = shape.oh * out_row * self.layout.taps();
         let mut output_ram = output.try_as_plain_ram_mut()?;
@@ -145,7 +145,10 @@ impl Op for ChannelsLastDepthwise {
         let kernel = if self.portable {
             "portable kernel".to_string()
         } else {
-            format!("vector kernel ({})", channel_runs::best_for_this_cpu().0)
+            format!(
+                "vector kernel ({})",
+                channel_runs::best_for_this_cpu(self.layout.channels).0
+            )
         };
         Ok(vec![
             format!(

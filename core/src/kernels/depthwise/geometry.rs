@@ -5,7 +5,7 @@ use tract_core::ops::cnn::PoolSpec;
 
 /// The widest vector any implementation uses; rows of the scratch buffer are padded so that a
 /// whole vector can be loaded at every output column a row holds.
-pub(in crate::kernels) const MAX_LANES: usize = 8;
+pub(in crate::kernels) const MAX_LANES: usize = 16;
 
 /// Scratch buffers larger than this (in f32) are not worth it: such planes stay on tract's path.
 const MAX_SCRATCH: usize = 1 << 24;
@@ -154,11 +154,11 @@ mod tests {
     fn strided_taps_land_in_their_phase() {
         // 3x3, stride 2, 112 -> 56: phase 0 holds even padded columns, phase 1 odd ones.
         let layout = PaddedLayout::new(shape(3, 2, 1, 112, 56, 0)).unwrap();
-        // 56 columns (a multiple of the widest vector) and the one column tap 2 shifts by.
-        assert_eq!(layout.phase_len, 56 + 1);
-        assert_eq!(layout.pitch, 2 * 57);
+        // 56 columns rounded up to the widest vector (64) and the one column tap 2 shifts by.
+        assert_eq!(layout.phase_len, 64 + 1);
+        assert_eq!(layout.pitch, 2 * 65);
         assert_eq!(layout.rows, 2 * 55 + 3);
-        assert_eq!(&layout.tap_offsets[..3], &[0, 57, 1]);
+        assert_eq!(&layout.tap_offsets[..3], &[0, 65, 1]);
         assert_eq!(layout.tap_offsets[3], layout.pitch);
     }
 

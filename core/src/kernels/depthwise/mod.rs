@@ -27,6 +27,8 @@ mod channels_last;
 pub(in crate::kernels) mod geometry;
 pub(in crate::kernels) mod plane;
 pub(in crate::kernels) mod simd;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 mod transpose;
 
 pub use channels_last::ChannelsLastDepthwise;
@@ -34,7 +36,7 @@ pub use geometry::PlaneShape;
 
 use super::pointwise::{Clamp, following_clamp};
 use super::{DepthwiseKernel, constant};
-use channel_blocks::{AllChannels, BLOCK, ChannelBlocks};
+use channel_blocks::{AllChannels, ChannelBlocks};
 use geometry::PaddedLayout;
 use tract_core::internal::*;
 use tract_core::ops::cnn::Conv;
@@ -152,7 +154,7 @@ impl PaddedDepthwise {
         let run = if self.portable {
             plane::plane_portable
         } else {
-            plane::best_for_this_cpu().1
+            plane::best_for_this_cpu(&self.layout).1
         };
         let clamp = self.clamp.map(|c| (c.low, c.high));
         let weights = AllChannels {
@@ -162,8 +164,8 @@ impl PaddedDepthwise {
             clamp,
         };
         // Whole blocks per thread where the planes divide into them.
-        let planes_per_chunk = match self.blocks {
-            Some(_) if planes.is_multiple_of(BLOCK) => BLOCK,
+        let planes_per_chunk = match &self.blocks {
+            Some(blocks) if planes.is_multiple_of(blocks.channels()) => blocks.channels(),
             _ => 1,
         };
         par_chunks_mut(
@@ -213,13 +215,17 @@ impl Op for PaddedDepthwise {
     fn info(&self) -> TractResult<Vec<String>> {
         let kernel = if self.portable {
             "portable kernel".to_string()
-        } else if self.blocks.is_some() {
+        } else if let Some(blocks) = &self.blocks {
             format!(
-                "vector kernel ({}), channel-last by blocks of {BLOCK} channels",
-                channel_runs::best_for_this_cpu().0
+                "vector kernel ({}), channel-last by blocks of {} channels",
+                blocks.kernel_name(),
+                blocks.channels()
             )
         } else {
-            format!("vector kernel ({})", plane::best_for_this_cpu().0)
+            format!(
+                "vector kernel ({})",
+                plane::best_for_this_cpu(&self.layout).0
+            )
         };
         Ok(vec![
             format!("{:?}{}", self.layout.shape, clamped(self.clamp)),

@@ -22,22 +22,29 @@ const JOBS: usize = 8;
 pub(super) type PlaneFn =
     unsafe fn(&PaddedLayout, &[f32], &mut [f32], &[f32], f32, Option<(f32, f32)>, &mut [f32]);
 
-/// The vector implementation this CPU runs best, and its name (the op's `info` shows it, so a
-/// run on a phone or under qemu can tell which kernel its plan holds).
-pub(super) fn best_for_this_cpu() -> (&'static str, PlaneFn) {
+/// The vector implementation this CPU runs best on planes of `layout`, and its name (the op's
+/// `info` shows it, so a run on a phone or under qemu can tell which kernel its plan holds):
+/// on AVX-512 the tiles of rows ([`tiles`](super::tiles)) where they take the plane.
+pub(super) fn best_for_this_cpu(layout: &PaddedLayout) -> (&'static str, PlaneFn) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return ("AVX2+FMA", plane_avx2_fma);
+        use crate::kernels::cpu::{self, Isa};
+        match cpu::available().into_iter().next_back() {
+            Some(Isa::Avx512) if super::tiles::takes(layout) => {
+                (Isa::Avx512.name(), super::tiles::plane_avx512)
+            }
+            Some(Isa::Avx512 | Isa::Avx2Fma) => (Isa::Avx2Fma.name(), plane_avx2_fma),
+            _ => (Isa::Portable.name(), plane_portable),
         }
-        ("portable", plane_portable)
     }
     #[cfg(target_arch = "aarch64")]
     {
+        let _ = layout;
         ("NEON", plane_neon)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
+        let _ = layout;
         ("portable", plane_portable)
     }
 }
@@ -221,7 +228,7 @@ fn fill_two_phases<L: Lanes>(src: &[f32], dst: &mut [f32], pl: usize, len: usize
 
 /// One row at any stride `s`, element by element: column j of phase p holds padded column
 /// j·s + p, input column j·s + p - pl.
-fn fill_phases(src: &[f32], dst: &mut [f32], pl: usize, s: usize, len: usize) {
+pub(super) fn fill_phases(src: &[f32], dst: &mut [f32], pl: usize, s: usize, len: usize) {
     let w = src.len();
     for (p, dst) in dst.chunks_exact_mut(len).enumerate() {
         let j0 = if pl > p { (pl - p).div_ceil(s) } else { 0 };

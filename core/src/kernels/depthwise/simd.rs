@@ -111,6 +111,52 @@ impl Lanes for Avx2Fma {
     }
 }
 
+/// x86_64 with AVX-512F, sixteen lanes.
+#[cfg(target_arch = "x86_64")]
+pub(in crate::kernels) struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for Avx512 {
+    type V = std::arch::x86_64::__m512;
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        unsafe { std::arch::x86_64::_mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(acc: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, acc) }
+    }
+    #[inline(always)]
+    unsafe fn load_deinterleaved(p: *const f32) -> (Self::V, Self::V) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+            // Indices 0..16 pick from `a`, 16..32 from `b`.
+            let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                _mm512_permutex2var_ps(a, even, b),
+                _mm512_permutex2var_ps(a, odd, b),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn clamp(v: Self::V, low: Self::V, high: Self::V) -> Self::V {
+        use std::arch::x86_64::{_mm512_max_ps, _mm512_min_ps};
+        // As AVX2's: `v` second, so a NaN passes through.
+        unsafe { _mm512_min_ps(high, _mm512_max_ps(low, v)) }
+    }
+}
+
 /// aarch64 NEON, four lanes with fused multiply-adds.
 #[cfg(target_arch = "aarch64")]
 pub(in crate::kernels) struct Neon;
@@ -151,5 +197,7 @@ impl Lanes for Neon {
 const _: () = assert!(Portable::LANES <= super::geometry::MAX_LANES);
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(Avx2Fma::LANES <= super::geometry::MAX_LANES);
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(Avx512::LANES <= super::geometry::MAX_LANES);
 #[cfg(target_arch = "aarch64")]
 const _: () = assert!(Neon::LANES <= super::geometry::MAX_LANES);

@@ -1,4 +1,5 @@
-//! An image model's first convolution on tract's direct spatial convolution.
+//! An image model's first convolution on tract's direct spatial convolution, where nnzip's own
+//! operator does not take it (or `StemConvKernel::Direct` asks for this path).
 //!
 //! tract runs a group-1 f32 NCHW convolution as a filter along W (its `DirectSpatialConv`, four
 //! output channels at a time) only for output rows of at least 128 points; shorter rows go to
@@ -14,7 +15,6 @@
 //! The operator is tract's own, built through its public API as tract's optimiser builds it;
 //! only the rule choosing it is nnzip's.
 
-use super::StemConvKernel;
 use tract_core::internal::*;
 use tract_core::ops::cnn::conv::DirectSpatialConv;
 use tract_core::ops::cnn::pools::ConcretePoolGeometry;
@@ -64,13 +64,12 @@ pub fn is_narrow_stem(conv: &Conv, input: &TypedFact) -> bool {
 
 /// The patch replacing `node`, a `Conv`, with tract's direct spatial convolution where
 /// [`is_narrow_stem`] says so.
-pub(super) fn replacement(
+pub(in crate::kernels) fn replacement(
     model: &TypedModel,
     node: &TypedNode,
     conv: &Conv,
-    kernel_choice: StemConvKernel,
 ) -> TractResult<Option<TypedModelPatch>> {
-    if kernel_choice == StemConvKernel::Tract || node.inputs.len() != 3 {
+    if node.inputs.len() != 3 {
         return Ok(None);
     }
     let input = model.outlet_fact(node.inputs[0])?;
