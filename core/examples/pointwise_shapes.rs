@@ -101,8 +101,8 @@ fn plan(
 /// More than a core's L2 cache (2 MB on the Xeon this was written on, 1 MB or less on phones).
 const EVICT_BYTES: usize = 8 << 20;
 
-/// Mean time of `runs` runs, in ms; with `evict`, each run timed alone after writing `evict`
-/// over and reading the input.
+/// Mean time of `runs` runs, in ms; with `evict`, the median of the runs, each timed alone
+/// after writing `evict` over and reading the input.
 fn time(p: &Arc<TypedSimplePlan>, x: &Tensor, runs: usize, evict: Option<&mut [u8]>) -> f64 {
     let Some(evict) = evict else {
         let t = Instant::now();
@@ -111,26 +111,23 @@ fn time(p: &Arc<TypedSimplePlan>, x: &Tensor, runs: usize, evict: Option<&mut [u
         }
         return t.elapsed().as_secs_f64() / runs as f64 * 1e3;
     };
-    let mut total = 0.0;
-    for run in 0..runs {
-        evict
-            .iter_mut()
-            .step_by(64)
-            .for_each(|b| *b = b.wrapping_add(run as u8));
-        let input = x.clone();
-        let sum: f32 = input
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .sum();
-        std::hint::black_box(sum);
-        let t = Instant::now();
-        p.run(tvec!(input.into_tvalue())).unwrap();
-        total += t.elapsed().as_secs_f64();
-    }
-    total / runs as f64 * 1e3
+    let mut times: Vec<f64> = (0..runs)
+        .map(|run| {
+            evict
+                .iter_mut()
+                .step_by(64)
+                .for_each(|b| *b = b.wrapping_add(run as u8));
+            let input = x.clone();
+            let plain = input.try_as_plain_ram().unwrap();
+            std::hint::black_box(plain.as_slice::<f32>().unwrap().iter().sum::<f32>());
+            let t = Instant::now();
+            p.run(tvec!(input.into_tvalue())).unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    // The median: a run of a few hundred microseconds is either preempted or not.
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
 }
 
 fn best(v: Vec<f64>) -> f64 {
