@@ -11,11 +11,11 @@
 //! pixels before its end, recomputing a few pixels rather than masking.
 //!
 //! The accumulators hold an output pixel's channels; the output is channel-first, so a finished
-//! group's tiles go through a buffer and are written row by row (`P` adjacent values per output
-//! channel), once per `k` steps of each tile.
+//! group's tiles go through a buffer and are written row by row (the plane of one output
+//! channel gathered from the buffer a vector at a time).
 
 use super::panels::Panels;
-use crate::kernels::lanes::Lanes;
+use crate::kernels::lanes::{Avx2Fma, Avx512, Lanes};
 
 /// Input channels per block: a block's weights for one group (`BLOCK · M · LANES` values, 12 KB
 /// for 48 output channels) and its rows of the input (`BLOCK · pixels`, 12.5 KB on 7×7) stay in
@@ -25,7 +25,8 @@ const BLOCK: usize = 64;
 /// The implementations' body: for each group of `M · LANES` output channels holding a row of
 /// `out`, the input channels in blocks of [`BLOCK`], each block taken by every tile of `P` pixels
 /// of the plane in turn, their accumulators kept between blocks in a buffer of the group's
-/// output (`pixels · M · LANES` values, pixel by pixel) and written to `out` after the last.
+/// output (`pixels · M · LANES` values, pixel by pixel) and written to `out` after the last,
+/// a row at a time ([`Gather`]).
 ///
 /// Blocks rather than whole tiles: a group's panel (`k · M · LANES` weights, 221 KB for 1152
 /// input and 48 output channels) does not fit the L1 cache, and inside a network it was last
@@ -37,7 +38,7 @@ const BLOCK: usize = 64;
 /// # Safety
 /// As [`super::tile::RowsFn`], with `pixels >= P` and `panels` laid out for `M · LANES` rows.
 #[inline(always)]
-pub(super) unsafe fn rows<L: Lanes, const M: usize, const P: usize>(
+pub(super) unsafe fn rows<L: Gather, const M: usize, const P: usize>(
     panels: &Panels,
     x: &[f32],
     pixels: usize,
@@ -53,6 +54,7 @@ pub(super) unsafe fn rows<L: Lanes, const M: usize, const P: usize>(
     let tile_len = P * tile_rows;
     let tiles = pixels.div_ceil(P);
     let mut sums = vec![0f32; tiles * tile_len];
+    let index = sum_places::<P>(pixels, tile_rows, L::LANES);
     for group in first_row / tile_rows..end_row.div_ceil(tile_rows) {
         let row0 = group * tile_rows;
         let weights = &panels.weights[row0 * k..][..tile_rows * k];
@@ -77,14 +79,80 @@ pub(super) unsafe fn rows<L: Lanes, const M: usize, const P: usize>(
                 unsafe { tile::<L, M, P>(&block, sum.as_mut_ptr()) };
             }
         }
-        let rows = row0.max(first_row)..(row0 + tile_rows).min(end_row);
-        for (t, sum) in sums.chunks_exact(tile_len).enumerate() {
-            let p = (t * P).min(pixels - P);
-            for row in rows.clone() {
-                let dst = &mut out[(row - first_row) * pixels + p..][..P];
-                for (j, d) in dst.iter_mut().enumerate() {
-                    *d = sum[j * tile_rows + row - row0];
-                }
+        for row in row0.max(first_row)..(row0 + tile_rows).min(end_row) {
+            let dst = &mut out[(row - first_row) * pixels..][..pixels];
+            // SAFETY: `index` holds `pixels` places in `sums`, at most `sums.len() - tile_rows`.
+            unsafe { L::gather(sums[row - row0..].as_ptr(), &index, dst) };
+        }
+    }
+}
+
+/// Where each pixel of the plane is in a group's sums (`sums[index[p] + c]` is the group's
+/// output channel `c` at pixel `p`), for tiles of `P` pixels and `tile_rows` output channels:
+/// `pixels` places, then zeros to a whole vector of `LANES`.
+fn sum_places<const P: usize>(pixels: usize, tile_rows: usize, lanes: usize) -> Vec<i32> {
+    let last = pixels.div_ceil(P) - 1;
+    let mut places: Vec<i32> = (0..pixels)
+        .map(|p| {
+            let t = (p / P).min(last);
+            let j = p - (t * P).min(pixels - P);
+            // At most `MAX_PLANE · 48`, far from `i32::MAX`.
+            ((t * P + j) * tile_rows) as i32
+        })
+        .collect();
+    places.resize(pixels.next_multiple_of(lanes), 0);
+    places
+}
+
+/// Reads values from places of a buffer into a vector: how a group's sums, pixel by pixel, go
+/// to the channel-first output, a row (one output channel over the plane) at a time. A copy
+/// value by value cost as much as a tenth of a 7×7 layer with few input channels.
+pub(super) trait Gather: Lanes {
+    /// `dst[i] = src[index[i]]` for each `i` of `dst`.
+    ///
+    /// # Safety
+    /// `index` holds `dst.len()` places readable from `src`, then up to a whole vector's of any
+    /// value; the CPU has `Self`'s instructions.
+    unsafe fn gather(src: *const f32, index: &[i32], dst: &mut [f32]);
+}
+
+impl Gather for Avx512 {
+    #[inline(always)]
+    unsafe fn gather(src: *const f32, index: &[i32], dst: &mut [f32]) {
+        use std::arch::x86_64::*;
+        debug_assert!(index.len() >= dst.len().next_multiple_of(16));
+        for (i, chunk) in dst.chunks_mut(16).enumerate() {
+            // SAFETY: as the function's contract; the mask keeps the lanes past `dst`.
+            unsafe {
+                let places = _mm512_loadu_si512(index.as_ptr().add(16 * i).cast());
+                let keep = ((1u32 << chunk.len()) - 1) as u16;
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), keep, places, src);
+                _mm512_mask_storeu_ps(chunk.as_mut_ptr(), keep, v);
+            }
+        }
+    }
+}
+
+impl Gather for Avx2Fma {
+    #[inline(always)]
+    unsafe fn gather(src: *const f32, index: &[i32], dst: &mut [f32]) {
+        use std::arch::x86_64::*;
+        debug_assert!(index.len() >= dst.len().next_multiple_of(8));
+        for (i, chunk) in dst.chunks_mut(8).enumerate() {
+            // SAFETY: as the function's contract; the mask keeps the lanes past `dst`.
+            unsafe {
+                let places = _mm256_loadu_si256(index.as_ptr().add(8 * i).cast());
+                let keep = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(chunk.len() as i32),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+                let v = _mm256_mask_i32gather_ps::<4>(
+                    _mm256_setzero_ps(),
+                    src,
+                    places,
+                    _mm256_castsi256_ps(keep),
+                );
+                _mm256_maskstore_ps(chunk.as_mut_ptr(), keep, v);
             }
         }
     }
