@@ -14,7 +14,7 @@
 //! group's tiles go through a buffer and are written row by row (the plane of one output
 //! channel gathered from the buffer a vector at a time).
 
-use super::panels::Panels;
+use super::panels::{LINE, Panels, read_ahead};
 use crate::kernels::lanes::{Avx2Fma, Avx512, Lanes};
 
 /// Input channels per block: a block's weights for one group (`BLOCK · M · LANES` values, 12 KB
@@ -55,14 +55,23 @@ pub(super) unsafe fn rows<L: Gather, const M: usize, const P: usize>(
     let tiles = pixels.div_ceil(P);
     let mut sums = vec![0f32; tiles * tile_len];
     let index = sum_places::<P>(pixels, tile_rows, L::LANES);
-    for group in first_row / tile_rows..end_row.div_ceil(tile_rows) {
+    let groups = first_row / tile_rows..end_row.div_ceil(tile_rows);
+    // The group's panels follow each other: the weights after a block are the next block's.
+    let panels_end = groups.end * tile_rows * k;
+    for group in groups {
         let row0 = group * tile_rows;
         let weights = &panels.weights[row0 * k..][..tile_rows * k];
         let bias = &panels.bias[row0..][..tile_rows];
         for k0 in (0..k).step_by(BLOCK) {
             let steps = BLOCK.min(k - k0);
             let last = k0 + steps == k;
+            // The next block's weights, read ahead by the tiles a share each.
+            let next = (row0 * k + (k0 + steps) * tile_rows).min(panels_end);
+            let next = &panels.weights[next..panels_end.min(next + BLOCK * tile_rows)];
+            let share = next.len().div_ceil(LINE).div_ceil(tiles);
             for (t, sum) in sums.chunks_exact_mut(tile_len).enumerate() {
+                let ahead = (t * share * LINE).min(next.len());
+                let ahead_lines = (next.len() - ahead).div_ceil(LINE).min(share);
                 // The last tile ends at the plane's end, recomputing pixels of the one before.
                 let p = (t * P).min(pixels - P);
                 let block = Block {
@@ -73,6 +82,8 @@ pub(super) unsafe fn rows<L: Gather, const M: usize, const P: usize>(
                     start: if k0 == 0 { bias.as_ptr() } else { sum.as_ptr() },
                     start_stride: if k0 == 0 { 0 } else { tile_rows },
                     clamp: if last { panels.clamp } else { None },
+                    ahead: next[ahead..].as_ptr(),
+                    ahead_lines,
                 };
                 // SAFETY: the block's `steps` input channels are inside the panel and the
                 // input, `p + P <= pixels`, `sum` holds `P · M · LANES` values.
@@ -174,6 +185,10 @@ struct Block {
     start_stride: usize,
     /// Applied after the block (its last).
     clamp: Option<(f32, f32)>,
+    /// Weights a later block reads, `ahead_lines` cache lines of them, asked for one a step
+    /// ([`read_ahead`]).
+    ahead: *const f32,
+    ahead_lines: usize,
 }
 
 /// One tile: `P` pixels × the `M · LANES` output channels of the panel, for the block's input
@@ -191,7 +206,13 @@ unsafe fn tile<L: Lanes, const M: usize, const P: usize>(b: &Block, dst: *mut f3
             std::array::from_fn(|m| L::load(b.start.add(j * b.start_stride + m * L::LANES)))
         });
         let (mut w, mut x) = (b.w, b.x);
+        let (mut ahead, mut ahead_lines) = (b.ahead, b.ahead_lines);
         for _ in 0..b.steps {
+            if ahead_lines > 0 {
+                read_ahead(ahead);
+                ahead = ahead.wrapping_add(LINE);
+                ahead_lines -= 1;
+            }
             let ws: [L::V; M] = std::array::from_fn(|m| L::load(w.add(m * L::LANES)));
             for (j, a) in acc.iter_mut().enumerate() {
                 let v = L::splat(*x.add(j));

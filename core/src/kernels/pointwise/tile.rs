@@ -16,7 +16,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::by_pixel;
-use super::panels::Panels;
+use super::panels::{LINE, Panels, read_ahead};
 use crate::kernels::cpu::{self, Isa};
 use crate::kernels::lanes::{Lanes, Portable};
 
@@ -220,6 +220,10 @@ struct Tile<T> {
     resume: bool,
     /// Applied after the block (the last one).
     clamp: Option<(f32, f32)>,
+    /// The weights the next tile reads, `ahead_lines` cache lines of them, asked for one a step
+    /// ([`read_ahead`]).
+    ahead: *const f32,
+    ahead_lines: usize,
     /// The lanes of the run's last vector inside the plane, where it is partial.
     tail: T,
 }
@@ -271,7 +275,13 @@ macro_rules! tile {
                     };
                 )+
                 let (mut x, mut w) = (t.x, t.w);
+                let (mut ahead, mut ahead_lines) = (t.ahead, t.ahead_lines);
                 for _ in 0..t.steps {
+                    if ahead_lines > 0 {
+                        read_ahead(ahead);
+                        ahead = ahead.wrapping_add(LINE);
+                        ahead_lines -= 1;
+                    }
                     let q = [$( L::load_quad(w.add(4 * $qi)) ),+];
                     let xs = load_run!(L, TAIL, $nv, x, t.tail, $vs);
                     $( mul_add_run!(L, $a, xs, q[$q], $lane, $vs); )+
@@ -394,8 +404,10 @@ unsafe fn rows<L: Lanes, const QUADS: usize, const WIDEST: usize>(
         out: out.as_mut_ptr(),
         sink: sink.as_mut_ptr(),
         rows: first_row..end_row,
+        groups: 0..0,
     };
     let groups = first_row / tile_rows..end_row.div_ceil(tile_rows);
+    at.groups = groups.clone();
     for p in (0..pixels).step_by(WIDEST * L::LANES) {
         for k0 in (0..panels.k).step_by(BLOCK) {
             for group in groups.clone() {
@@ -419,6 +431,27 @@ struct Place<'a> {
     sink: *mut f32,
     /// The output rows to write.
     rows: std::ops::Range<usize>,
+    /// The groups holding them.
+    groups: std::ops::Range<usize>,
+}
+
+impl Place<'_> {
+    /// The weights of the tile after the one of `group` and the block from `k0`, in the order
+    /// of [`rows`] (the next group, else the first group's next block, else the first block of
+    /// the next strip), and how many cache lines they span.
+    fn next_weights(&self, group: usize, k0: usize) -> (*const f32, usize) {
+        let (k, tile_rows) = (self.panels.k, self.panels.tile_rows);
+        let (group, k0) = if group + 1 < self.groups.end {
+            (group + 1, k0)
+        } else if k0 + BLOCK < k {
+            (self.groups.start, k0 + BLOCK)
+        } else {
+            (self.groups.start, 0)
+        };
+        let len = BLOCK.min(k - k0) * tile_rows;
+        let at = &self.panels.weights[(group * k + k0) * tile_rows..][..len];
+        (at.as_ptr(), len.div_ceil(LINE))
+    }
 }
 
 /// Runs the tile of group `group` (output channels `group · 4 · QUADS..`) on the strip from pixel
@@ -449,7 +482,10 @@ unsafe fn tile_at<L: Lanes, const QUADS: usize, const WIDEST: usize>(
     }
     let k = at.panels.k;
     let steps = BLOCK.min(k - k0);
+    let (ahead, ahead_lines) = at.next_weights(group, k0);
     let tile = Tile {
+        ahead,
+        ahead_lines,
         steps,
         w: at.panels.weights[(row0 * k + k0 * tile_rows)..].as_ptr(),
         w_stride: tile_rows,
