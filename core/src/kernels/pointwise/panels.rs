@@ -21,6 +21,30 @@ pub(super) struct Panels<'a> {
     pub clamp: Option<(f32, f32)>,
 }
 
+/// Weights per 64-byte cache line: the step of [`read_ahead`].
+pub(super) const LINE: usize = 16;
+
+/// Asks for the cache line holding `p` to come into the L2 cache: how a tile reads the weights
+/// the next one takes while it computes. Inside a network a layer's weights were last read an
+/// inference ago and come from memory; read by the tiles only as they need them, they come a few
+/// lines at a time, each tile waiting on its first reads of every page. Never faults, whatever
+/// `p` is, and changes no result.
+#[inline(always)]
+pub(super) fn read_ahead(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and does not fault; SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p.cast())
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above (`prfm` to L2, kept).
+    unsafe {
+        std::arch::asm!("prfm pldl2keep, [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
+}
+
 /// Values [`lay_out_into`] writes for `rows` output channels of `k` inputs in tiles of
 /// `tile_rows`.
 pub(super) fn panels_len(rows: usize, k: usize, tile_rows: usize) -> usize {
