@@ -6,7 +6,7 @@
 //! the multiply-add units busy even where a row is a single vector (7x7). Each output is the
 //! bias, then one multiply-add per tap in kernel order.
 
-use super::geometry::{MAX_LANES, PaddedLayout};
+use super::geometry::{MAX_LANES, PaddedLayout, fill_phases};
 use super::simd::{Lanes, Portable};
 
 /// Output vectors computed together, each with its own accumulator.
@@ -223,27 +223,6 @@ fn fill_two_phases<L: Lanes>(src: &[f32], dst: &mut [f32], pl: usize, len: usize
     }
     for i in m..odds {
         dst[odd_at + i] = src[2 * i + 1];
-    }
-}
-
-/// One row at any stride `s`, element by element: column j of phase p holds padded column
-/// j·s + p, input column j·s + p - pl.
-pub(super) fn fill_phases(src: &[f32], dst: &mut [f32], pl: usize, s: usize, len: usize) {
-    let w = src.len();
-    for (p, dst) in dst.chunks_exact_mut(len).enumerate() {
-        let j0 = if pl > p { (pl - p).div_ceil(s) } else { 0 };
-        let j1 = if w + pl > p {
-            (w + pl - p).div_ceil(s)
-        } else {
-            0
-        }
-        .min(len);
-        if j1 > j0 {
-            let x0 = j0 * s + p - pl;
-            for (d, x) in dst[j0..j1].iter_mut().zip(src[x0..].iter().step_by(s)) {
-                *d = *x;
-            }
-        }
     }
 }
 

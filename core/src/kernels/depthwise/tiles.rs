@@ -21,8 +21,7 @@
 //! Each output is the bias, then the taps of the rows inside the input in kernel order (rows,
 //! then columns): the padded plane kernel's order (the wide tiles leave out its zero rows).
 
-use super::geometry::{MAX_LANES, PaddedLayout};
-use super::plane::fill_phases;
+use super::geometry::{MAX_LANES, PaddedLayout, fill_phases};
 
 /// Lanes of a vector.
 #[cfg(target_arch = "x86_64")]
