@@ -10,7 +10,8 @@
 #   RATIOS="8" FT=0 tools/benches/anchors.sh       # one nnzip file, without fine-tuning
 #   RATIOS="6 8 10 8:8" FT=0 tools/benches/anchors.sh   # RATIO:EPOCHS sets one file's fine-tuning
 #   NNZIP=/path/to/release/nnzip PLOT=docs/anchors.png tools/benches/anchors.sh
-#   RATIOS="8 8@mixed/6" FT=0 tools/benches/anchors.sh   # RATIO[:EPOCHS][@CALIBRATION[/VIEWS]]
+#   RATIOS="8 8@mixed/6" FT=0 tools/benches/anchors.sh   # RATIO[:EPOCHS[w]][@CALIBRATION[/VIEWS]]
+#   RATIOS="8:8 8:8w" tools/benches/anchors.sh      # w: fine-tune every weight, codebooks kept
 #
 # Calibration of an nnzip file (CALIBRATION for all, or @CALIBRATION for one): `wallpapers`
 # (default), the calibration folder of scripts/photos.sh, or `mixed`, `scripts/photos.sh
@@ -89,6 +90,10 @@ for spec in $RATIOS; do
   r=${item%%:*}
   ft=$FT
   [[ $item == *:* ]] && ft=${item#*:}
+  scope=centroids
+  if [[ $ft == *w ]]; then
+    scope=weights
+  fi
   calibration=$CALIBRATION
   views=$NNZIP_VIEWS
   if [[ $spec == *@* ]]; then
@@ -108,12 +113,12 @@ for spec in $RATIOS; do
   out="$WORK/effnet-${r}x-ft$ft$suffix.nnz"
   if [ ! -f "$out" ]; then
     [ -x "$NNZIP" ] || cargo build -q --release -p nnzip-tools --bin nnzip
-    echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs $ft (report in $out.txt)..." >&2
+    echo "anchors.sh: nnzip compress --target-ratio $r --fine-tune-epochs ${ft%w} --fine-tune-scope $scope (report in $out.txt)..." >&2
     nice -n 5 "$NNZIP" compress "$model" -o "$out.tmp.nnz" --preprocess efficientnet-lite \
       --labels "$shared/models/imagenet_labels.txt" --calibration "$nnzip_cal" --holdout "$eval" \
       --sensitivity-cache "$WORK/sensitivity$suffix.json" --statistics-cache "$WORK/gptq-statistics$suffix" \
       --target-ratio "$r" --views "$views" \
-      --fine-tune-epochs "$ft" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
+      --fine-tune-epochs "${ft%w}" --fine-tune-scope "$scope" --fine-tune-optimizer adam --fine-tune-lr 0.0001 \
       > "$out.txt" 2> "$out.log"
     mv "$out.tmp.nnz" "$out"
   fi

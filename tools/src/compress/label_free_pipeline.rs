@@ -22,6 +22,7 @@ use super::label_free::statistics_cache::cached_input_moments;
 use super::label_free::student::{StudentBuilder, binary16_weights};
 use crate::compress::pipeline::{CompressConfig, LayerReport, compress_weights_with, is_prunable};
 use crate::compress::report::{CompressReport, LabelFreeReport, ModeReport};
+use crate::compress::retrain::FineTuneScope;
 use crate::compress::settings::{CompressSettings, QuantizerKind};
 use crate::compress::share::SharedLayer;
 use crate::compress::{Compressed, Source};
@@ -244,11 +245,15 @@ pub fn compress_label_free(
     let mut builder = builder;
     let mut fine_tune_views = 0;
     if s.fine_tune_epochs > 0 {
+        let what = match s.fine_tune_scope {
+            FineTuneScope::Centroids => "centroid fine-tuning",
+            FineTuneScope::Weights => "weight fine-tuning, codebooks kept",
+        };
         let tuned = fine_tune(s, src, &model, &c, &shared, progress, &say)?;
         fine_tune_views = tuned.views;
         if tuned.agreement.0.kl < sharing.kl {
             stages.push((
-                "centroid fine-tuning (distillation)".into(),
+                format!("{what} (distillation)"),
                 tuned.agreement.0,
                 tuned.agreement.1,
             ));
@@ -256,11 +261,11 @@ pub fn compress_label_free(
             builder = tuned.builder;
         } else {
             say(format!(
-                "centroid fine-tuning did not help (calibration KL {:.4} → {:.4}): kept the shared model as it was; try a smaller --fine-tune-lr",
+                "{what} did not help (calibration KL {:.4} → {:.4}): kept the shared model as it was; try a smaller --fine-tune-lr",
                 sharing.kl, tuned.agreement.0.kl
             ));
             stages.push((
-                "centroid fine-tuning (not kept)".into(),
+                format!("{what} (not kept)"),
                 tuned.agreement.0,
                 tuned.agreement.1,
             ));
@@ -789,7 +794,7 @@ fn choose_allocation(
     Ok((candidates.swap_remove(chosen).1, tried))
 }
 
-/// What centroid fine-tuning by distillation produced, and its agreement.
+/// What fine-tuning by distillation produced, and its agreement.
 struct FineTuned {
     layers: BTreeMap<String, SharedLayer>,
     builder: StudentBuilder,
@@ -797,8 +802,8 @@ struct FineTuned {
     views: usize,
 }
 
-/// Fine-tunes the centroids of `shared` towards the teacher on fresh views of the calibration
-/// photos.
+/// Fine-tunes `shared` (its centroids or every weight, `s.fine_tune_scope`) towards the teacher
+/// on fresh views of the calibration photos.
 fn fine_tune(
     s: &CompressSettings,
     src: &Source,
@@ -825,12 +830,20 @@ fn fine_tune(
         epochs: 1,
         lr,
         optimizer,
+        scope: s.fine_tune_scope,
         batch: s.batch.min(MAX_FINE_TUNE_BATCH),
         temperature: s.temperature,
         seed: s.seed,
         progress,
     };
     let tuned_onnx = fine_tune_by_distillation(model, &mut layers, &views, &teacher, &ft)?;
+    if s.fine_tune_scope == FineTuneScope::Weights {
+        let (moved, total) = moved_weights(shared, &layers);
+        say(format!(
+            "weight fine-tuning: {moved} of {total} shared weights ({:.2}%) moved to another codebook entry",
+            100.0 * moved as f64 / total.max(1) as f64
+        ));
+    }
     let builder = StudentBuilder::new(pack_onnx(&tuned_onnx, src.pack)?);
     let agreement = c.measure(&builder.model(&values_of(&layers))?)?;
     Ok(FineTuned {
@@ -839,6 +852,25 @@ fn fine_tune(
         agreement,
         views: views.len(),
     })
+}
+
+/// How many weights of `before`'s layers have another index in `after`, of how many.
+fn moved_weights(
+    before: &BTreeMap<String, SharedLayer>,
+    after: &BTreeMap<String, SharedLayer>,
+) -> (usize, usize) {
+    before
+        .iter()
+        .filter_map(|(name, b)| Some((b, after.get(name)?)))
+        .fold((0, 0), |(moved, total), (b, a)| {
+            let m = b
+                .indices
+                .iter()
+                .zip(&a.indices)
+                .filter(|(x, y)| x != y)
+                .count();
+            (moved + m, total + b.indices.len())
+        })
 }
 
 /// The calibration views followed by `epochs − 1` further sets of random views of the same

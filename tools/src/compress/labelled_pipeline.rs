@@ -152,6 +152,7 @@ fn retrain_config(
         fine_tune_epochs: s.fine_tune_epochs,
         fine_tune_lr,
         fine_tune_optimizer,
+        fine_tune_scope: s.fine_tune_scope,
         batch: s.batch,
         schedule: s.schedule,
         seed: s.seed,

@@ -10,6 +10,7 @@ pub mod kmeans;
 pub mod label_free;
 pub mod label_free_pipeline;
 pub mod labelled_pipeline;
+pub mod latent_rounding;
 pub mod pipeline;
 pub mod prune;
 pub mod prune_sensitivity;

@@ -3,6 +3,7 @@
 //! sharing with centroid fine-tuning (each weight's gradient is added to its centroid's; the
 //! assignment stays fixed).
 
+use super::latent_rounding::LatentRounding;
 use super::pipeline::{CompressConfig, PruneRule};
 use super::prune::{apply_mask, mask_by_density, mask_by_quality};
 use super::share::{SharedLayer, cluster_gradient_sums, fit_centroids, share_weights};
@@ -39,6 +40,19 @@ impl PruneSchedule {
     }
 }
 
+/// What fine-tuning after weight sharing trains.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FineTuneScope {
+    /// The paper's: every centroid moves by its cluster's summed gradient; the assignment stays.
+    Centroids,
+    /// Every weight, the sharing kept: latent values rounded to the fixed codebook in the
+    /// forward pass, so weights move between clusters ([`super::latent_rounding`]).
+    Weights,
+}
+
 /// Settings of the retraining stages.
 #[derive(Debug, Clone)]
 pub struct RetrainConfig {
@@ -57,6 +71,8 @@ pub struct RetrainConfig {
     /// which steps every centroid by about the learning rate whatever its cluster's size
     /// (without weight decay: shared values are not pulled towards zero).
     pub fine_tune_optimizer: OptimizerKind,
+    /// What fine-tuning trains: the centroids, or every weight with the codebooks kept.
+    pub fine_tune_scope: FineTuneScope,
     /// Mini-batch size.
     pub batch: usize,
     /// How densities fall over the rounds.
@@ -79,6 +95,7 @@ impl Default for RetrainConfig {
             fine_tune_epochs: 2,
             fine_tune_lr: 0.0005,
             fine_tune_optimizer: OptimizerKind::Sgd,
+            fine_tune_scope: FineTuneScope::Centroids,
             batch: 128,
             schedule: PruneSchedule::Iterative,
             seed: 0,
@@ -332,9 +349,10 @@ pub fn centroid_optimizer(kind: OptimizerKind) -> OptimizerConfig {
     }
 }
 
-/// Fine-tunes the centroids of `layers` (already written into the model by [`share_layers`]) on
-/// `data` for `rc.fine_tune_epochs`, pruned weights held at zero by `masks`, and reads the new
-/// codebooks back. Without data or epochs, nothing changes.
+/// Fine-tunes `layers` (already written into the model by [`share_layers`]) on `data` for
+/// `rc.fine_tune_epochs`, pruned weights held at zero by `masks`: the centroids with the
+/// assignment fixed, or every weight with the codebooks fixed (`rc.fine_tune_scope`). Reads the
+/// new codebooks or indices back. Without data or epochs, nothing changes.
 pub fn fine_tune_layers(
     exec: &GraphExecutor,
     layers: &mut BTreeMap<String, SharedLayer>,
@@ -346,21 +364,35 @@ pub fn fine_tune_layers(
         return Ok(());
     };
     let mut opt = Optimizer::new(centroid_optimizer(rc.fine_tune_optimizer));
+    let mut latent = BTreeMap::new();
     for (name, layer) in layers.iter() {
         if layer.sparse {
             let p = exec.param(name).context("shared tensor")?.clone();
             let mask = masks.get(name).context("a shared layer without its mask")?;
             opt.set_mask(&p, mask_tensor(exec, name, mask)?)?;
         }
-        opt.set_gradient_hook(name, Box::new(ClusterGradient::for_layer(layer)));
+        match rc.fine_tune_scope {
+            FineTuneScope::Centroids => {
+                opt.set_gradient_hook(name, Box::new(ClusterGradient::for_layer(layer)));
+            }
+            FineTuneScope::Weights => {
+                let hook = std::sync::Arc::new(LatentRounding::for_layer(layer)?);
+                latent.insert(name.clone(), hook.clone());
+                opt.set_gradient_hook(name, Box::new(hook));
+            }
+        }
     }
-    // Only the shared tensors and the small raw ones (biases) train; each cluster moves together.
+    // Only the shared tensors and the small raw ones (biases) train.
     let cfg = train_config(rc, rc.fine_tune_epochs, rc.fine_tune_lr, rc.seed + 1000);
-    train(exec, data, None, &cfg, &mut opt).context("centroid fine-tuning")?;
-    // Read the fine-tuned centroids back: the members of a cluster are tied (each its row's
-    // scale times the centroid), so the least-squares fit is the centroid itself.
+    train(exec, data, None, &cfg, &mut opt).context("fine-tuning after weight sharing")?;
     for (name, layer) in layers.iter_mut() {
-        layer.fit_codebook(&values(exec, name)?);
+        match latent.get(name) {
+            // Every weight sits on its codebook entry: the indices are the new assignment.
+            Some(hook) => layer.indices = hook.indices()?,
+            // The members of a cluster are tied (each its row's scale times the centroid), so
+            // the least-squares fit is the centroid itself.
+            None => layer.fit_codebook(&values(exec, name)?),
+        }
         // The model holds exactly what the file will.
         set_values(exec, name, layer.values())?;
     }

@@ -3,7 +3,7 @@
 
 use super::kmeans::KmeansInit;
 use super::pipeline::{Coder, CompressConfig, PruneRule};
-use super::retrain::{PruneSchedule, RetrainConfig};
+use super::retrain::{FineTuneScope, PruneSchedule, RetrainConfig};
 use crate::train::OptimizerKind;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -83,6 +83,12 @@ pub struct CompressSettings {
     /// sgd clusters of 10^5 weights take steps large enough to diverge].
     #[arg(long, value_enum)]
     pub fine_tune_optimizer: Option<OptimizerKind>,
+    /// What fine-tuning trains: centroids (the paper's: each cluster moves as one, the
+    /// assignment fixed) or weights (every weight, rounded to its layer's fixed codebook in the
+    /// forward pass, so it can change cluster; the codebooks and index widths stay) [default:
+    /// centroids].
+    #[arg(long, value_enum, default_value_t = Self::default().fine_tune_scope, hide_default_value = true)]
+    pub fine_tune_scope: FineTuneScope,
     /// Mini-batch size of retraining [default: 128].
     #[arg(long, default_value_t = Self::default().batch, hide_default_value = true)]
     pub batch: usize,
@@ -291,6 +297,7 @@ impl Default for CompressSettings {
             fine_tune_epochs: 2,
             fine_tune_lr: None,
             fine_tune_optimizer: None,
+            fine_tune_scope: FineTuneScope::Centroids,
             batch: 128,
             train_limit: None,
             distill: 0.0,

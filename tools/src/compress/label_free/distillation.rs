@@ -22,6 +22,8 @@ pub struct DistillFineTune {
     pub lr: f64,
     /// Update rule.
     pub optimizer: crate::train::OptimizerKind,
+    /// What trains: the centroids, or every weight with the codebooks kept.
+    pub scope: crate::compress::retrain::FineTuneScope,
     /// Views per mini-batch.
     pub batch: usize,
     /// Softening temperature of the teacher's and the student's outputs.
@@ -32,10 +34,11 @@ pub struct DistillFineTune {
     pub progress: bool,
 }
 
-/// The paper's centroid fine-tuning without labels: the model with `shared` written in trains on
-/// `views` towards the teacher's logits (distillation with weight 1: no label is used), every
-/// cluster moving by the sum of its weights' gradients, the raw tensors (biases) free. Updates
-/// the codebooks in `shared` and returns the model (all weights) as ONNX bytes.
+/// Fine-tuning without labels: the model with `shared` written in trains on `views` towards the
+/// teacher's logits (distillation with weight 1: no label is used), the raw tensors (biases)
+/// free, and either every cluster moving by the sum of its weights' gradients (the paper's) or
+/// every weight moving between the entries of its codebook (`ft.scope`). Updates the codebooks
+/// or indices in `shared` and returns the model (all weights) as ONNX bytes.
 pub fn fine_tune_by_distillation(
     model: &ModelProto,
     shared: &mut BTreeMap<String, SharedLayer>,
@@ -77,6 +80,7 @@ pub fn fine_tune_by_distillation(
         fine_tune_epochs: ft.epochs,
         fine_tune_lr: ft.lr,
         fine_tune_optimizer: ft.optimizer,
+        fine_tune_scope: ft.scope,
         batch: ft.batch,
         seed: ft.seed,
         progress: ft.progress,
