@@ -4,7 +4,7 @@
 //! reference (within the rounding bound of both sums), on random inputs, in the vector form
 //! of this CPU (AVX-512 or AVX2+FMA on x86_64; NEON on aarch64, run under qemu by
 //! `scripts/test-arm64.sh`) and the plain-Rust four-lane form: every expansion → depthwise
-//! pair of EfficientNet-Lite0, and odd sizes (planes that are no multiple of a vector or of a
+//! pair of EfficientNet-Lite0 and of `nnzip init mobile-tiny`, and odd sizes (planes that are no multiple of a vector or of a
 //! band, channels that are no multiple of a tile, strides 1 and 2, windows 3 and 5, pads on
 //! one side or both, batch 2, no clamp on the expansion). Each case checks that its plan
 //! holds the fused operator (but for 7×7 planes on x86_64, whose pointwise kernel has no band
@@ -324,6 +324,22 @@ fn efficientnet_lite0_pairs() {
             [total / 2, total / 2, total - total / 2, total - total / 2]
         };
         check(&case(k, c, hw, window, stride, pads), 10 * i as u64 + 1);
+    }
+}
+
+/// `nnzip init mobile-tiny`'s expansion → depthwise pairs (28×28 input, stem to 14×14):
+/// blocks 1 to 4, padded as its ONNX file pads them (TensorFlow's "SAME": the odd pixel at the
+/// end at stride 2). Too small for the rule to fuse them (it keeps them apart by default).
+#[test]
+fn mobile_tiny_pairs() {
+    let pairs = [
+        case(16, 48, 14, 3, 1, [1; 4]),
+        case(16, 48, 14, 3, 2, [0, 0, 1, 1]),
+        case(24, 72, 7, 5, 1, [2; 4]),
+        case(24, 72, 7, 3, 1, [1; 4]),
+    ];
+    for (i, case) in pairs.iter().enumerate() {
+        check(case, 200 + i as u64);
     }
 }
 
