@@ -6,10 +6,10 @@ use crate::kernels::depthwise::geometry::PaddedLayout;
 
 /// The intermediate values of a group of channels for one band: the expansion writes them, the
 /// depthwise kernel reads them back right after, from the L2 cache (a phone core's holds 256 KB
-/// or more). Bands sized for L1 instead (16 KB, one output row per band on block 1) were slower
-/// (`tools/benches` op_profile, docs/PERFORMANCE.md): each band's depthwise pass loads its
-/// padded rows once per few output rows, and each band and group pays its calls and its copy of
-/// the kept rows; from 64 KB on the gain levels off.
+/// or more). Not sized for L1: short bands cost more than they save, as each band's depthwise
+/// pass loads its padded rows once per few output rows, and each band and group pays its calls
+/// and its copy of the kept rows (docs/PERFORMANCE.md, "The expansion fused into the depthwise
+/// convolution after it").
 const BAND_BYTES: usize = 128 * 1024;
 
 /// One band: output rows of the depthwise convolution and the intermediate rows they read.

@@ -28,9 +28,9 @@ use bands::Band;
 use tract_core::internal::*;
 use tract_core::tract_linalg::multithread::par_chunks_mut;
 
-/// Channels per group, in the pointwise kernel's tiles of output channels: one tile's (8 on
-/// AVX-512) was faster than two on EfficientNet-Lite0's blocks 1 to 3 (the two a group's band
-/// of the intermediate is for a given band height).
+/// Channels per group, in the pointwise kernel's tiles of output channels: one tile's keeps a
+/// group's band of the intermediate smallest for a band height, and two were no faster
+/// (docs/PERFORMANCE.md).
 const TILES_PER_GROUP: usize = 1;
 
 /// The operator.

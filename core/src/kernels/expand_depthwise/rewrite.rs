@@ -12,12 +12,11 @@ pub(in crate::kernels) fn fusion_wins(channels: usize, h: usize, w: usize) -> bo
     channels * h * w * size_of::<f32>() >= FUSED_FROM_BYTES
 }
 
-/// The smallest intermediate (the expansion's output, per image) fused. On EfficientNet-Lite0
-/// (x86_64, AVX-512, 4 MB of L2 a core) the fused blocks 1 to 3 (4.8 and 1.8 MB) took 0.55 to
-/// 0.93 of the pair's time, blocks 4 and after (750 KB and less) 1.02 to 1.17: below this
-/// size the intermediate stays in the cache between the two operators, and the unfused
-/// depthwise convolution of small planes runs by blocks of channels, which the fused one does
-/// not.
+/// The smallest intermediate (the expansion's output, per image) fused: EfficientNet-Lite0's
+/// blocks 1 to 3 (4.8 and 1.8 MB), not the blocks after (750 KB and less), which were slower
+/// fused (docs/PERFORMANCE.md): there the intermediate stays in the cache between the two
+/// operators, and the unfused depthwise convolution of small planes runs by blocks of
+/// channels, which the fused one does not.
 const FUSED_FROM_BYTES: usize = 1 << 20;
 
 /// Replaces each [`PointwiseConv`] whose output only a [`PaddedDepthwise`] reads, with that
