@@ -4,7 +4,9 @@
 //! The convolutions run on nnzip's kernels as the core puts them in place
 //! (`nnzip_core::kernels`), unless the environment sends them back to tract's own path:
 //! `NNZIP_DEPTHWISE=padded|portable|tract`, `NNZIP_POINTWISE=tiled|portable|tract`,
-//! `NNZIP_STEM_CONV=tiled|portable|direct|tract`.
+//! `NNZIP_STEM_CONV=tiled|portable|direct|tract`; an expansion and the depthwise convolution
+//! after it run as one operator (named after the depthwise node) unless
+//! `NNZIP_EXPAND_DEPTHWISE=separate`.
 //!
 //! A `.nnz` file is profiled as the core loads it (its own ONNX reader, batch-norm folding and
 //! declutter), an ONNX model through tract-onnx's reader and declutter.
@@ -22,7 +24,8 @@ const USAGE: &str =
     "usage: op_profile MODEL.onnx|FILE.nnz [RUNS] [TOP] [SHAPE, default 1,3,224,224]
 environment: NNZIP_DEPTHWISE=padded|portable|tract (default padded)
              NNZIP_POINTWISE=tiled|portable|tract (default tiled)
-             NNZIP_STEM_CONV=tiled|portable|direct|tract (default tiled)";
+             NNZIP_STEM_CONV=tiled|portable|direct|tract (default tiled)
+             NNZIP_EXPAND_DEPTHWISE=fused|always|separate (default fused)";
 
 /// tract's optimised plan of the ONNX model at `path` for input `shape`, with nnzip's kernels.
 fn onnx_plan(path: &str, shape: &[usize]) -> TractResult<Arc<TypedSimplePlan>> {

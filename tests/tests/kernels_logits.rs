@@ -9,8 +9,8 @@
 //! summation order differs, so the logits agree to rounding and rank the same classes.
 
 use nnzip_core::kernels::{
-    DepthwiseKernel, KernelChoice, PointwiseKernel, SparseChains, SparseKernel, StemConvKernel,
-    use_nnzip_kernels,
+    DepthwiseKernel, ExpandDepthwiseFusion, KernelChoice, PointwiseKernel, SparseChains,
+    SparseKernel, StemConvKernel, use_nnzip_kernels,
 };
 use nnzip_core::{LoadOptions, Model, Tensor};
 use nnzip_e2e::{random_input, shared, tensor_values};
@@ -26,6 +26,7 @@ const TRACT: KernelChoice = KernelChoice {
     pointwise: PointwiseKernel::Tract,
     sparse: SparseKernel::Dense,
     sparse_chains: SparseChains::Separate,
+    expand_depthwise: ExpandDepthwiseFusion::Separate,
 };
 
 fn load(nnz: &[u8], kernels: KernelChoice, batch: Option<usize>) -> Model {
@@ -139,7 +140,8 @@ fn efficientnet_lite0_same_logits_as_tracts_path() {
 /// fully connected classifier's. On aarch64 tract's declutter moves the data between the 15
 /// channel-last depthwise convolutions channel-last too, which makes 30 of the pointwise
 /// convolutions plain matrix products with the pixels as rows: those stay on tract's packed
-/// product (measured under qemu: `op_profile`), 2 are nnzip's.
+/// product (measured under qemu: `op_profile`), 2 are nnzip's. On x86_64 the expansions of
+/// blocks 1 to 3 and the depthwise convolutions after them run as one fused operator each.
 #[test]
 fn efficientnet_lite0_runs_on_nnzips_kernels() {
     let mut model = tract_onnx::onnx()
@@ -167,14 +169,19 @@ fn efficientnet_lite0_runs_on_nnzips_kernels() {
         count(model, "NnzipPaddedDepthwise") + count(model, "NnzipChannelsLastDepthwise")
     };
     let pointwise = if cfg!(target_arch = "aarch64") { 2 } else { 32 };
+    // Blocks 1 to 3 (intermediates of 1 MB or more) run their expansion and depthwise
+    // convolution as one operator where both are nnzip's and channel-first.
+    let fused = if cfg!(target_arch = "aarch64") { 0 } else { 3 };
     use_nnzip_kernels(&mut model, &KernelChoice::default()).unwrap();
-    assert_eq!(ours_depthwise(&model), depthwise);
+    assert_eq!(count(&model, "NnzipExpandDepthwise"), fused);
+    assert_eq!(ours_depthwise(&model), depthwise - fused);
     assert_eq!(count(&model, "NnzipStemConv"), 1);
-    assert_eq!(count(&model, "NnzipPointwiseConv"), pointwise);
+    assert_eq!(count(&model, "NnzipPointwiseConv"), pointwise - fused);
     assert_eq!(convs(&model), (0, others - 1));
     model.optimize().unwrap();
-    assert_eq!(ours_depthwise(&model), depthwise);
-    assert_eq!(count(&model, "NnzipPointwiseConv"), pointwise);
+    assert_eq!(count(&model, "NnzipExpandDepthwise"), fused);
+    assert_eq!(ours_depthwise(&model), depthwise - fused);
+    assert_eq!(count(&model, "NnzipPointwiseConv"), pointwise - fused);
     assert_eq!(count(&model, "DepthWiseConv"), 0);
     // The ReLU6 after each depthwise convolution and after the stem is in its op.
     assert_eq!(count(&model, "OptBinChain(Max+Min)"), 0);

@@ -26,13 +26,18 @@
 //!   run from their kept weights only, each adding its shifted input plane, where a rule from
 //!   measured densities says it is faster than tract's dense convolution.
 //!
+//! - [`expand_depthwise`]: a pointwise convolution followed by a depthwise convolution on large
+//!   planes, as one operator computing the intermediate a band of rows at a time, never whole.
+//!
 //! Each choice can be sent back to tract's own path, for checks on a device: [`KernelChoice`]
 //! in [`crate::LoadOptions`], or the environment variables `NNZIP_DEPTHWISE`,
-//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV`, `NNZIP_SPARSE` and `NNZIP_SPARSE_CHAINS`
+//! `NNZIP_POINTWISE`, `NNZIP_STEM_CONV`, `NNZIP_SPARSE`, `NNZIP_SPARSE_CHAINS` and
+//! `NNZIP_EXPAND_DEPTHWISE`
 //! ([`KernelChoice::from_env`]).
 
 mod cpu;
 pub mod depthwise;
+pub mod expand_depthwise;
 mod lanes;
 pub mod pointwise;
 pub mod sparse;
@@ -118,6 +123,20 @@ pub enum SparseChains {
     Separate,
 }
 
+/// Whether an expansion (a pointwise convolution) and the depthwise convolution reading its
+/// output run as one operator ([`expand_depthwise`]), where its rule says it is faster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExpandDepthwiseFusion {
+    /// Fused where the rule says so.
+    #[default]
+    Fused,
+    /// Every such pair fused, whatever the rule (to test the fused operator on any shape, or
+    /// time it where the rule leaves the pair apart).
+    Always,
+    /// Each its own operator (to time them one by one, or the fusion's gain).
+    Separate,
+}
+
 /// The kernels [`use_nnzip_kernels`] puts in place.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KernelChoice {
@@ -131,6 +150,8 @@ pub struct KernelChoice {
     pub sparse: SparseKernel,
     /// Chains of sparse fully connected layers.
     pub sparse_chains: SparseChains,
+    /// Expansions followed by depthwise convolutions.
+    pub expand_depthwise: ExpandDepthwiseFusion,
 }
 
 /// An environment variable holding a value this build does not know.
@@ -148,8 +169,8 @@ pub struct UnknownKernel {
 impl KernelChoice {
     /// The defaults, overridden by `NNZIP_DEPTHWISE=padded|planes|portable|tract`,
     /// `NNZIP_POINTWISE=tiled|portable|tract`, `NNZIP_STEM_CONV=tiled|portable|direct|tract` and
-    /// `NNZIP_SPARSE=auto|sparse|portable|dense` and `NNZIP_SPARSE_CHAINS=fused|separate`
-    /// where they are set.
+    /// `NNZIP_SPARSE=auto|sparse|portable|dense`, `NNZIP_SPARSE_CHAINS=fused|separate` and
+    /// `NNZIP_EXPAND_DEPTHWISE=fused|always|separate` where they are set.
     pub fn from_env() -> Result<KernelChoice, UnknownKernel> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -231,6 +252,20 @@ impl KernelChoice {
                 }
             };
         }
+        if let Some(value) = lookup("NNZIP_EXPAND_DEPTHWISE") {
+            choice.expand_depthwise = match value.trim() {
+                "fused" => ExpandDepthwiseFusion::Fused,
+                "always" => ExpandDepthwiseFusion::Always,
+                "separate" => ExpandDepthwiseFusion::Separate,
+                _ => {
+                    return Err(UnknownKernel {
+                        variable: "NNZIP_EXPAND_DEPTHWISE",
+                        value,
+                        expected: "fused, always, separate",
+                    });
+                }
+            };
+        }
         Ok(choice)
     }
 }
@@ -282,6 +317,11 @@ pub fn use_nnzip_kernels_with(
     if choice.sparse_chains == SparseChains::Fused {
         sparse::chain::fuse_chains(model)?;
     }
+    match choice.expand_depthwise {
+        ExpandDepthwiseFusion::Fused => expand_depthwise::rewrite::fuse(model, false)?,
+        ExpandDepthwiseFusion::Always => expand_depthwise::rewrite::fuse(model, true)?,
+        ExpandDepthwiseFusion::Separate => {}
+    }
     model.compact()
 }
 
@@ -328,6 +368,8 @@ pub fn held_weight_bytes(op: &dyn TypedOp) -> Option<usize> {
     } else if let Some(op) = op.downcast_ref::<pointwise::PointwiseConv>() {
         Some(op.bytes())
     } else if let Some(op) = op.downcast_ref::<depthwise::PaddedDepthwise>() {
+        Some(op.bytes())
+    } else if let Some(op) = op.downcast_ref::<expand_depthwise::ExpandDepthwise>() {
         Some(op.bytes())
     } else if let Some(op) = op.downcast_ref::<stem::StemConv>() {
         Some(op.bytes())
@@ -436,6 +478,13 @@ mod tests {
         }
         let err = KernelChoice::from_lookup(lookup(&[("NNZIP_SPARSE_CHAINS", "one")])).unwrap_err();
         assert!(err.to_string().contains("fused, separate"), "{err}");
+        assert_eq!(portable.expand_depthwise, ExpandDepthwiseFusion::Fused);
+        let separate =
+            KernelChoice::from_lookup(lookup(&[("NNZIP_EXPAND_DEPTHWISE", "separate")])).unwrap();
+        assert_eq!(separate.expand_depthwise, ExpandDepthwiseFusion::Separate);
+        let err =
+            KernelChoice::from_lookup(lookup(&[("NNZIP_EXPAND_DEPTHWISE", "on")])).unwrap_err();
+        assert!(err.to_string().contains("fused, always, separate"), "{err}");
     }
 
     #[test]

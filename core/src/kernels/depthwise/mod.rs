@@ -103,9 +103,41 @@ impl PaddedDepthwise {
         }))
     }
 
+    /// Calls `f` with this op's planes as the plane kernels take them, for an operator running
+    /// them a band of rows at a time (the blocks of channels, for small planes, are left out).
+    pub(in crate::kernels) fn with_planes<R>(
+        &self,
+        f: impl FnOnce(&Planes) -> R,
+    ) -> TractResult<R> {
+        let kernel = self.kernel.try_as_plain_ram()?;
+        let bias = self.bias.try_as_plain_ram()?;
+        let planes = Planes {
+            layout: &self.layout,
+            kernel: kernel.as_slice::<f32>()?,
+            bias: bias.as_slice::<f32>()?,
+            clamp: self.clamp.map(|c| (c.low, c.high)),
+            run: if self.portable {
+                plane::plane_portable
+            } else {
+                plane::best_for_this_cpu(&self.layout).1
+            },
+        };
+        Ok(f(&planes))
+    }
+
+    /// The plane's geometry.
+    pub(in crate::kernels) fn shape(&self) -> &PlaneShape {
+        &self.layout.shape
+    }
+
+    /// Channels.
+    pub(in crate::kernels) fn channels(&self) -> usize {
+        self.channels
+    }
+
     /// The images in `input_shape`, checked against the channels and plane this op was built
     /// for.
-    fn images(&self, input_shape: &[usize]) -> TractResult<usize> {
+    pub(in crate::kernels) fn images(&self, input_shape: &[usize]) -> TractResult<usize> {
         let shape = &self.layout.shape;
         let plane_axes = [self.channels, shape.h, shape.w];
         let (n, chw) = if self.batch_axis {
@@ -125,7 +157,7 @@ impl PaddedDepthwise {
         Ok(n)
     }
 
-    fn output_shape<D: Clone + From<usize>>(&self, n: Option<D>) -> TVec<D> {
+    pub(in crate::kernels) fn output_shape<D: Clone + From<usize>>(&self, n: Option<D>) -> TVec<D> {
         let shape = &self.layout.shape;
         let mut out: TVec<D> = n.into_iter().collect();
         out.extend([self.channels, shape.oh, shape.ow].map(D::from));
@@ -197,6 +229,18 @@ impl PaddedDepthwise {
         )?;
         Ok(output)
     }
+}
+
+/// A [`PaddedDepthwise`]'s planes as the plane kernels take them.
+pub(in crate::kernels) struct Planes<'a> {
+    pub layout: &'a PaddedLayout,
+    /// `channels` runs of the kernel's taps.
+    pub kernel: &'a [f32],
+    /// One value per channel.
+    pub bias: &'a [f32],
+    pub clamp: Option<(f32, f32)>,
+    /// The plane kernel the op runs (on any layout of the same window, stride and dilation).
+    pub run: plane::PlaneFn,
 }
 
 /// How an op's `info` names its clamp: `, clamped to [low, high]`, or nothing.

@@ -19,7 +19,7 @@ const JOBS: usize = 8;
 /// # Safety
 /// `scratch` holds `layout.scratch_len()` values, `taps` `layout.taps()`, `src` `h · w` and `out`
 /// `oh · ow`; the CPU has the instructions of the implementation.
-pub(super) type PlaneFn =
+pub(in crate::kernels) type PlaneFn =
     unsafe fn(&PaddedLayout, &[f32], &mut [f32], &[f32], f32, Option<(f32, f32)>, &mut [f32]);
 
 /// The vector implementation this CPU runs best on planes of `layout`, and its name (the op's

@@ -24,10 +24,11 @@ mod panels;
 mod rewrite;
 mod tile;
 
-use panels::Panels;
+pub(in crate::kernels) use panels::Panels;
 pub(super) use rewrite::{following_clamp, replacement};
 use tile::Kernel;
 pub use tile::MIN_PIXELS;
+pub(in crate::kernels) use tile::{Band, BandFn};
 use tract_core::internal::*;
 use tract_core::tract_linalg::multithread::par_chunks_mut;
 
@@ -155,9 +156,54 @@ impl PointwiseConv {
         })
     }
 
+    /// Input channels.
+    pub(in crate::kernels) fn inputs(&self) -> usize {
+        self.k
+    }
+
+    /// Output channels.
+    pub(in crate::kernels) fn outputs(&self) -> usize {
+        self.rows
+    }
+
+    /// Output channels per tile of the kernel the weights were laid out for.
+    pub(in crate::kernels) fn tile_rows(&self) -> usize {
+        self.tile_rows
+    }
+
+    /// Values per plane.
+    pub(in crate::kernels) fn pixels(&self) -> usize {
+        self.layout.pixels
+    }
+
+    /// The band form of the kernel this op runs ([`Band`]), where it has one, for an operator
+    /// computing the op a band of its planes at a time.
+    pub(in crate::kernels) fn band_fn(&self) -> Option<BandFn> {
+        let kernel = kernel(self.portable, self.layout.pixels, self.k, self.rows);
+        kernel.band.filter(|_| kernel.rows == self.tile_rows)
+    }
+
+    /// Calls `f` with this op's weights as the kernels read them.
+    pub(in crate::kernels) fn with_panels<R>(
+        &self,
+        f: impl FnOnce(&Panels) -> R,
+    ) -> TractResult<R> {
+        let weights = self.weights.try_as_plain_ram()?;
+        let bias = self.bias.try_as_plain_ram()?;
+        let panels = Panels {
+            k: self.k,
+            rows: self.rows,
+            tile_rows: self.tile_rows,
+            weights: weights.as_slice::<f32>()?,
+            bias: bias.as_slice::<f32>()?,
+            clamp: self.clamp.map(|c| (c.low, c.high)),
+        };
+        Ok(f(&panels))
+    }
+
     /// The images in `input_shape`, checked against the channels and planes this op was built
     /// for.
-    fn images(&self, input_shape: &[usize]) -> TractResult<usize> {
+    pub(in crate::kernels) fn images(&self, input_shape: &[usize]) -> TractResult<usize> {
         let axis = self.layout.channel_axis;
         ensure!(
             input_shape.get(axis) == Some(&self.k)
@@ -170,7 +216,10 @@ impl PointwiseConv {
         Ok(input_shape[..axis].iter().product())
     }
 
-    fn output_shape<D: DimLike>(&self, input_shape: &[D]) -> TractResult<TVec<D>> {
+    pub(in crate::kernels) fn output_shape<D: DimLike>(
+        &self,
+        input_shape: &[D],
+    ) -> TractResult<TVec<D>> {
         self.layout
             .output
             .iter()

@@ -5,7 +5,7 @@
 
 /// The weights of a pointwise convolution laid out for the tiles.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Panels<'a> {
+pub(in crate::kernels) struct Panels<'a> {
     /// Input channels.
     pub k: usize,
     /// Output channels.

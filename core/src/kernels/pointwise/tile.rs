@@ -55,6 +55,31 @@ const MAX_TILE_PIXELS: usize = 64;
 /// ending at or before row `rows`, and the CPU has the instructions of the implementation.
 pub(super) type RowsFn = unsafe fn(&Panels, &[f32], usize, &mut [f32], usize);
 
+/// A run of pixels of some output rows, read from planes and written to rows that are further
+/// apart than the run: what a fused operator computing a band of a plane at a time asks for
+/// ([`crate::kernels::expand_depthwise`]).
+pub(in crate::kernels) struct Band<'a> {
+    /// The run's first pixel in the first input plane; the planes are `x_plane` apart.
+    pub x: &'a [f32],
+    pub x_plane: usize,
+    /// Pixels in the run.
+    pub pixels: usize,
+    /// Where the run of output row `rows.start` goes; the rows are `out_row` apart.
+    pub out: *mut f32,
+    pub out_row: usize,
+    /// The output rows (channels) computed.
+    pub rows: std::ops::Range<usize>,
+}
+
+/// Computes a [`Band`].
+///
+/// # Safety
+/// `panels` is laid out for this implementation's tiles, `pixels >= 1`, `x` holds `(k - 1) ·
+/// x_plane + pixels` values, `out` `(rows.len() - 1) · out_row + pixels` writable values that
+/// no other reference reads or writes, `rows.end <= panels.rows`, and the CPU has the
+/// instructions of the implementation.
+pub(in crate::kernels) type BandFn = unsafe fn(&Panels, &Band);
+
 /// One implementation of the tiles.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Kernel {
@@ -70,6 +95,8 @@ pub(super) struct Kernel {
     /// The fewest input channels it is chosen for.
     pub fewest_inputs: usize,
     pub run: RowsFn,
+    /// The same tiles over a [`Band`], where the implementation has them.
+    pub band: Option<BandFn>,
 }
 
 /// Plain Rust, four lanes, tiles of 4 × 16 (NEON's shape).
@@ -80,6 +107,7 @@ pub(super) const PORTABLE: Kernel = Kernel {
     fewest_rows: 1,
     fewest_inputs: 1,
     run: rows_portable,
+    band: Some(band_portable),
 };
 
 /// The implementation this CPU runs best for `k` input and `rows` output channels of planes
@@ -103,19 +131,20 @@ pub(super) fn for_this_cpu() -> Vec<Kernel> {
 
 /// The implementations for `isa`, the tiles first.
 fn kernels_of(isa: Isa) -> Vec<Kernel> {
-    let tiles = |rows, run: RowsFn| Kernel {
+    let tiles = |rows, run: RowsFn, band: BandFn| Kernel {
         name: isa.name(),
         rows,
         largest_plane: usize::MAX,
         fewest_rows: 1,
         fewest_inputs: 1,
         run,
+        band: Some(band),
     };
     match isa {
         Isa::Portable => vec![PORTABLE],
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => vec![
-            tiles(4, rows_avx2_fma),
+            tiles(4, rows_avx2_fma, band_avx2_fma),
             Kernel {
                 name: "AVX2+FMA by pixel",
                 rows: 16,
@@ -123,11 +152,12 @@ fn kernels_of(isa: Isa) -> Vec<Kernel> {
                 fewest_rows: 2 * 16,
                 fewest_inputs: BY_PIXEL_FEWEST_INPUTS,
                 run: by_pixel_avx2_fma,
+                band: None,
             },
         ],
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => vec![
-            tiles(8, rows_avx512),
+            tiles(8, rows_avx512, band_avx512),
             Kernel {
                 name: "AVX-512 by pixel",
                 rows: 48,
@@ -135,15 +165,34 @@ fn kernels_of(isa: Isa) -> Vec<Kernel> {
                 fewest_rows: 2 * 48,
                 fewest_inputs: BY_PIXEL_FEWEST_INPUTS,
                 run: by_pixel_avx512,
+                band: None,
             },
         ],
         #[cfg(target_arch = "aarch64")]
-        Isa::Neon => vec![tiles(4, rows_neon)],
+        Isa::Neon => vec![tiles(4, rows_neon, band_neon)],
     }
 }
 
 unsafe fn rows_portable(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<Portable, 1, 4>(panels, x, pixels, out, first) }
+    unsafe { rows::<Portable, 1, 4>(panels, &whole_planes(x, pixels, out, first)) }
+}
+
+unsafe fn band_portable(panels: &Panels, band: &Band) {
+    unsafe { rows::<Portable, 1, 4>(panels, band) }
+}
+
+/// Rows `first..` of one image's output, as many as `out` holds, as a [`Band`]: whole planes.
+#[inline(always)]
+fn whole_planes<'a>(x: &'a [f32], pixels: usize, out: &mut [f32], first: usize) -> Band<'a> {
+    debug_assert!(out.len().is_multiple_of(pixels));
+    Band {
+        x,
+        x_plane: pixels,
+        pixels,
+        out: out.as_mut_ptr(),
+        out_row: pixels,
+        rows: first..first + out.len() / pixels,
+    }
 }
 
 /// Tiles of 4 × 24: twelve accumulators, three pixel loads and a broadcast at a time, the
@@ -151,7 +200,15 @@ unsafe fn rows_portable(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2_fma(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<crate::kernels::lanes::Avx2Fma, 1, 3>(panels, x, pixels, out, first) }
+    unsafe {
+        rows::<crate::kernels::lanes::Avx2Fma, 1, 3>(panels, &whole_planes(x, pixels, out, first))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn band_avx2_fma(panels: &Panels, band: &Band) {
+    unsafe { rows::<crate::kernels::lanes::Avx2Fma, 1, 3>(panels, band) }
 }
 
 /// Tiles of 8 × 32: sixteen accumulators, two pixel loads and eight broadcasts per input
@@ -160,7 +217,15 @@ unsafe fn rows_avx2_fma(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f3
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn rows_avx512(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<crate::kernels::lanes::Avx512, 2, 2>(panels, x, pixels, out, first) }
+    unsafe {
+        rows::<crate::kernels::lanes::Avx512, 2, 2>(panels, &whole_planes(x, pixels, out, first))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn band_avx512(panels: &Panels, band: &Band) {
+    unsafe { rows::<crate::kernels::lanes::Avx512, 2, 2>(panels, band) }
 }
 
 /// Output channels in the lanes ([`by_pixel`]), 16 × 6: twelve accumulators, two weight loads
@@ -196,7 +261,14 @@ unsafe fn by_pixel_avx512(
 /// channel, in 21 of the 32 vector registers.
 #[cfg(target_arch = "aarch64")]
 unsafe fn rows_neon(panels: &Panels, x: &[f32], pixels: usize, out: &mut [f32], first: usize) {
-    unsafe { rows::<crate::kernels::lanes::Neon, 1, 4>(panels, x, pixels, out, first) }
+    unsafe {
+        rows::<crate::kernels::lanes::Neon, 1, 4>(panels, &whole_planes(x, pixels, out, first))
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+unsafe fn band_neon(panels: &Panels, band: &Band) {
+    unsafe { rows::<crate::kernels::lanes::Neon, 1, 4>(panels, band) }
 }
 
 /// One tile's operands, for one block of input channels.
@@ -383,8 +455,9 @@ fn block_for(k: usize) -> usize {
     if k <= WHOLE_UP_TO { k } else { BLOCK }
 }
 
-/// The implementations' body: the plane in strips of `WIDEST` vectors, each strip computed for
-/// every group of `4 · QUADS` output channels holding a row of `out`, by blocks of input
+/// The implementations' body: the run of a [`Band`] (a whole plane, for [`RowsFn`]) in strips of
+/// `WIDEST` vectors, each strip computed for every group of `4 · QUADS` output channels holding
+/// a row of `band.rows`, by blocks of input
 /// channels ([`block_for`]): each block of a strip is taken by every group in turn, the tiles resuming
 /// from the sums the blocks before left in `out`. Rows of a group outside `out` are computed
 /// into a scratch buffer and dropped.
@@ -397,39 +470,34 @@ fn block_for(k: usize) -> usize {
 /// those of a block do not.
 ///
 /// # Safety
-/// As [`RowsFn`].
+/// As [`BandFn`].
 #[inline(always)]
-unsafe fn rows<L: Lanes, const QUADS: usize, const WIDEST: usize>(
-    panels: &Panels,
-    x: &[f32],
-    pixels: usize,
-    out: &mut [f32],
-    first_row: usize,
-) {
+unsafe fn rows<L: Lanes, const QUADS: usize, const WIDEST: usize>(panels: &Panels, band: &Band) {
     let tile_rows = 4 * QUADS;
+    let pixels = band.pixels;
     debug_assert!(WIDEST * L::LANES <= MAX_TILE_PIXELS && tile_rows <= MAX_ROWS);
-    debug_assert!(panels.tile_rows == tile_rows && pixels >= MIN_PIXELS);
-    debug_assert!(x.len() == panels.k * pixels && out.len().is_multiple_of(pixels));
-    let end_row = first_row + out.len() / pixels;
-    debug_assert!(end_row <= panels.rows);
+    debug_assert!(panels.tile_rows == tile_rows && pixels >= 1);
+    debug_assert!(band.x.len() >= (panels.k - 1) * band.x_plane + pixels);
+    debug_assert!(band.rows.end <= panels.rows && !band.rows.is_empty());
     let mut sink = [0f32; MAX_TILE_PIXELS];
+    let groups = band.rows.start / tile_rows..band.rows.end.div_ceil(tile_rows);
     let mut at = Place {
         panels,
-        x: x.as_ptr(),
+        x: band.x.as_ptr(),
+        x_plane: band.x_plane,
         pixels,
-        out: out.as_mut_ptr(),
+        out: band.out,
+        out_row: band.out_row,
         sink: sink.as_mut_ptr(),
-        rows: first_row..end_row,
-        groups: 0..0,
+        rows: band.rows.clone(),
+        groups: groups.clone(),
         read_ahead: pixels <= READ_AHEAD_PLANE,
         block: block_for(panels.k),
     };
-    let groups = first_row / tile_rows..end_row.div_ceil(tile_rows);
-    at.groups = groups.clone();
     for p in (0..pixels).step_by(WIDEST * L::LANES) {
         for k0 in (0..panels.k).step_by(at.block) {
             for group in groups.clone() {
-                // SAFETY: `p` is a strip of the plane, `group` one holding a row of `out`,
+                // SAFETY: `p` is a strip of the run, `group` one holding a row of `out`,
                 // `k0` an input channel.
                 unsafe { tile_at::<L, QUADS, WIDEST>(&mut at, group, p, k0) };
             }
@@ -440,11 +508,16 @@ unsafe fn rows<L: Lanes, const QUADS: usize, const WIDEST: usize>(
 /// What [`tile_at`] needs to place a tile: the operands of [`rows`].
 struct Place<'a> {
     panels: &'a Panels<'a>,
-    /// The first input plane.
+    /// The run's first pixel in the first input plane.
     x: *const f32,
+    /// From one input plane to the next.
+    x_plane: usize,
+    /// Pixels in the run.
     pixels: usize,
-    /// Row `rows.start` of the output.
+    /// The run of row `rows.start` of the output.
     out: *mut f32,
+    /// From one output row's run to the next.
+    out_row: usize,
     /// Takes a tile's rows outside `rows`; holds any tile's run.
     sink: *mut f32,
     /// The output rows to write.
@@ -499,7 +572,7 @@ unsafe fn tile_at<L: Lanes, const QUADS: usize, const WIDEST: usize>(
     for (r, dst) in out[..tile_rows].iter_mut().enumerate() {
         if at.rows.contains(&(row0 + r)) {
             // SAFETY: a row of `out`, and `p + n <= pixels`.
-            *dst = unsafe { at.out.add((row0 + r - at.rows.start) * at.pixels + p) };
+            *dst = unsafe { at.out.add((row0 + r - at.rows.start) * at.out_row + p) };
         }
     }
     let k = at.panels.k;
@@ -516,8 +589,8 @@ unsafe fn tile_at<L: Lanes, const QUADS: usize, const WIDEST: usize>(
         w: at.panels.weights[(row0 * k + k0 * tile_rows)..].as_ptr(),
         w_stride: tile_rows,
         // SAFETY: `p + n <= pixels`, so the run is inside every plane; `k0 < k`.
-        x: unsafe { at.x.add(k0 * at.pixels + p) },
-        x_stride: at.pixels,
+        x: unsafe { at.x.add(k0 * at.x_plane + p) },
+        x_stride: at.x_plane,
         bias: at.panels.bias[row0..].as_ptr(),
         out,
         resume: k0 > 0,
