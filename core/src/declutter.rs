@@ -10,9 +10,10 @@
 //! the declutter time) and changes nothing that runs faster: without it the optimised plan has
 //! the same operators (nnzip's kernels take the same convolutions) plus a few axis removals
 //! tract leaves as cheap reshapes, and gives the same logits bit for bit (measured with
-//! `core/examples/load_passes.rs`, docs/PERFORMANCE.md "Load-to-ready by pass"). So the pass
-//! runs only where an operator suggests a layout, which keeps tract's layout choice (and the
-//! plan) as it was wherever one is made.
+//! `core/examples/load_passes.rs`, docs/PERFORMANCE.md "Load-to-ready by pass"). So the loader
+//! runs the pass only where an operator suggests a layout that nnzip's kernels do not make moot
+//! ([`layout_change_needed`]: a depthwise convolution nnzip's kernel runs channel-first does not
+//! need its channels moved), which keeps tract's layout choice wherever tract's own kernels run.
 
 use tract_core::internal::*;
 use tract_core::ops::dummy::Dummy;
@@ -39,11 +40,47 @@ pub fn suggests_layout_change(model: &TypedModel) -> TractResult<bool> {
     Ok(false)
 }
 
+/// Whether the loader runs tract's axis-change pass on `model` with nnzip's kernels chosen by
+/// `kernels`: where an operator asks for a layout change that nnzip's kernels do not make moot.
+/// tract asks for channel-last depthwise convolutions on the CPUs where it has such a kernel
+/// (aarch64); where nnzip's depthwise kernel takes the convolution as it is (channel-first),
+/// moving it would only keep nnzip's channel-first pointwise kernels and the fused
+/// expansion+depthwise operator off the graph, so the phone would run tract's matrix products
+/// instead of the kernels x86_64 runs.
+pub fn layout_change_needed(
+    model: &TypedModel,
+    kernels: &crate::kernels::KernelChoice,
+) -> TractResult<bool> {
+    for node in model.nodes() {
+        if !node.op_is::<AxisOp>()
+            && !node.op.suggested_axis_changes()?.is_empty()
+            && !crate::kernels::nnzip_runs_depthwise(model, node, kernels)?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The declutter passes the loader runs on `model`: [`FoldConstReshapes`], then tract's own,
 /// without its axis-change pass unless an operator of `model` suggests a layout change.
 pub fn declutter_for_load(model: &TypedModel) -> TractResult<Optimizer> {
+    passes_for_load(suggests_layout_change(model)?)
+}
+
+/// The declutter passes the loader runs on `model` with nnzip's kernels chosen by `kernels`:
+/// [`FoldConstReshapes`], then tract's own, without its axis-change pass unless
+/// [`layout_change_needed`].
+pub fn declutter_for_load_with(
+    model: &TypedModel,
+    kernels: &crate::kernels::KernelChoice,
+) -> TractResult<Optimizer> {
+    passes_for_load(layout_change_needed(model, kernels)?)
+}
+
+fn passes_for_load(axis_changes: bool) -> TractResult<Optimizer> {
     let mut optimizer = Optimizer::declutter();
-    if !suggests_layout_change(model)? {
+    if !axis_changes {
         optimizer
             .passes
             .retain(|pass| !is_axis_change_pass(pass.as_ref()));
@@ -144,9 +181,12 @@ fn fold_into_constant(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     Ok(true)
 }
 
-/// Declutters `model` as the loader does ([`declutter_for_load`]).
-pub fn declutter(model: &mut TypedModel) -> TractResult<()> {
-    declutter_for_load(model)?.optimize(model)
+/// Declutters `model` as the loader does with `kernels` ([`declutter_for_load_with`]).
+pub fn declutter(
+    model: &mut TypedModel,
+    kernels: &crate::kernels::KernelChoice,
+) -> TractResult<()> {
+    declutter_for_load_with(model, kernels)?.optimize(model)
 }
 
 #[cfg(test)]
@@ -231,7 +271,7 @@ mod tests {
         let (mut model, _) = kernel_through_an_axis_removal(true);
         assert!(!FoldConstReshapes.run_direct(&mut model).unwrap());
         assert!(model.nodes.iter().any(|n| n.op_is::<AxisOp>()));
-        declutter(&mut model).unwrap();
+        declutter(&mut model, &crate::kernels::KernelChoice::default()).unwrap();
         let x = Tensor::from_shape(&[8, 4, 1], &[2f32; 32]).unwrap();
         let y = model.into_runnable().unwrap().run(tvec!(x.into())).unwrap();
         assert_eq!(

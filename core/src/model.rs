@@ -440,10 +440,10 @@ fn optimise(
     // Where the declutter leaves tract's axis-change pass out, the pointwise convolutions are
     // taken before it (a shorter declutter); where it runs the pass, after it, as the pass
     // moves layouts only through tract's own operators.
-    if !crate::declutter::suggests_layout_change(&model).map_err(tract)? {
+    if !crate::declutter::layout_change_needed(&model, kernels).map_err(tract)? {
         use_pointwise_kernel_before_declutter(&mut model, kernels).map_err(kernels_error)?;
     }
-    crate::declutter::declutter(&mut model).map_err(tract)?;
+    crate::declutter::declutter(&mut model, kernels).map_err(tract)?;
     use_nnzip_kernels_with(&mut model, kernels, kept).map_err(kernels_error)?;
     model.optimize().map_err(tract)?;
     model.into_runnable().map_err(tract)

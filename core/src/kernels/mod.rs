@@ -325,6 +325,20 @@ pub fn use_nnzip_kernels_with(
     model.compact()
 }
 
+/// Whether nnzip's depthwise kernel takes `node` under `choice` as the graph stands (a
+/// channel-first depthwise `Conv` before the declutter): tract's request to move such a
+/// convolution's channels last is then moot, as nnzip's kernel runs it where it is.
+pub fn nnzip_runs_depthwise(
+    model: &TypedModel,
+    node: &TypedNode,
+    choice: &KernelChoice,
+) -> TractResult<bool> {
+    match node.op_as::<Conv>() {
+        Some(conv) => depthwise::takes(model, node, conv, choice.depthwise),
+        None => Ok(false),
+    }
+}
+
 /// Puts nnzip's pointwise kernel in place of the 1×1 convolutions of `model` as the ONNX reader
 /// wired it, before tract's declutter, where `choice` runs that kernel and nothing else could
 /// take them on the long way ([`pointwise::before_declutter`]): tract's declutter then has no

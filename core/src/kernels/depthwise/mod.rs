@@ -387,6 +387,32 @@ pub(super) fn replacement(
     Ok(Some(patch))
 }
 
+/// Whether [`replacement`] takes `node`, a `Conv`, with `kernel_choice`: a depthwise convolution
+/// nnzip's kernel runs in the layout it has now.
+pub(super) fn takes(
+    model: &TypedModel,
+    node: &TypedNode,
+    conv: &Conv,
+    kernel_choice: DepthwiseKernel,
+) -> TractResult<bool> {
+    if kernel_choice == DepthwiseKernel::Tract {
+        return Ok(false);
+    }
+    let Some(conv) = DepthwiseConv::read(model, node, conv)? else {
+        return Ok(false);
+    };
+    Ok(conv.channels_last
+        || PaddedDepthwise::new(
+            conv.shape,
+            conv.channels,
+            conv.batch_axis,
+            &conv.kernel,
+            &conv.bias,
+            false,
+        )?
+        .is_some())
+}
+
 /// A depthwise convolution as tract's `Conv` holds it, in the terms of nnzip's kernels.
 struct DepthwiseConv {
     shape: PlaneShape,
