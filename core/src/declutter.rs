@@ -32,8 +32,18 @@ fn is_axis_change_pass(pass: &dyn TypedPass) -> bool {
 /// (`AxisOp`: reshapes, axis removals and insertions) always suggest absorbing themselves into
 /// their neighbours: that is the unit-axis work this module leaves out, not a layout choice.
 pub fn suggests_layout_change(model: &TypedModel) -> TractResult<bool> {
+    asks_for_layout_change(model, |_| Ok(false))
+}
+
+/// Whether a node of `model` asks tract to move a layout (see [`suggests_layout_change`]),
+/// leaving out the nodes `moot` says need no move.
+fn asks_for_layout_change(
+    model: &TypedModel,
+    moot: impl Fn(&TypedNode) -> TractResult<bool>,
+) -> TractResult<bool> {
     for node in model.nodes() {
-        if !node.op_is::<AxisOp>() && !node.op.suggested_axis_changes()?.is_empty() {
+        if !node.op_is::<AxisOp>() && !node.op.suggested_axis_changes()?.is_empty() && !moot(node)?
+        {
             return Ok(true);
         }
     }
@@ -51,15 +61,9 @@ pub fn layout_change_needed(
     model: &TypedModel,
     kernels: &crate::kernels::KernelChoice,
 ) -> TractResult<bool> {
-    for node in model.nodes() {
-        if !node.op_is::<AxisOp>()
-            && !node.op.suggested_axis_changes()?.is_empty()
-            && !crate::kernels::nnzip_runs_depthwise(model, node, kernels)?
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    asks_for_layout_change(model, |node| {
+        crate::kernels::nnzip_runs_depthwise(model, node, kernels)
+    })
 }
 
 /// The declutter passes the loader runs on `model`: [`FoldConstReshapes`], then tract's own,

@@ -246,8 +246,6 @@ impl PointwiseConv {
         let input = input.try_as_plain_ram()?;
         let input = input.as_slice::<f32>()?;
         ensure!(input.len() == n * self.k * pixels);
-        let weights = self.weights.try_as_plain_ram()?;
-        let bias = self.bias.try_as_plain_ram()?;
         let kernel = kernel(self.portable, pixels, self.k, self.rows);
         ensure!(
             kernel.rows == self.tile_rows,
@@ -256,33 +254,28 @@ impl PointwiseConv {
             kernel.name,
             kernel.rows
         );
-        let panels = Panels {
-            k: self.k,
-            rows: self.rows,
-            tile_rows: self.tile_rows,
-            weights: weights.as_slice::<f32>()?,
-            bias: bias.as_slice::<f32>()?,
-            clamp: self.clamp.map(|c| (c.low, c.high)),
-        };
         let mut output_ram = output.try_as_plain_ram_mut()?;
         let images = output_ram.as_slice_mut::<f32>()?;
-        for (x, out) in input
-            .chunks_exact(self.k * pixels)
-            .zip(images.chunks_exact_mut(self.rows * pixels))
-        {
-            par_chunks_mut(
-                out,
-                pixels,
-                self.rows * self.k * pixels,
-                |first_row, rows| {
-                    // SAFETY: `panels` was laid out by `new` for these channels, `x` is one image's
-                    // input and `rows` whole rows of its output (checked above); `run` is an
-                    // implementation this CPU runs.
-                    unsafe { (kernel.run)(&panels, x, pixels, rows, first_row) };
-                    Ok(())
-                },
-            )?;
-        }
+        self.with_panels(|panels| -> TractResult<()> {
+            for (x, out) in input
+                .chunks_exact(self.k * pixels)
+                .zip(images.chunks_exact_mut(self.rows * pixels))
+            {
+                par_chunks_mut(
+                    out,
+                    pixels,
+                    self.rows * self.k * pixels,
+                    |first_row, rows| {
+                        // SAFETY: `panels` was laid out by `new` for these channels, `x` is one
+                        // image's input and `rows` whole rows of its output (checked above); `run`
+                        // is an implementation this CPU runs.
+                        unsafe { (kernel.run)(panels, x, pixels, rows, first_row) };
+                        Ok(())
+                    },
+                )?;
+            }
+            Ok(())
+        })??;
         Ok(output)
     }
 }
