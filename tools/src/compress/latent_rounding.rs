@@ -28,7 +28,6 @@ pub struct LatentRounding {
     /// The codebook's entries a weight may take, ascending, with their index. For sparse layers
     /// entry 0 (the pruned zero) is left out: the pruning stays as it was.
     entries: Vec<(f32, u16)>,
-    codebook: Vec<f32>,
     /// Per weight, its row's scale (all 1 without row scales).
     scales: Vec<f32>,
     /// For sparse layers: weights at index 0 are pruned and stay so.
@@ -54,7 +53,6 @@ impl LatentRounding {
         let values = layer.values();
         Ok(LatentRounding {
             entries,
-            codebook: layer.codebook.clone(),
             scales: layer.weight_scales(),
             sparse: layer.sparse,
             state: Mutex::new(Latent {
@@ -65,18 +63,18 @@ impl LatentRounding {
         })
     }
 
-    /// The codebook index nearest to `x` (in codebook units).
-    fn nearest(&self, x: f32) -> u16 {
+    /// The codebook entry nearest to `x` (in codebook units): its value and index.
+    fn nearest(&self, x: f32) -> (f32, u16) {
         let e = &self.entries;
         let above = e.partition_point(|&(c, _)| c < x);
         if above == 0 {
-            return e[0].1;
+            return e[0];
         }
         if above == e.len() {
-            return e[e.len() - 1].1;
+            return e[e.len() - 1];
         }
         let (lo, hi) = (e[above - 1], e[above]);
-        if x - lo.0 <= hi.0 - x { lo.1 } else { hi.1 }
+        if x - lo.0 <= hi.0 - x { lo } else { hi }
     }
 
     /// Moves the latent values by `update` (the optimizer's new value minus the one the model
@@ -101,9 +99,9 @@ impl LatentRounding {
                 continue;
             }
             latent[i] += next[i] - rounded[i];
-            let j = self.nearest(latent[i] / s);
+            let (c, j) = self.nearest(latent[i] / s);
             indices[i] = j;
-            rounded[i] = s * self.codebook[j as usize];
+            rounded[i] = s * c;
         }
         Ok(rounded.clone())
     }
